@@ -1,0 +1,237 @@
+//! The result schema hybench writes and the campaign runner reads.
+//!
+//! One row per benchmark x message size ([`ResultRow`]), statistics first, then
+//! the metadata of the run that produced it ([`RunMetadata`], flattened). The
+//! column list is documented in `bench-apps/README.md`; `SCHEMA_VERSION` is
+//! bumped on any incompatible change so readers can refuse what they do not
+//! understand instead of misreading it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{OverRanks, Summary};
+
+/// Version of the CSV/JSON schema below.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Unit of a benchmark's value column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unit {
+    /// Microseconds (latency; one-way for point-to-point, per call for collectives).
+    #[serde(rename = "us")]
+    #[default]
+    Micros,
+    /// 10^6 bytes per second, the OSU convention.
+    #[serde(rename = "MB/s")]
+    MegabytesPerSec,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Micros => "us",
+            Unit::MegabytesPerSec => "MB/s",
+        }
+    }
+    /// Whether a larger value is better (bandwidth) or worse (latency).
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Unit::MegabytesPerSec)
+    }
+}
+
+/// Declares [`RunMetadata`] and [`ResultRow`] from one list of metadata
+/// fields, so the flat CSV row (csv cannot serialize nested structs) and the
+/// metadata struct cannot drift apart.
+macro_rules! result_schema {
+    ($( $(#[$doc:meta])* $name:ident : $ty:ty ),* $(,)?) => {
+        /// Where and how the benchmark ran. Identical for every row of one run.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct RunMetadata {
+            $( $(#[$doc])* pub $name: $ty, )*
+        }
+
+        /// One benchmark at one message size: statistics, then the run's metadata.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct ResultRow {
+            pub benchmark: String,
+            pub size_bytes: u64,
+            pub unit: Unit,
+            /// Timed iterations per rank (after warm-up).
+            pub iterations: u64,
+            pub warmup: u64,
+            /// Messages in flight per iteration (bw, bibw, mbw-mr); 1 otherwise.
+            pub window: u32,
+            /// Number of rank pairs doing the timed work (1 for latency/bw; pairs
+            /// for multi-lat / mbw-mr; 0 for collectives).
+            pub pairs: u32,
+            /// The number osu_* would print for this size, computed the OSU way
+            /// (total time over all timed iterations).
+            pub osu_value: f64,
+            /// Message rate in messages/s (mbw-mr only).
+            pub message_rate: Option<f64>,
+            /// Statistics over the per-iteration samples (pooled over timing ranks).
+            pub n_samples: usize,
+            pub min: f64,
+            pub median: f64,
+            pub mean: f64,
+            pub p90: f64,
+            pub p99: f64,
+            pub max: f64,
+            pub stddev: f64,
+            pub ci95_low: Option<f64>,
+            pub ci95_high: Option<f64>,
+            /// Collectives: min / avg / max over ranks of each rank's mean latency (OSU's -f).
+            pub rank_min: Option<f64>,
+            pub rank_avg: Option<f64>,
+            pub rank_max: Option<f64>,
+            /// `pass` or `fail` with --validate, empty otherwise.
+            pub validation: String,
+            $( $(#[$doc])* pub $name: $ty, )*
+        }
+
+        impl ResultRow {
+            /// Copy the run's metadata into this row.
+            pub fn set_meta(&mut self, meta: &RunMetadata) {
+                $( self.$name = meta.$name.clone(); )*
+            }
+            /// The run's metadata, as carried by this row.
+            pub fn meta(&self) -> RunMetadata {
+                RunMetadata { $( $name: self.$name.clone(), )* }
+            }
+        }
+    };
+}
+
+result_schema! {
+    schema_version: u32,
+    hybench_version: String,
+    /// Start of the run, RFC 3339 UTC.
+    started_at: String,
+    /// `mpich`, `openmpi`, `intelmpi`, `mvapich`, or `unknown`.
+    mpi_flavour: String,
+    /// First line of MPI_Get_library_version.
+    mpi_version: String,
+    /// Path of the libmpi mapped in rank 0 (from /proc/self/maps).
+    mpi_library: String,
+    /// Inode of that file as the process saw it (tells a bound host library
+    /// from the container's copy even when both have the same path).
+    mpi_library_inode: u64,
+    /// Device of that file (major:minor), for the same reason.
+    mpi_library_dev: String,
+    /// True when every rank mapped the same library file (path and inode).
+    mpi_library_uniform: bool,
+    comm_size: u32,
+    nodes: u32,
+    /// Ranks per node as `a,b,c` in node order of first appearance.
+    ranks_per_node: String,
+    /// Per rank: `rank@host:cpulist`, joined with `;`.
+    rank_placement: String,
+    /// `none`, `singularity`, `apptainer` or `charliecloud`.
+    container: String,
+    /// Transport-related environment of rank 0 (`UCX_*`, `FI_*`, `PSM2_*`,
+    /// `OMPI_MCA_*`, `I_MPI_*`, `MPIR_CVAR_*`), `K=V` joined with `;`.
+    transport_env: String,
+    slurm_job_id: String,
+    slurm_step_id: String,
+}
+
+impl ResultRow {
+    /// Fill the statistics columns from a summary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        benchmark: &str,
+        size_bytes: u64,
+        unit: Unit,
+        iterations: u64,
+        warmup: u64,
+        window: u32,
+        pairs: u32,
+        osu_value: f64,
+        summary: &Summary,
+        over_ranks: Option<OverRanks>,
+        meta: &RunMetadata,
+    ) -> ResultRow {
+        let mut row = ResultRow {
+            benchmark: benchmark.to_string(),
+            size_bytes,
+            unit,
+            iterations,
+            warmup,
+            window,
+            pairs,
+            osu_value,
+            message_rate: None,
+            n_samples: summary.n,
+            min: summary.min,
+            median: summary.median,
+            mean: summary.mean,
+            p90: summary.p90,
+            p99: summary.p99,
+            max: summary.max,
+            stddev: summary.stddev,
+            ci95_low: summary.ci95_low,
+            ci95_high: summary.ci95_high,
+            rank_min: over_ranks.map(|r| r.min),
+            rank_avg: over_ranks.map(|r| r.avg),
+            rank_max: over_ranks.map(|r| r.max),
+            validation: String::new(),
+            ..Default::default()
+        };
+        row.set_meta(meta);
+        row
+    }
+}
+
+/// One timed iteration of one rank (`--samples FILE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub benchmark: String,
+    pub size_bytes: u64,
+    pub rank: u32,
+    pub iteration: u64,
+    pub value: f64,
+    pub unit: Unit,
+}
+
+/// Read result rows from CSV text, refusing rows of another schema version.
+pub fn read_results_csv<R: std::io::Read>(reader: R) -> anyhow::Result<Vec<ResultRow>> {
+    let mut rdr = csv::Reader::from_reader(reader);
+    let mut rows = Vec::new();
+    for (i, rec) in rdr.deserialize::<ResultRow>().enumerate() {
+        let row = rec.map_err(|e| anyhow::anyhow!("results CSV row {}: {e}", i + 2))?;
+        if row.schema_version != SCHEMA_VERSION {
+            anyhow::bail!(
+                "results CSV row {} has schema_version {}, this hybrun reads {}; \
+                 re-run the benchmark with a matching hybench",
+                i + 2,
+                row.schema_version,
+                SCHEMA_VERSION
+            );
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_round_trip() {
+        let meta = RunMetadata {
+            schema_version: SCHEMA_VERSION,
+            hybench_version: "0.1.0".into(),
+            mpi_flavour: "mpich".into(),
+            comm_size: 2,
+            ..Default::default()
+        };
+        let s = Summary::of(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]).unwrap();
+        let row = ResultRow::new("latency", 8, Unit::Micros, 7, 1, 1, 1, 4.0, &s, None, &meta);
+        let mut w = csv::Writer::from_writer(vec![]);
+        w.serialize(&row).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert!(text.starts_with("benchmark,size_bytes,unit,"));
+        let back = read_results_csv(text.as_bytes()).unwrap();
+        assert_eq!(back, vec![row]);
+    }
+}
