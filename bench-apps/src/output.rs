@@ -1,0 +1,286 @@
+//! Rows, tables, CSV, JSON and the samples file. Only rank 0 writes.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hybrun::schema::{ResultRow, RunMetadata, SampleRow, Unit};
+use hybrun::stats::Summary;
+use serde::Serialize;
+
+use crate::bench::SizeResult;
+use crate::cli::{Bench, Format, Plan};
+use crate::meta::RankInfo;
+
+pub fn unit_of(bench: Bench) -> Unit {
+    if bench.is_bandwidth() {
+        Unit::MegabytesPerSec
+    } else {
+        Unit::Micros
+    }
+}
+
+/// Turn one size's result into a row (rank 0).
+pub fn row(plan: &Plan, r: &SizeResult, meta: &RunMetadata) -> Result<ResultRow> {
+    let pooled: Vec<f64> = r
+        .samples
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    let summary = Summary::of(&pooled)
+        .with_context(|| format!("{} size {}: summarising samples", plan.bench.name(), r.size))?;
+    let mut row = ResultRow::new(
+        plan.bench.name(),
+        r.size,
+        unit_of(plan.bench),
+        r.iterations,
+        r.warmup,
+        plan.window,
+        plan.pairs,
+        r.osu_value,
+        &summary,
+        r.over_ranks,
+        meta,
+    );
+    row.message_rate = r.message_rate;
+    row.validation = match r.valid {
+        Some(true) => "pass".into(),
+        Some(false) => "fail".into(),
+        None => String::new(),
+    };
+    Ok(row)
+}
+
+/// Where results go: a file opened before the run (so an unwritable path fails
+/// before any time is spent), or standard output.
+pub struct Sink {
+    out: Box<dyn Write>,
+    format: Format,
+    csv_header_done: bool,
+    rows: Vec<ResultRow>,
+    path: Option<PathBuf>,
+}
+
+fn create(path: &Path, what: &str) -> Result<File> {
+    File::create(path).with_context(|| {
+        format!(
+            "cannot write the {what} file {}: check that its directory exists and is writable",
+            path.display()
+        )
+    })
+}
+
+impl Sink {
+    pub fn open(format: Format, path: Option<&Path>) -> Result<Sink> {
+        let out: Box<dyn Write> = match path {
+            Some(p) => Box::new(BufWriter::new(create(p, "output")?)),
+            None => Box::new(io::stdout()),
+        };
+        Ok(Sink {
+            out,
+            format,
+            csv_header_done: false,
+            rows: Vec::new(),
+            path: path.map(Path::to_path_buf),
+        })
+    }
+
+    pub fn header(&mut self, plan: &Plan, meta: &RunMetadata, clock: &str) -> Result<()> {
+        if self.format != Format::Table {
+            return Ok(());
+        }
+        let w = &mut self.out;
+        writeln!(
+            w,
+            "# hybench {} ({} method) v{}",
+            plan.bench.name(),
+            osu_name(plan.bench),
+            meta.hybench_version
+        )?;
+        writeln!(w, "# MPI: {} [{}]", meta.mpi_version, meta.mpi_flavour)?;
+        writeln!(
+            w,
+            "# libmpi: {} (inode {}, dev {})",
+            meta.mpi_library, meta.mpi_library_inode, meta.mpi_library_dev
+        )?;
+        writeln!(
+            w,
+            "# ranks: {} on {} node(s) ({} per node); container: {}; per-iteration clock: {}",
+            meta.comm_size, meta.nodes, meta.ranks_per_node, meta.container, clock
+        )?;
+        if plan.bench.is_bandwidth() {
+            writeln!(
+                w,
+                "# window: {}{}",
+                plan.window,
+                if plan.pairs > 1 {
+                    format!("; pairs: {}", plan.pairs)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        let osu_col = if plan.bench.is_bandwidth() {
+            "OSU MB/s"
+        } else {
+            "OSU lat(us)"
+        };
+        writeln!(
+            w,
+            "{:<10} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>23} {:>8}{}",
+            "# Size",
+            osu_col,
+            "median",
+            "min",
+            "p90",
+            "p99",
+            "max",
+            "95% CI of median",
+            "n",
+            if plan.bench.is_collective() {
+                "   min/max over ranks"
+            } else {
+                ""
+            }
+        )?;
+        w.flush()?;
+        Ok(())
+    }
+
+    /// Emit one row now (table and CSV stream; JSON collects until `finish`).
+    pub fn push(&mut self, row: ResultRow) -> Result<()> {
+        match self.format {
+            Format::Table => {
+                let ci = match (row.ci95_low, row.ci95_high) {
+                    (Some(l), Some(h)) => format!("[{}, {}]", num(l), num(h)),
+                    _ => "-".into(),
+                };
+                let extra = match (row.rank_min, row.rank_max) {
+                    (Some(a), Some(b)) => format!("   {} / {}", num(a), num(b)),
+                    _ => String::new(),
+                };
+                let rate = row
+                    .message_rate
+                    .map(|r| format!("   {r:.0} msg/s"))
+                    .unwrap_or_default();
+                let valid = if row.validation.is_empty() {
+                    String::new()
+                } else {
+                    format!("   {}", row.validation)
+                };
+                writeln!(
+                    self.out,
+                    "{:<10} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>23} {:>8}{extra}{rate}{valid}",
+                    row.size_bytes,
+                    num(row.osu_value),
+                    num(row.median),
+                    num(row.min),
+                    num(row.p90),
+                    num(row.p99),
+                    num(row.max),
+                    ci,
+                    row.n_samples
+                )?;
+                self.out.flush()?;
+            }
+            Format::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(!self.csv_header_done)
+                    .from_writer(vec![]);
+                w.serialize(&row)?;
+                self.out
+                    .write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+                self.out.flush()?;
+                self.csv_header_done = true;
+            }
+            Format::Json => {}
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    pub fn finish(mut self, meta: &RunMetadata, ranks: &[RankInfo], clock: &str) -> Result<()> {
+        if self.format == Format::Json {
+            #[derive(Serialize)]
+            struct Doc<'a> {
+                metadata: &'a RunMetadata,
+                clock: &'a str,
+                ranks: &'a [RankInfo],
+                results: &'a [ResultRow],
+            }
+            serde_json::to_writer_pretty(
+                &mut self.out,
+                &Doc {
+                    metadata: meta,
+                    clock,
+                    ranks,
+                    results: &self.rows,
+                },
+            )?;
+            writeln!(self.out)?;
+        }
+        self.out.flush().with_context(|| match &self.path {
+            Some(p) => format!("writing {}", p.display()),
+            None => "writing standard output".into(),
+        })
+    }
+}
+
+/// Per-iteration samples, streamed as CSV (one tidy row per sample).
+pub struct SamplesSink {
+    w: csv::Writer<BufWriter<File>>,
+}
+
+impl SamplesSink {
+    pub fn open(path: &Path) -> Result<SamplesSink> {
+        Ok(SamplesSink {
+            w: csv::Writer::from_writer(BufWriter::new(create(path, "samples")?)),
+        })
+    }
+
+    pub fn push(&mut self, bench: Bench, r: &SizeResult) -> Result<()> {
+        let unit = unit_of(bench);
+        for (rank, values) in &r.samples {
+            for (i, v) in values.iter().enumerate() {
+                self.w.serialize(SampleRow {
+                    benchmark: bench.name().to_string(),
+                    size_bytes: r.size,
+                    rank: *rank,
+                    iteration: i as u64,
+                    value: *v,
+                    unit,
+                })?;
+            }
+        }
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+fn osu_name(b: Bench) -> &'static str {
+    match b {
+        Bench::Latency => "osu_latency",
+        Bench::Bw => "osu_bw",
+        Bench::Bibw => "osu_bibw",
+        Bench::MultiLat => "osu_multi_lat",
+        Bench::MbwMr => "osu_mbw_mr",
+        Bench::Barrier => "osu_barrier",
+        Bench::Bcast => "osu_bcast",
+        Bench::Reduce => "osu_reduce",
+        Bench::Allreduce => "osu_allreduce",
+        Bench::Allgather => "osu_allgather",
+        Bench::Alltoall => "osu_alltoall",
+        Bench::Gather => "osu_gather",
+        Bench::Scatter => "osu_scatter",
+    }
+}
+
+/// Two decimals like OSU, more for sub-unit values so 0.19 us stays readable.
+fn num(v: f64) -> String {
+    if v.abs() < 10.0 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.2}")
+    }
+}
