@@ -1,7 +1,8 @@
 //! hybrun: correct, safe and measured container launches for HPC.
 //!
 //! The library holds everything the `hybrun` binary and `hybench` share:
-//! statistics and the result schema.
+//! statistics, the result schema and the SIF image reader/writer.
 
 pub mod schema;
+pub mod sif;
 pub mod stats;

@@ -1,0 +1,57 @@
+//! `hybrun image ...`: the command-line side of the [`hybrun::sif`] module.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use hybrun::sif::{SifImage, display};
+
+/// Subcommands of `hybrun image`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Show a SIF image's header, object list and each object's details (the facts
+    /// of `siftool header`, `list` and `info`), reading only the header and the
+    /// descriptor table.
+    Inspect(InspectArgs),
+}
+
+/// Arguments of `hybrun image inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The SIF image (Singularity/Apptainer) to inspect.
+    pub image: PathBuf,
+
+    /// Print one JSON document (header, and each object's id, group, link, offset,
+    /// size, type and type-specific fields) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs an `image` subcommand, writing its report to standard output.
+pub fn run(command: ImageCommand) -> anyhow::Result<()> {
+    match command {
+        ImageCommand::Inspect(args) => inspect(&args),
+    }
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let image = SifImage::open(&args.image)?;
+    let report = if args.json {
+        let value = display::inspect_json(image.path(), image.header(), image.descriptors());
+        let mut text = serde_json::to_string_pretty(&value)?;
+        text.push('\n');
+        text
+    } else {
+        display::inspect_text(image.header(), image.descriptors())
+    };
+    print_report(&report)
+}
+
+/// Prints to standard output; a closed pipe (`| head`) is not an error.
+fn print_report(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))?),
+    }
+}
