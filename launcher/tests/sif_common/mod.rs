@@ -3,13 +3,14 @@
 //! own on a machine without `../shared`.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use hybrun::sif::format::FINGERPRINT_LEN;
 use hybrun::sif::writer::ObjectSource;
 use hybrun::sif::{
     Arch, DataType, FormatType, FsType, HashType, ImageId, Link, MessageType, Metadata,
-    ObjectInput, PartType, SbomFormat, SifBuilder,
+    ObjectInput, PartType, SbomFormat, SifBuilder, SifImage,
 };
 
 /// The reference corpus (`<repo>/../shared/fixtures/sif`, or `$HYBRUN_SIF_CORPUS`),
@@ -223,4 +224,39 @@ pub fn generated_images(dir: &Path) -> Vec<PathBuf> {
         write_minimal_image(dir, Arch::Amd64),
         empty,
     ]
+}
+
+/// A builder that writes `image` again, from what the reader reports.
+pub fn rebuild<R: Read + Seek>(image: &mut SifImage<R>) -> SifBuilder {
+    let h = image.header().clone();
+    let mut builder = SifBuilder::new(h.arch)
+        .launch_script(h.launch_script_text())
+        .id(h.id)
+        .time(h.created_at)
+        .descriptor_capacity(h.descriptors_total as usize);
+    let mut end = h.data_offset;
+    for d in image.descriptors().to_vec() {
+        let data = image.read_object(d.id, 1 << 30).expect("object data");
+        let padding = d.offset - end;
+        let alignment = if padding == 0 {
+            0
+        } else if d.offset % 4096 == 0 {
+            4096
+        } else {
+            512
+        };
+        let mut object = ObjectInput::from_bytes(d.data_type, data)
+            .link(d.link())
+            .name(d.name_text())
+            .metadata(d.metadata())
+            .time(d.created_at)
+            .alignment(alignment);
+        object = match d.group() {
+            Some(group) => object.group(group),
+            None => object.no_group(),
+        };
+        builder = builder.add_object(object);
+        end = d.offset + d.size;
+    }
+    builder
 }
