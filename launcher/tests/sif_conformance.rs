@@ -77,42 +77,32 @@ fn reference_output(dir: &Path, name: &str) -> String {
         .unwrap_or_else(|e| panic!("reference output {name}: {e}"))
 }
 
-#[test]
-fn header_matches_siftool_header_output() {
-    let Some(dir) = sif_common::reference_dir("sif_conformance") else {
-        return;
-    };
-    let image = SifImage::open(dir.join("one-group.sif")).expect("one-group.sif");
-    assert_eq!(
-        display::header_text(image.header()),
-        reference_output(&dir, "TestApp_Header-OneGroup.txt")
-    );
-}
-
-#[test]
-fn list_matches_siftool_list_output() {
-    let Some(dir) = sif_common::reference_dir("sif_conformance") else {
-        return;
-    };
-    let image = SifImage::open(dir.join("two-groups.sif")).expect("two-groups.sif");
-    assert_eq!(
-        display::list_text(image.descriptors()),
-        reference_output(&dir, "TestApp_List-TwoGroups.txt")
-    );
-}
-
-#[test]
-fn info_matches_siftool_info_output() {
-    let Some(dir) = sif_common::reference_dir("sif_conformance") else {
-        return;
-    };
+/// The reference tool's outputs: (image, what to print, output file).
+const SIFTOOL_OUTPUTS: [(&str, &str, &str); 3] = [
+    ("one-group.sif", "header", "TestApp_Header-OneGroup.txt"),
+    ("two-groups.sif", "list", "TestApp_List-TwoGroups.txt"),
     // The reference test prints object 2 of two-groups-signed-pgp.sif.
-    let image = SifImage::open(dir.join("two-groups-signed-pgp.sif")).expect("fixture");
-    let descriptor = image.descriptor(2).expect("object 2");
-    assert_eq!(
-        display::info_text(descriptor),
-        reference_output(&dir, "TestApp_Info-DataPartitionSquashFS.txt")
-    );
+    (
+        "two-groups-signed-pgp.sif",
+        "info 2",
+        "TestApp_Info-DataPartitionSquashFS.txt",
+    ),
+];
+
+#[test]
+fn header_list_and_info_match_siftool_outputs_exactly() {
+    let Some(dir) = sif_common::reference_dir("sif_conformance") else {
+        return;
+    };
+    for (name, what, output) in SIFTOOL_OUTPUTS {
+        let image = SifImage::open(dir.join(name)).expect("reference image");
+        let text = match what {
+            "header" => display::header_text(image.header()),
+            "list" => display::list_text(image.descriptors()),
+            _ => display::info_text(image.descriptor(2).expect("object 2")),
+        };
+        assert_eq!(text, reference_output(&dir, output), "{name}: {what}");
+    }
 }
 
 fn hybrun(args: &[&str]) -> std::process::Output {

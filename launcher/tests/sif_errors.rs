@@ -7,10 +7,9 @@ use std::io::Cursor;
 use std::process::Command;
 
 use hybrun::sif::format::{DESCRIPTOR_LEN, HEADER_LEN};
-use hybrun::sif::writer::ObjectSource;
 use hybrun::sif::{
-    Arch, DataType, Descriptor, FsType, HashType, Header, Link, Metadata, ObjectInput, PartType,
-    SifBuilder, SifError, SifImage,
+    Arch, DataType, Descriptor, HashType, Header, Link, Metadata, ObjectInput, SifBuilder,
+    SifError, SifImage,
 };
 
 const LABEL: &str = "test.sif";
@@ -21,12 +20,7 @@ fn base_image() -> Vec<u8> {
     SifBuilder::new(Arch::Amd64)
         .deterministic()
         .add_object(ObjectInput::deffile("Bootstrap: scratch\n"))
-        .add_object(ObjectInput::partition(
-            ObjectSource::Bytes(sif_common::fake_squashfs(5000)),
-            FsType::Squashfs,
-            PartType::PrimarySystem,
-            Arch::Amd64,
-        ))
+        .add_object(sif_common::primary_partition(5000, Arch::Amd64))
         .add_object(
             ObjectInput::from_bytes(DataType::Signature, b"sig".to_vec())
                 .metadata(Metadata::Signature {

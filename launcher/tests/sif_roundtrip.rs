@@ -308,12 +308,7 @@ fn a_2_gib_image_inspects_in_milliseconds_reading_only_the_tables() {
     // A real layout with a small partition, then grown (sparsely) to 2 GiB.
     SifBuilder::new(Arch::Amd64)
         .add_object(ObjectInput::deffile("Bootstrap: scratch\n"))
-        .add_object(ObjectInput::partition(
-            ObjectSource::Bytes(sif_common::fake_squashfs(4096)),
-            FsType::Squashfs,
-            PartType::PrimarySystem,
-            Arch::Amd64,
-        ))
+        .add_object(sif_common::primary_partition(4096, Arch::Amd64))
         .write_to(&path)
         .expect("write");
     let big: i64 = 2 << 30;

@@ -132,32 +132,10 @@ pub fn info_text(d: &Descriptor) -> String {
     if !name.is_empty() {
         rows.push(("Name:", escape_controls(&name)));
     }
-    match d.metadata() {
-        Metadata::Partition {
-            fs_type,
-            part_type,
-            arch,
-        } => {
-            rows.push(("Filesystem Type:", fs_type.to_string()));
-            rows.push(("Partition Type:", part_type.to_string()));
-            rows.push(("Architecture:", arch.to_string()));
+    for fact in metadata_facts(&d.metadata()) {
+        if let Some(value) = fact.value {
+            rows.push((fact.label, escape_controls(&value)));
         }
-        Metadata::Signature {
-            hash_type,
-            fingerprint,
-        } => {
-            rows.push(("Hash Type:", hash_type.to_string()));
-            if let Some(fp) = fingerprint {
-                rows.push(("Entity:", hex_upper(&fp)));
-            }
-        }
-        Metadata::CryptoMessage { format, message } => {
-            rows.push(("Format Type:", format.to_string()));
-            rows.push(("Message Type:", message.to_string()));
-        }
-        Metadata::Sbom { format } => rows.push(("Format:", format.to_string())),
-        Metadata::OciBlob { digest } => rows.push(("Digest:", escape_controls(&digest))),
-        Metadata::None => {}
     }
     // siftool's info rows start with an empty tabwriter cell: two spaces of padding.
     aligned(&rows, "  ", 2)
@@ -230,32 +208,56 @@ fn object_json(d: &Descriptor) -> Value {
     put("modified_at_unix", json!(d.modified_at));
     put("uid", json!(d.uid));
     put("gid", json!(d.gid));
-    match d.metadata() {
+    for fact in metadata_facts(&d.metadata()) {
+        put(fact.key, json!(fact.value));
+    }
+    Value::Object(object)
+}
+
+/// One type-specific fact of an object: siftool's label, the JSON key, and the
+/// value (None: not set, which siftool omits and JSON shows as null).
+struct Fact {
+    label: &'static str,
+    key: &'static str,
+    value: Option<String>,
+}
+
+/// The type-specific facts, in siftool's order.
+fn metadata_facts(metadata: &Metadata) -> Vec<Fact> {
+    let fact = |label, key, value: String| Fact {
+        label,
+        key,
+        value: Some(value),
+    };
+    match metadata {
         Metadata::Partition {
             fs_type,
             part_type,
             arch,
-        } => {
-            put("fs_type", json!(fs_type.name()));
-            put("partition_type", json!(part_type.name()));
-            put("arch", json!(arch.go_name()));
-        }
+        } => vec![
+            fact("Filesystem Type:", "fs_type", fs_type.to_string()),
+            fact("Partition Type:", "partition_type", part_type.to_string()),
+            fact("Architecture:", "arch", arch.to_string()),
+        ],
         Metadata::Signature {
             hash_type,
             fingerprint,
-        } => {
-            put("hash_type", json!(hash_type.name()));
-            put("entity", json!(fingerprint.map(|fp| hex_upper(&fp))));
-        }
-        Metadata::CryptoMessage { format, message } => {
-            put("format_type", json!(format.name()));
-            put("message_type", json!(message.name()));
-        }
-        Metadata::Sbom { format } => put("sbom_format", json!(format.name())),
-        Metadata::OciBlob { digest } => put("digest", json!(digest)),
-        Metadata::None => {}
+        } => vec![
+            fact("Hash Type:", "hash_type", hash_type.to_string()),
+            Fact {
+                label: "Entity:",
+                key: "entity",
+                value: fingerprint.map(|fp| hex_upper(&fp)),
+            },
+        ],
+        Metadata::CryptoMessage { format, message } => vec![
+            fact("Format Type:", "format_type", format.to_string()),
+            fact("Message Type:", "message_type", message.to_string()),
+        ],
+        Metadata::Sbom { format } => vec![fact("Format:", "sbom_format", format.to_string())],
+        Metadata::OciBlob { digest } => vec![fact("Digest:", "digest", digest.clone())],
+        Metadata::None => Vec::new(),
     }
-    Value::Object(object)
 }
 
 /// Lays out `label value` rows like Go's tabwriter: every label padded to the

@@ -68,6 +68,16 @@ pub const FINGERPRINT: [u8; FINGERPRINT_LEN] = [
 pub const IMAGE_TIME: i64 = 1_700_000_000;
 pub const IMAGE_ID: &str = "6ecc76b7-a497-4f7f-9ebd-8da2a04c6be1";
 
+/// A primary SquashFS partition (fake contents of `len` bytes) for `arch`.
+pub fn primary_partition(len: usize, arch: Arch) -> ObjectInput {
+    ObjectInput::partition(
+        ObjectSource::Bytes(fake_squashfs(len)),
+        FsType::Squashfs,
+        PartType::PrimarySystem,
+        arch,
+    )
+}
+
 /// An image with every data type, three groups, object and group links, names,
 /// per-object times and alignments. Object IDs are the order below (1-based).
 pub fn rich_builder(rootfs: &Path) -> SifBuilder {
