@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use hybrun::sif::{SifImage, display};
+use hybrun::store::cli as store;
 
 /// Subcommands of `hybrun image`.
 #[derive(Debug, Subcommand)]
@@ -13,6 +14,16 @@ pub enum ImageCommand {
     /// of `siftool header`, `list` and `info`), reading only the header and the
     /// descriptor table.
     Inspect(InspectArgs),
+    /// Copy a SIF image into the allowed directory: checked (regular file, SIF,
+    /// name, image limit, site scanner), copied atomically, SHA-256 indexed.
+    Cp(store::CpArgs),
+    /// List the images in the allowed directory (name, size, date, SHA-256 prefix).
+    Ls(store::LsArgs),
+    /// Remove images from the allowed directory.
+    Rm(store::RmArgs),
+    /// Check every image in the allowed directory against its indexed SHA-256
+    /// (missing, modified and unindexed files FAIL).
+    Verify(store::VerifyArgs),
 }
 
 /// Arguments of `hybrun image inspect`.
@@ -31,6 +42,14 @@ pub struct InspectArgs {
 pub fn run(command: ImageCommand) -> anyhow::Result<()> {
     match command {
         ImageCommand::Inspect(args) => inspect(&args),
+        ImageCommand::Cp(args) => print_report(&store::cp(&args)?),
+        ImageCommand::Ls(args) => print_report(&store::ls(&args)?),
+        ImageCommand::Rm(args) => print_report(&store::rm(&args)?),
+        ImageCommand::Verify(args) => {
+            let outcome = store::verify(&args)?;
+            print_report(&outcome.report)?;
+            outcome.failure.map_or(Ok(()), |e| Err(e.into()))
+        }
     }
 }
 

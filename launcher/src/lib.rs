@@ -5,4 +5,6 @@
 
 pub mod schema;
 pub mod sif;
+pub mod site;
 pub mod stats;
+pub mod store;

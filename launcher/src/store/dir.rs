@@ -1,0 +1,400 @@
+//! The allowed directory as an open descriptor: every file operation of the store
+//! is relative to it (`openat`, `renameat`, `unlinkat`, `statat`), so a directory
+//! swapped for a symbolic link after it was checked cannot redirect a write.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, Stat};
+
+use super::StoreError;
+
+/// Name prefix of every temporary file the store writes (images being copied, the
+/// index being rewritten). Hidden, so never counted or listed as an image.
+pub const TEMP_PREFIX: &str = ".hybrun-tmp-";
+
+/// The lock file: an exclusive `flock` on it serializes the count check, the
+/// rename and the index update of concurrent `hybrun image` processes.
+pub const LOCK_FILE: &str = ".hybrun-lock";
+
+/// Temporary files left by another host (the directory may be on a shared file
+/// system, where this host cannot tell whether their owner lives) are removed
+/// once they are this old.
+const FOREIGN_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The allowed directory, open.
+#[derive(Debug)]
+pub(crate) struct StoreDir {
+    path: PathBuf,
+    label: String,
+    fd: OwnedFd,
+}
+
+/// One entry of the directory, not followed if it is a symbolic link.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub name: String,
+    pub stat: Stat,
+}
+
+impl Entry {
+    pub fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.stat.st_mode)
+    }
+}
+
+/// Held while the store is locked; dropping it (closing the descriptor) unlocks.
+#[derive(Debug)]
+pub(crate) struct Lock {
+    _file: File,
+}
+
+/// A temporary file in the store directory, removed when dropped unless it was
+/// renamed into place.
+#[derive(Debug)]
+pub(crate) struct TempFile<'a> {
+    dir: &'a StoreDir,
+    name: String,
+    pub file: File,
+    live: bool,
+}
+
+impl StoreDir {
+    /// Opens the allowed directory `path`, refusing a symbolic link, a path that is
+    /// not canonical (a link or `..` anywhere in it) and anything not a directory.
+    pub fn open(path: &Path) -> Result<StoreDir, StoreError> {
+        let label = path.display().to_string();
+        let io_err = |action, source| StoreError::DirIo {
+            dir: label.clone(),
+            action,
+            source,
+        };
+        let meta = std::fs::symlink_metadata(path).map_err(|e| io_err("look at", e))?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::canonicalize(path).map_or_else(
+                |_| "a missing target".to_owned(),
+                |t| t.display().to_string(),
+            );
+            return Err(StoreError::DirSymlink { dir: label, target });
+        }
+        if !meta.is_dir() {
+            return Err(StoreError::DirNotDirectory { dir: label });
+        }
+        // Path equality is component by component: "/x/allowed/" equals
+        // "/x/allowed", while "/x/allowed_evil" and "/x/link/../allowed" do not.
+        let canonical = std::fs::canonicalize(path).map_err(|e| io_err("resolve", e))?;
+        if canonical != path {
+            return Err(StoreError::DirNotCanonical {
+                dir: label,
+                canonical: canonical.display().to_string(),
+            });
+        }
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err("open", e.into()))?;
+        // The directory opened must be the one checked above, not one swapped in
+        // between.
+        let opened = rustix::fs::fstat(&fd).map_err(|e| io_err("look at", e.into()))?;
+        if opened.st_dev != meta.dev() || opened.st_ino != meta.ino() {
+            return Err(StoreError::DirChanged { dir: label });
+        }
+        Ok(StoreDir {
+            path: canonical,
+            label,
+            fd,
+        })
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory's path as text, for messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn io_err(&self, action: &'static str, source: impl Into<io::Error>) -> StoreError {
+        StoreError::DirIo {
+            dir: self.label.clone(),
+            action,
+            source: source.into(),
+        }
+    }
+
+    /// Takes the store's exclusive lock, waiting for another holder to finish.
+    pub fn lock(&self) -> Result<Lock, StoreError> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            LOCK_FILE,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.io_err("open the lock file .hybrun-lock in", e))?;
+        rustix::fs::flock(&fd, FlockOperation::LockExclusive)
+            .map_err(|e| self.io_err("lock", e))?;
+        Ok(Lock {
+            _file: File::from(fd),
+        })
+    }
+
+    /// Every entry but `.` and `..`, sorted by name; entries whose name is not
+    /// UTF-8 are given with the invalid bytes replaced.
+    pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        // A fresh descriptor of "." each time: a duplicate would share the read
+        // position and see no entries the second time.
+        let dir = rustix::fs::Dir::read_from(&self.fd)
+            .map_err(|e| self.io_err("read the entries of", e))?;
+        let mut entries = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| self.io_err("read the entries of", e))?;
+            let raw = entry.file_name().to_bytes();
+            if raw == b"." || raw == b".." {
+                continue;
+            }
+            let stat =
+                match rustix::fs::statat(&self.fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(stat) => stat,
+                    // Removed since the listing (a concurrent rm or cleanup).
+                    Err(rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(self.io_err("look at an entry of", e)),
+                };
+            entries.push(Entry {
+                name: String::from_utf8_lossy(raw).into_owned(),
+                stat,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// The entry `name`, not followed; None if there is none.
+    pub fn stat(&self, name: &str) -> Result<Option<Stat>, StoreError> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(stat)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.io_err("look at an entry of", e)),
+        }
+    }
+
+    /// Opens the regular file `name` for reading, refusing a symbolic link or a
+    /// special file (opened without blocking, so a FIFO cannot hang the open).
+    pub fn open_regular(&self, name: &str) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Creates a new temporary file (`O_EXCL`, mode 0600) named after this process
+    /// and host, so that a later operation can tell whether its owner died.
+    pub fn create_temp(&self) -> Result<TempFile<'_>, StoreError> {
+        loop {
+            let mut nonce = [0u8; 8];
+            getrandom::fill(&mut nonce).map_err(|e| {
+                self.io_err(
+                    "create a temporary file in",
+                    io::Error::other(e.to_string()),
+                )
+            })?;
+            let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+            let name = format!(
+                "{TEMP_PREFIX}{}-{nonce}-{}",
+                std::process::id(),
+                host_name()
+            );
+            match rustix::fs::openat(
+                &self.fd,
+                name.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => {
+                    return Ok(TempFile {
+                        dir: self,
+                        name,
+                        file: File::from(fd),
+                        live: true,
+                    });
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(self.io_err("create a temporary file in", e)),
+            }
+        }
+    }
+
+    /// Removes the entry `name` (not a directory).
+    pub fn unlink(&self, name: &str) -> io::Result<()> {
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).map_err(Into::into)
+    }
+
+    /// Flushes the directory itself (new, renamed and removed names) to disk.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        rustix::fs::fsync(&self.fd).map_err(|e| self.io_err("flush to disk", e))
+    }
+
+    /// Removes the temporary files whose owner is dead: on this host, a process
+    /// that no longer exists; on another host, older than a day. Returns how many.
+    pub fn clean_stale_temps(&self) -> Result<usize, StoreError> {
+        let host = host_name();
+        let mut removed = 0;
+        for entry in self.entries()? {
+            if !entry.name.starts_with(TEMP_PREFIX) || !is_stale(&entry, &host) {
+                continue;
+            }
+            match self.unlink(&entry.name) {
+                Ok(()) => removed += 1,
+                // Another process cleaned it first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_err("remove a stale temporary file from", e)),
+            }
+        }
+        if removed > 0 {
+            self.sync()?;
+        }
+        Ok(removed)
+    }
+}
+
+impl TempFile<'_> {
+    /// The file's full path (for the scanner).
+    pub fn path(&self) -> PathBuf {
+        self.dir.path.join(&self.name)
+    }
+
+    /// Renames the file to `name`, replacing what is there, and flushes the
+    /// directory.
+    pub fn persist(self, name: &str) -> Result<(), StoreError> {
+        self.rename(name, false)
+    }
+
+    /// Renames the file to `name`, which must not exist (the caller holds the lock
+    /// and checked; `RENAME_NOREPLACE` also stops writers that do not lock), and
+    /// flushes the directory.
+    pub fn persist_new(self, name: &str) -> Result<(), StoreError> {
+        self.rename(name, true)
+    }
+
+    fn rename(mut self, name: &str, exclusive: bool) -> Result<(), StoreError> {
+        let fd = &self.dir.fd;
+        let renamed = if exclusive {
+            match rustix::fs::renameat_with(
+                fd,
+                self.name.as_str(),
+                fd,
+                name,
+                RenameFlags::NOREPLACE,
+            ) {
+                // File systems without RENAME_NOREPLACE (some network ones): the
+                // lock and the check already made it exclusive among hybruns.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    rustix::fs::renameat(fd, self.name.as_str(), fd, name)
+                }
+                other => other,
+            }
+        } else {
+            rustix::fs::renameat(fd, self.name.as_str(), fd, name)
+        };
+        match renamed {
+            Err(rustix::io::Errno::EXIST) => Err(StoreError::Exists {
+                name: name.to_owned(),
+                dir: self.dir.label.clone(),
+            }),
+            Err(e) => Err(self.dir.io_err("rename a new file into", e)),
+            Ok(()) => {
+                self.live = false;
+                self.dir.sync()
+            }
+        }
+    }
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        if self.live {
+            // Best effort: if this fails, the next operation removes it once this
+            // process is gone.
+            let _ = self.dir.unlink(&self.name);
+        }
+    }
+}
+
+/// Whether the temporary file `entry` belongs to nobody any more.
+fn is_stale(entry: &Entry, host: &str) -> bool {
+    let Some((pid, rest)) = entry.name[TEMP_PREFIX.len()..].split_once('-') else {
+        return true; // Not one of ours as written today: nobody owns it.
+    };
+    let owner_host = rest.split_once('-').map_or("", |(_nonce, host)| host);
+    if owner_host == host {
+        return match pid
+            .parse::<i32>()
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            // EPERM: the process exists (another user's); only ESRCH means gone.
+            Some(pid) => rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH),
+            None => true,
+        };
+    }
+    let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(entry.stat.st_mtime.max(0) as u64);
+    SystemTime::now()
+        .duration_since(modified)
+        .is_ok_and(|age| age > FOREIGN_TEMP_AGE)
+}
+
+/// This host's name, as it appears in temporary file names ('-' kept: the host is
+/// the last field).
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The image name that `path` designates inside the allowed directory `dir`, or
+/// None when it is not directly inside it. The comparison is component by
+/// component on the canonical parent, so `/x/allowed_evil/a.sif` is not in
+/// `/x/allowed`, and a symbolic link inside `dir` is not followed out of it.
+pub fn name_in_dir(dir: &Path, path: &Path) -> Option<String> {
+    let name = match path.components().next_back()? {
+        Component::Normal(name) => name,
+        _ => return None,
+    };
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+    let parent = std::fs::canonicalize(parent).ok()?;
+    if parent.components().ne(dir.components()) {
+        return None;
+    }
+    let name = name.to_str()?;
+    super::check_name(name).ok()?;
+    Some(name.to_owned())
+}
+
+/// The file descriptor of the directory, for callers that need `*at` calls.
+impl AsFd for StoreDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
