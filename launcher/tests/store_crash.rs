@@ -234,6 +234,28 @@ fn passing_scanner_output_kept_in_index() {
 }
 
 #[test]
+fn scanner_that_alters_the_candidate_refuses() {
+    // Appending to the candidate, or putting another file in its place: either
+    // way what would be renamed is not what was hashed.
+    for script in [
+        "echo tampered >> \"$1\"",
+        "cp \"$1\" \"$1.x\" && mv \"$1.x\" \"$1\"",
+    ] {
+        let world = World::new(&format!(
+            "scanner = [\"/bin/sh\", \"-c\", {script:?}, \"scan\"]\n"
+        ));
+        let a = world.source("a.sif", 1000, 1);
+        world.run("cp", &[path_str(&a)]).assert_refused(&[
+            TEMP_PREFIX,
+            "changed or replaced",
+            "nothing was admitted",
+        ]);
+        assert_eq!(world.images(), Vec::<String>::new(), "{script}");
+        world.assert_consistent();
+    }
+}
+
+#[test]
 fn scanner_that_cannot_start_refuses() {
     let world = World::new("scanner = [\"/nonexistent/scanner\"]\n");
     let a = world.source("a.sif", 1000, 1);

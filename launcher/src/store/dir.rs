@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -277,6 +277,31 @@ impl TempFile<'_> {
         self.dir.path.join(&self.name)
     }
 
+    /// The file's status now, from its descriptor.
+    pub fn stat(&self) -> Result<Stat, StoreError> {
+        rustix::fs::fstat(&self.file).map_err(|e| self.dir.io_err("look at a new file in", e))
+    }
+
+    /// Fails unless the temporary name still designates this very file, unchanged
+    /// since `before` (same inode, size, modification and change times): the
+    /// rename goes by name, and what is renamed must be what was hashed.
+    pub fn check_unchanged(&self, before: &Stat) -> Result<(), StoreError> {
+        let now = self.dir.stat(&self.name)?;
+        let same = now.is_some_and(|now| {
+            (now.st_dev, now.st_ino, now.st_size) == (before.st_dev, before.st_ino, before.st_size)
+                && (now.st_mtime, now.st_mtime_nsec) == (before.st_mtime, before.st_mtime_nsec)
+                && (now.st_ctime, now.st_ctime_nsec) == (before.st_ctime, before.st_ctime_nsec)
+        });
+        if same {
+            Ok(())
+        } else {
+            Err(StoreError::CandidateChanged {
+                temp: self.name.clone(),
+                dir: self.dir.label.clone(),
+            })
+        }
+    }
+
     /// Renames the file to `name`, replacing what is there, and flushes the
     /// directory.
     pub fn persist(self, name: &str) -> Result<(), StoreError> {
@@ -390,11 +415,4 @@ pub fn name_in_dir(dir: &Path, path: &Path) -> Option<String> {
     let name = name.to_str()?;
     super::check_name(name).ok()?;
     Some(name.to_owned())
-}
-
-/// The file descriptor of the directory, for callers that need `*at` calls.
-impl AsFd for StoreDir {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
 }

@@ -184,6 +184,13 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    #[error(
+        "{dir}/{temp}: refused: the candidate copy was changed or replaced after it was \
+         written and hashed (by the scanner or another process); nothing was admitted: copy \
+         again, and make sure the scanner only reads the file it scans"
+    )]
+    CandidateChanged { temp: String, dir: String },
+
     #[error("{name}: no such image in {dir}; `hybrun image ls` lists the images")]
     NotFound { name: String, dir: String },
 
@@ -312,6 +319,7 @@ impl Store {
             .map_err(|e| self.write_error(&src.label, e))?;
         // What is admitted is the copy, so the copy is what is checked.
         copy::check_sif(&mut temp.file, &src.label)?;
+        let written = temp.stat()?;
 
         let scan = self.scan(&name, &temp.path())?;
         let entry = IndexEntry {
@@ -327,6 +335,8 @@ impl Store {
 
         let _lock = self.dir.lock()?;
         self.check_room(&name)?;
+        // The scanner (or anything else) must not have changed or replaced it.
+        temp.check_unchanged(&written)?;
         let mut index = Index::load(&self.dir)?;
         index.images.insert(name.clone(), entry.clone());
         let new_index = index.prepare(&self.dir, self.policy.mode)?;
