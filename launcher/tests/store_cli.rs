@@ -53,9 +53,19 @@ fn cp_ls_rm_verify() {
 
     let rm = world.run("rm", &["a.sif"]);
     rm.assert_refused(&["a.sif: no such image in", "hybrun image ls"]);
+    // All names are checked before any is removed; a name given twice counts once.
+    world
+        .run("rm", &["b.sif", "nope.sif"])
+        .assert_refused(&["nope.sif: no such image"]);
+    assert_eq!(world.images(), ["b.sif"]);
+    world.cp_ok(&a);
+    let rm = world.run("rm", &["a.sif", "b.sif", "a.sif"]);
+    rm.assert_ok();
+    assert_eq!(rm.stdout, "2 files removed.\n");
+    world.assert_consistent();
 
     let ls = world.run("ls", &[]);
-    assert!(ls.stdout.ends_with("1 file(s) found.\n"), "{}", ls.stdout);
+    assert_eq!(ls.stdout, "0 file(s) found.\n");
 }
 
 #[test]

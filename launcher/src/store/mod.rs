@@ -442,18 +442,20 @@ impl Store {
 
     /// Removes the images `names` (all are checked before any is removed).
     pub fn remove(&self, names: &[String]) -> Result<usize, StoreError> {
-        for name in names {
+        // A name given twice is removed once (the second unlink would fail half-way).
+        let names: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        for &name in &names {
             check_name(name).map_err(|why| StoreError::BadName {
-                name: name.clone(),
+                name: name.to_string(),
                 why,
             })?;
         }
         let _lock = self.dir.lock()?;
-        for name in names {
+        for &name in &names {
             match self.dir.stat(name)? {
                 None => {
                     return Err(StoreError::NotFound {
-                        name: name.clone(),
+                        name: name.to_string(),
                         dir: self.dir.label().to_owned(),
                     });
                 }
@@ -461,7 +463,7 @@ impl Store {
                 // (A symbolic link is removed: that only drops the link.)
                 Some(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                     return Err(StoreError::NotAnImage {
-                        name: name.clone(),
+                        name: name.to_string(),
                         dir: self.dir.label().to_owned(),
                     });
                 }
@@ -469,11 +471,11 @@ impl Store {
             }
         }
         let mut index = Index::load(&self.dir)?;
-        for name in names {
+        for &name in &names {
             index.images.remove(name);
         }
         let new_index = index.prepare(&self.dir, self.policy.mode)?;
-        for name in names {
+        for &name in &names {
             self.dir
                 .unlink(name)
                 .map_err(|source| StoreError::WriteIo {
