@@ -53,6 +53,18 @@ pub enum Bench {
     Gather,
     /// MPI_Scatter latency from rank 0 (osu_scatter).
     Scatter,
+    /// GPU: cuBLAS matrix products (fp64, fp32, tf32, bf16, fp16) in TFLOP/s.
+    #[command(name = "gpu-gemm")]
+    GpuGemm,
+    /// GPU: STREAM copy/scale/add/triad kernels (NVRTC) and device memcpy, GB/s.
+    #[command(name = "gpu-stream")]
+    GpuStream,
+    /// GPU: host<->device (pinned, pageable) and device<->device copies, GB/s.
+    #[command(name = "gpu-copy")]
+    GpuCopy,
+    /// GPU: latency and bandwidth of GPU buffers between 2 ranks (CUDA-aware MPI).
+    #[command(name = "gpu-mpi")]
+    GpuMpi,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +114,23 @@ pub struct Common {
     /// --validate catches it.
     #[arg(long, hide = true, global = true)]
     pub debug_corrupt: bool,
+    /// gpu-gemm: element types, comma-separated: fp64, fp32, tf32, bf16, fp16
+    /// (default: all).
+    #[arg(long, value_name = "LIST", global = true)]
+    pub dtype: Option<String>,
+    /// gpu-gemm: orders N of the square products (M = N = K), comma-separated
+    /// (default 8192).
+    #[arg(long = "size", value_name = "N[,N...]", global = true)]
+    pub gemm_size: Option<String>,
+    /// GPU benchmarks: device ordinal (default: local rank modulo the visible GPUs).
+    #[arg(long, value_name = "ORDINAL", global = true)]
+    pub gpu: Option<u32>,
+    /// GPU benchmarks: bind the rank to the CPUs near its GPU before measuring.
+    #[arg(long, global = true)]
+    pub bind_near_gpu: bool,
+    /// GPU benchmarks: NVML sampling interval in milliseconds (0: no telemetry).
+    #[arg(long, value_name = "MS", default_value_t = 50, global = true)]
+    pub telemetry_ms: u64,
 }
 
 /// Iteration counts of one benchmark family (OSU defaults).
@@ -150,14 +179,27 @@ impl Bench {
             Bench::Alltoall => "alltoall",
             Bench::Gather => "gather",
             Bench::Scatter => "scatter",
+            Bench::GpuGemm => "gpu-gemm",
+            Bench::GpuStream => "gpu-stream",
+            Bench::GpuCopy => "gpu-copy",
+            Bench::GpuMpi => "gpu-mpi",
         }
     }
 
-    pub fn is_collective(self) -> bool {
-        !matches!(
+    /// The GPU subcommands (src/gpu/), which do not go through `Cli::plan`.
+    pub fn is_gpu(self) -> bool {
+        matches!(
             self,
-            Bench::Latency | Bench::Bw | Bench::Bibw | Bench::MultiLat | Bench::MbwMr
+            Bench::GpuGemm | Bench::GpuStream | Bench::GpuCopy | Bench::GpuMpi
         )
+    }
+
+    pub fn is_collective(self) -> bool {
+        !self.is_gpu()
+            && !matches!(
+                self,
+                Bench::Latency | Bench::Bw | Bench::Bibw | Bench::MultiLat | Bench::MbwMr
+            )
     }
 
     pub fn is_bandwidth(self) -> bool {
@@ -234,6 +276,7 @@ impl Bench {
             | Bench::Alltoall
             | Bench::Gather
             | Bench::Scatter
+            | Bench::GpuMpi
                 if ranks < 2 =>
             {
                 Err(format!(
@@ -322,6 +365,23 @@ impl Cli {
     pub fn plan(&self, ranks: i32) -> Result<Plan, String> {
         let b = self.bench;
         let c = &self.common;
+        if b.is_gpu() {
+            return Err(format!("{} is a GPU benchmark (src/gpu/)", b.name()));
+        }
+        for (set, opt) in [
+            (c.dtype.is_some(), "--dtype"),
+            (c.gemm_size.is_some(), "--size"),
+            (c.gpu.is_some(), "--gpu"),
+            (c.bind_near_gpu, "--bind-near-gpu"),
+            (c.telemetry_ms != 50, "--telemetry-ms"),
+        ] {
+            if set {
+                return Err(format!(
+                    "{opt} applies to the GPU benchmarks (gpu-*), not {}",
+                    b.name()
+                ));
+            }
+        }
         let default = b.default_sizes();
         let sizes = match (&c.sizes, b) {
             (Some(_), Bench::Barrier) => {

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod clock;
 mod comm;
+mod gpu;
 mod meta;
 mod output;
 
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
     };
+    // GPU subcommands decide themselves whether to initialise MPI (src/gpu/).
+    if cli.bench.is_gpu() {
+        return gpu::main(&cli);
+    }
     let Some(universe) = mpi::initialize() else {
         eprintln!("hybench: error: MPI was already initialised");
         return ExitCode::from(EXIT_USAGE);

@@ -148,9 +148,38 @@ impl Sink {
         Ok(())
     }
 
+    /// Table header of a GPU run: `#`-prefixed context lines, then the columns
+    /// (nothing for CSV and JSON, whose columns say it all).
+    pub fn gpu_header(&mut self, lines: &[String]) -> Result<()> {
+        if self.format != Format::Table {
+            return Ok(());
+        }
+        for l in lines {
+            writeln!(self.out, "# {l}")?;
+        }
+        writeln!(self.out, "{}", GPU_TABLE_HEADER)?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Notes after a GPU table (where each peak and ceiling comes from).
+    pub fn gpu_footer(&mut self, lines: &[String]) -> Result<()> {
+        if self.format != Format::Table {
+            return Ok(());
+        }
+        for l in lines {
+            writeln!(self.out, "# {l}")?;
+        }
+        Ok(())
+    }
+
     /// Emit one row now (table and CSV stream; JSON collects until `finish`).
     pub fn push(&mut self, row: ResultRow) -> Result<()> {
         match self.format {
+            Format::Table if row.benchmark.starts_with("gpu-") => {
+                writeln!(self.out, "{}", gpu_table_line(&row))?;
+                self.out.flush()?;
+            }
             Format::Table => {
                 let ci = match (row.ci95_low, row.ci95_high) {
                     (Some(l), Some(h)) => format!("[{}, {}]", num(l), num(h)),
@@ -239,6 +268,29 @@ impl SamplesSink {
         })
     }
 
+    /// One rank's samples of one GPU row.
+    pub fn push_values(
+        &mut self,
+        benchmark: &str,
+        size_bytes: u64,
+        rank: u32,
+        values: &[f64],
+        unit: Unit,
+    ) -> Result<()> {
+        for (i, v) in values.iter().enumerate() {
+            self.w.serialize(SampleRow {
+                benchmark: benchmark.to_string(),
+                size_bytes,
+                rank,
+                iteration: i as u64,
+                value: *v,
+                unit,
+            })?;
+        }
+        self.w.flush()?;
+        Ok(())
+    }
+
     pub fn push(&mut self, bench: Bench, r: &SizeResult) -> Result<()> {
         let unit = unit_of(bench);
         for (rank, values) in &r.samples {
@@ -258,6 +310,48 @@ impl SamplesSink {
     }
 }
 
+/// Columns of the GPU table: value statistics in the row's unit, percent of
+/// the device's vendor peak and of the ceiling measured in the same run, and
+/// the median clocks, peak power and temperature NVML saw during the row.
+const GPU_TABLE_HEADER: &str = "# benchmark             size       unit       median        min        max      n  %peak  %ceil  SM MHz  mem MHz  W max  C max  throttle          valid";
+
+fn gpu_table_line(row: &ResultRow) -> String {
+    let size = match row.matrix_n {
+        Some(n) => format!("N={n}"),
+        None => crate::gpu::human_bytes(row.size_bytes),
+    };
+    let opt = |v: Option<f64>, digits: usize| match v {
+        Some(x) => format!("{x:.digits$}"),
+        None => "-".into(),
+    };
+    format!(
+        "{:<23} {:>10} {:<8} {:>10} {:>10} {:>10} {:>6} {:>6} {:>6} {:>7} {:>8} {:>6} {:>6}  {:<17} {}",
+        row.benchmark,
+        size,
+        row.unit.as_str(),
+        num(row.median),
+        num(row.min),
+        num(row.max),
+        row.n_samples,
+        opt(row.peak_pct, 1),
+        opt(row.ceiling_pct, 1),
+        opt(row.sm_clock_mhz_median, 0),
+        opt(row.mem_clock_mhz_median, 0),
+        opt(row.power_w_max, 0),
+        opt(row.temp_c_max, 0),
+        if row.throttle_reasons.is_empty() {
+            "-"
+        } else {
+            &row.throttle_reasons
+        },
+        if row.validation.is_empty() {
+            "-"
+        } else {
+            &row.validation
+        }
+    )
+}
+
 fn osu_name(b: Bench) -> &'static str {
     match b {
         Bench::Latency => "osu_latency",
@@ -273,6 +367,8 @@ fn osu_name(b: Bench) -> &'static str {
         Bench::Alltoall => "osu_alltoall",
         Bench::Gather => "osu_gather",
         Bench::Scatter => "osu_scatter",
+        Bench::GpuMpi => "osu_latency/osu_bw -d cuda",
+        Bench::GpuGemm | Bench::GpuStream | Bench::GpuCopy => "no OSU equivalent",
     }
 }
 

@@ -23,6 +23,12 @@ pub enum Unit {
     /// 10^6 bytes per second, the OSU convention.
     #[serde(rename = "MB/s")]
     MegabytesPerSec,
+    /// 10^9 bytes per second (GPU memory and transfer benchmarks, STREAM convention).
+    #[serde(rename = "GB/s")]
+    GigabytesPerSec,
+    /// 10^12 floating-point operations per second (GPU matrix products, 2MNK per product).
+    #[serde(rename = "TFLOP/s")]
+    TeraflopsPerSec,
 }
 
 impl Unit {
@@ -30,11 +36,13 @@ impl Unit {
         match self {
             Unit::Micros => "us",
             Unit::MegabytesPerSec => "MB/s",
+            Unit::GigabytesPerSec => "GB/s",
+            Unit::TeraflopsPerSec => "TFLOP/s",
         }
     }
-    /// Whether a larger value is better (bandwidth) or worse (latency).
+    /// Whether a larger value is better (bandwidth, throughput) or worse (latency).
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Unit::MegabytesPerSec)
+        !matches!(self, Unit::Micros)
     }
 }
 
@@ -85,6 +93,86 @@ macro_rules! result_schema {
             pub rank_max: Option<f64>,
             /// `pass` or `fail` with --validate, empty otherwise.
             pub validation: String,
+            // GPU benchmarks (`gpu-*`): problem, device, peak, ceiling and
+            // telemetry columns, empty for the MPI benchmarks. Plain fields, not
+            // a nested struct, because csv cannot serialize nested structs;
+            // `serde(default)` keeps CSV files written before they existed
+            // readable. Documented in bench-apps/README.md ("GPU columns").
+            /// gpu-gemm: the order N of the square product (M = N = K).
+            #[serde(default)]
+            pub matrix_n: Option<u64>,
+            /// Device name as NVML/CUDA report it (rank 0's GPU).
+            #[serde(default)]
+            pub gpu_name: String,
+            /// NVIDIA driver version (NVML).
+            #[serde(default)]
+            pub gpu_driver_version: String,
+            /// CUDA version the driver supports (cuDriverGetVersion), e.g. `13.0`.
+            #[serde(default)]
+            pub cuda_version: String,
+            /// Run-time libraries used (cuBLAS, NVRTC): version and path.
+            #[serde(default)]
+            pub gpu_libraries: String,
+            /// Per rank: `rank@host:` + placement summary (local rank, GPU,
+            /// bus id, NUMA node, CPUs near the GPU, CPUs allowed, binding), `;`-joined.
+            #[serde(default)]
+            pub gpu_placement: String,
+            /// Known peak of the detected device for this benchmark, in `unit`.
+            #[serde(default)]
+            pub peak: Option<f64>,
+            /// `median` as a percentage of `peak`.
+            #[serde(default)]
+            pub peak_pct: Option<f64>,
+            /// Which peak: device, figure and source document.
+            #[serde(default)]
+            pub peak_source: String,
+            /// A ceiling measured in the same run (e.g. device memcpy for
+            /// stream kernels, the best matrix product for GEMM), in `unit`.
+            #[serde(default)]
+            pub ceiling: Option<f64>,
+            /// `median` as a percentage of `ceiling`.
+            #[serde(default)]
+            pub ceiling_pct: Option<f64>,
+            /// Which measurement the ceiling is.
+            #[serde(default)]
+            pub ceiling_source: String,
+            /// NVML samples taken while this row was measured (all ranks).
+            #[serde(default)]
+            pub telemetry_samples: u64,
+            #[serde(default)]
+            pub sm_clock_mhz_min: Option<f64>,
+            #[serde(default)]
+            pub sm_clock_mhz_median: Option<f64>,
+            #[serde(default)]
+            pub sm_clock_mhz_max: Option<f64>,
+            #[serde(default)]
+            pub mem_clock_mhz_min: Option<f64>,
+            #[serde(default)]
+            pub mem_clock_mhz_median: Option<f64>,
+            #[serde(default)]
+            pub mem_clock_mhz_max: Option<f64>,
+            #[serde(default)]
+            pub power_w_min: Option<f64>,
+            #[serde(default)]
+            pub power_w_median: Option<f64>,
+            #[serde(default)]
+            pub power_w_max: Option<f64>,
+            #[serde(default)]
+            pub temp_c_min: Option<f64>,
+            #[serde(default)]
+            pub temp_c_median: Option<f64>,
+            #[serde(default)]
+            pub temp_c_max: Option<f64>,
+            /// Median GPU utilisation (NVML, percent of time a kernel ran).
+            #[serde(default)]
+            pub gpu_util_pct_median: Option<f64>,
+            /// Union of the clock throttle reasons seen, `+`-joined (`none` when none).
+            #[serde(default)]
+            pub throttle_reasons: String,
+            /// Volatile ECC error counts at the end of the row,
+            /// `corrected=N uncorrected=M` (empty where ECC is off or unsupported).
+            #[serde(default)]
+            pub ecc_errors: String,
             $( $(#[$doc])* pub $name: $ty, )*
         }
 
@@ -233,5 +321,58 @@ mod tests {
         assert!(text.starts_with("benchmark,size_bytes,unit,"));
         let back = read_results_csv(text.as_bytes()).unwrap();
         assert_eq!(back, vec![row]);
+    }
+
+    /// Files written before the GPU columns existed still read (the columns
+    /// default to empty), and GPU units round-trip.
+    #[test]
+    fn reads_csv_without_gpu_columns() {
+        let meta = RunMetadata {
+            schema_version: SCHEMA_VERSION,
+            ..Default::default()
+        };
+        let s = Summary::of(&[800.0, 790.0, 801.0]).unwrap();
+        let mut gpu = ResultRow::new(
+            "gpu-gemm-bf16",
+            3 << 27,
+            Unit::TeraflopsPerSec,
+            3,
+            1,
+            1,
+            0,
+            800.0,
+            &s,
+            None,
+            &meta,
+        );
+        gpu.matrix_n = Some(8192);
+        gpu.throttle_reasons = "sw_power_cap".into();
+        gpu.ceiling_pct = Some(99.5);
+        let mut w = csv::Writer::from_writer(vec![]);
+        w.serialize(&gpu).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            read_results_csv(text.as_bytes()).unwrap(),
+            vec![gpu.clone()]
+        );
+        assert!(text.contains("TFLOP/s"));
+
+        // Drop every GPU column: an older file.
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        let header = rdr.headers().unwrap().clone();
+        let first = header.iter().position(|h| h == "matrix_n").unwrap();
+        let last = header.iter().position(|h| h == "ecc_errors").unwrap();
+        let keep: Vec<usize> = (0..header.len())
+            .filter(|i| *i < first || *i > last)
+            .collect();
+        let rec = rdr.records().next().unwrap().unwrap();
+        let mut w = csv::Writer::from_writer(vec![]);
+        w.write_record(keep.iter().map(|&i| &header[i])).unwrap();
+        w.write_record(keep.iter().map(|&i| &rec[i])).unwrap();
+        let old = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        let back = read_results_csv(old.as_bytes()).unwrap();
+        assert_eq!(back[0].matrix_n, None);
+        assert_eq!(back[0].median, gpu.median);
+        assert!(back[0].throttle_reasons.is_empty());
     }
 }

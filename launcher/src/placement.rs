@@ -1,0 +1,474 @@
+//! Rank placement on GPU nodes: which GPU a rank uses and which CPUs sit near it.
+//!
+//! One module for hybench (which reports placement with every GPU result) and
+//! the launcher's per-rank wrapper (which will apply it), so both agree on the
+//! rules:
+//!
+//! - **local rank**: the first of `SLURM_LOCALID` (srun), `MPI_LOCALRANKID`
+//!   (MPICH hydra), `OMPI_COMM_WORLD_LOCAL_RANK` (Open MPI), then
+//!   `MV2_COMM_WORLD_LOCAL_RANK`, `PMI_LOCAL_RANK` and `PALS_LOCAL_RANKID`
+//!   (MVAPICH, PMIx/Cray PALS); 0 for a process nobody launched.
+//! - **GPU**: local rank modulo the number of GPUs the process can see. Slurm's
+//!   `--gpus-per-task`/`--gpu-bind` and the launcher may already have narrowed
+//!   `CUDA_VISIBLE_DEVICES` to one device; then every rank takes ordinal 0 of
+//!   what it sees, which the same rule gives (n mod 1 = 0).
+//! - **CPUs near the GPU**: the kernel's `/sys/bus/pci/devices/<bus id>/local_cpulist`
+//!   (and `numa_node`). Why sysfs and not hwloc (`hwlocality`): it is the same
+//!   file hwloc reads for PCI locality, it needs no C library (hwlocality links
+//!   libhwloc and libudev, which a container image may lack, and the launcher
+//!   must stay free of native dependencies), and it works wherever /sys is
+//!   visible, which every container runtime we support binds by default.
+//!
+//! The binding is compared with the CPUs the process may run on
+//! (`sched_getaffinity`): `near` when all of them are near the GPU, `partial`
+//! when some are, `far` when none are, `unknown` when sysfs does not say.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Environment variables that carry the node-local rank, in priority order.
+pub const LOCAL_RANK_VARS: [&str; 6] = [
+    "SLURM_LOCALID",
+    "MPI_LOCALRANKID",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MV2_COMM_WORLD_LOCAL_RANK",
+    "PMI_LOCAL_RANK",
+    "PALS_LOCAL_RANKID",
+];
+
+/// The node-local rank and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRank {
+    pub rank: u32,
+    /// The variable that gave it, or `default` when none was set.
+    pub source: &'static str,
+}
+
+/// The node-local rank from a lookup function (the environment in practice;
+/// a closure in tests). Unparsable values are skipped, not trusted.
+pub fn local_rank_from(lookup: impl Fn(&str) -> Option<String>) -> LocalRank {
+    for var in LOCAL_RANK_VARS {
+        if let Some(rank) = lookup(var).and_then(|v| v.trim().parse::<u32>().ok()) {
+            return LocalRank { rank, source: var };
+        }
+    }
+    LocalRank {
+        rank: 0,
+        source: "default",
+    }
+}
+
+/// The node-local rank of this process.
+pub fn local_rank() -> LocalRank {
+    local_rank_from(|k| std::env::var(k).ok())
+}
+
+/// The device ordinal (among the visible GPUs) for a local rank.
+pub fn gpu_for_local_rank(local_rank: u32, visible_gpus: u32) -> Option<u32> {
+    (visible_gpus > 0).then(|| local_rank % visible_gpus)
+}
+
+/// Parse a Linux CPU list (`0-3,8,10-11`) into sorted, de-duplicated CPU numbers.
+pub fn parse_cpulist(text: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.trim().is_empty()) {
+        let part = part.trim();
+        let num = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{text}` is not a CPU list (bad entry `{part}`)"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b || b - a > 1 << 16 {
+                    return Err(format!("`{text}` is not a CPU list (range `{part}`)"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(num(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// Format CPU numbers as a Linux CPU list: [0,1,2,5] -> `0-2,5`.
+pub fn format_cpulist(cpus: &[usize]) -> String {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+/// Normalise a PCI bus id to the sysfs form `dddd:bb:dd.f` (lower case, 4-digit
+/// domain). CUDA prints `0000:17:00.0`, NVML `00000000:17:00.0`.
+pub fn normalize_bus_id(bus_id: &str) -> Option<String> {
+    let id = bus_id.trim().to_ascii_lowercase();
+    let (domain, rest) = match id.matches(':').count() {
+        2 => id.split_once(':')?,
+        1 => ("0", id.as_str()),
+        _ => return None,
+    };
+    let domain = u32::from_str_radix(domain, 16).ok()?;
+    let (bus, devfn) = rest.split_once(':')?;
+    let (dev, func) = devfn.split_once('.')?;
+    let bus = u8::from_str_radix(bus, 16).ok()?;
+    let dev = u8::from_str_radix(dev, 16).ok()?;
+    let func = u8::from_str_radix(func, 16).ok()?;
+    if domain > 0xffff || dev > 0x1f || func > 7 {
+        return None;
+    }
+    Some(format!("{domain:04x}:{bus:02x}:{dev:02x}.{func}"))
+}
+
+/// What sysfs says about where a PCI device sits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PciLocality {
+    /// CPUs attached to the device's NUMA node / root complex.
+    pub local_cpus: Vec<usize>,
+    /// NUMA node, or None where the platform reports -1 (single node) or nothing.
+    pub numa_node: Option<u32>,
+}
+
+/// Read the locality of a PCI device under `sysfs_root` (normally `/sys`).
+pub fn pci_locality_in(sysfs_root: &Path, bus_id: &str) -> Result<PciLocality, String> {
+    let id = normalize_bus_id(bus_id).ok_or_else(|| format!("`{bus_id}` is not a PCI bus id"))?;
+    let dir: PathBuf = sysfs_root.join("bus/pci/devices").join(&id);
+    let list_path = dir.join("local_cpulist");
+    let text = std::fs::read_to_string(&list_path)
+        .map_err(|e| format!("cannot read {}: {e}", list_path.display()))?;
+    let local_cpus = parse_cpulist(&text).map_err(|e| format!("{}: {e}", list_path.display()))?;
+    let numa_node = std::fs::read_to_string(dir.join("numa_node"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|n| u32::try_from(n).ok());
+    Ok(PciLocality {
+        local_cpus,
+        numa_node,
+    })
+}
+
+/// Read the locality of a PCI device from /sys.
+pub fn pci_locality(bus_id: &str) -> Result<PciLocality, String> {
+    pci_locality_in(Path::new("/sys"), bus_id)
+}
+
+/// The CPUs this process may run on (sched_getaffinity).
+pub fn current_affinity() -> Result<Vec<usize>, String> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (self).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(format!(
+                "sched_getaffinity: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect())
+    }
+}
+
+/// Restrict this process (the calling thread and threads created after) to `cpus`.
+pub fn set_affinity(cpus: &[usize]) -> Result<(), String> {
+    if cpus.is_empty() {
+        return Err("refusing to bind to an empty CPU set".into());
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_SET is bounds-checked below.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if c >= libc::CPU_SETSIZE as usize {
+                return Err(format!("CPU {c} is beyond CPU_SETSIZE"));
+            }
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "sched_setaffinity({}): {}",
+                format_cpulist(cpus),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How the CPUs a rank may use relate to the CPUs near its GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Every allowed CPU is near the GPU.
+    Near,
+    /// Some allowed CPUs are near the GPU, some are not.
+    Partial,
+    /// No allowed CPU is near the GPU.
+    Far,
+    /// The GPU's locality is unknown.
+    Unknown,
+}
+
+impl Binding {
+    pub fn classify(allowed: &[usize], near: &[usize]) -> Binding {
+        if near.is_empty() || allowed.is_empty() {
+            return Binding::Unknown;
+        }
+        let inside = allowed.iter().filter(|c| near.contains(c)).count();
+        if inside == allowed.len() {
+            Binding::Near
+        } else if inside == 0 {
+            Binding::Far
+        } else {
+            Binding::Partial
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::Near => "near",
+            Binding::Partial => "partial",
+            Binding::Far => "far",
+            Binding::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The CPUs to bind a rank to so that it runs near its GPU: the allowed CPUs
+/// that are near the GPU (keeps a launcher's narrower binding), or all near
+/// CPUs when the launcher bound the rank entirely elsewhere. None when the
+/// locality is unknown (then the binding is left alone).
+pub fn near_binding(allowed: &[usize], near: &[usize]) -> Option<Vec<usize>> {
+    if near.is_empty() {
+        return None;
+    }
+    let both: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|c| near.contains(c))
+        .collect();
+    Some(if both.is_empty() { near.to_vec() } else { both })
+}
+
+/// Where one rank runs relative to its GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub local_rank: LocalRank,
+    /// Device ordinal among the visible GPUs.
+    pub gpu_ordinal: u32,
+    /// `CUDA_VISIBLE_DEVICES` as the process saw it (empty when unset).
+    pub cuda_visible_devices: String,
+    /// PCI bus id of the GPU (sysfs form), when known.
+    pub bus_id: String,
+    pub locality: Option<PciLocality>,
+    /// Why the locality is unknown, when it is.
+    pub locality_error: Option<String>,
+    /// CPUs the process may run on (after any binding hybench applied).
+    pub allowed_cpus: Vec<usize>,
+    pub binding: Binding,
+}
+
+impl Placement {
+    /// Describe a rank on a GPU whose bus id is known (or empty).
+    pub fn describe(local_rank: LocalRank, gpu_ordinal: u32, bus_id: &str) -> Placement {
+        let (locality, locality_error) = if bus_id.is_empty() {
+            (None, Some("no PCI bus id".to_string()))
+        } else {
+            match pci_locality(bus_id) {
+                Ok(l) => (Some(l), None),
+                Err(e) => (None, Some(e)),
+            }
+        };
+        let allowed_cpus = current_affinity().unwrap_or_default();
+        let binding = Binding::classify(
+            &allowed_cpus,
+            locality.as_ref().map(|l| &l.local_cpus[..]).unwrap_or(&[]),
+        );
+        Placement {
+            local_rank,
+            gpu_ordinal,
+            cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+            bus_id: normalize_bus_id(bus_id).unwrap_or_else(|| bus_id.to_string()),
+            locality,
+            locality_error,
+            allowed_cpus,
+            binding,
+        }
+    }
+
+    /// Bind the process to the CPUs near its GPU (see [`near_binding`]) and
+    /// update the description. Returns what was done, for the log.
+    pub fn bind_near(&mut self) -> Result<String, String> {
+        let near = self
+            .locality
+            .as_ref()
+            .map(|l| l.local_cpus.clone())
+            .unwrap_or_default();
+        let Some(target) = near_binding(&self.allowed_cpus, &near) else {
+            return Err(format!(
+                "cannot bind near GPU {}: its CPU locality is unknown ({})",
+                self.gpu_ordinal,
+                self.locality_error.as_deref().unwrap_or("no data")
+            ));
+        };
+        set_affinity(&target)?;
+        self.allowed_cpus = current_affinity()?;
+        self.binding = Binding::classify(&self.allowed_cpus, &near);
+        Ok(format!("bound to CPUs {}", format_cpulist(&target)))
+    }
+
+    /// One-line summary: `local=1(SLURM_LOCALID) gpu=1 bus=0000:17:00.0
+    /// numa=0 near=0-15 cpus=2 bind=near`.
+    pub fn summary(&self) -> String {
+        let (near, numa) = match &self.locality {
+            Some(l) => (
+                format_cpulist(&l.local_cpus),
+                l.numa_node
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            None => ("?".into(), "?".into()),
+        };
+        let cvd = if self.cuda_visible_devices.is_empty() {
+            String::new()
+        } else {
+            format!(" CUDA_VISIBLE_DEVICES={}", self.cuda_visible_devices)
+        };
+        format!(
+            "local={}({}) gpu={}{cvd} bus={} numa={numa} near={near} cpus={} bind={}",
+            self.local_rank.rank,
+            self.local_rank.source,
+            self.gpu_ordinal,
+            if self.bus_id.is_empty() {
+                "?"
+            } else {
+                &self.bus_id
+            },
+            format_cpulist(&self.allowed_cpus),
+            self.binding
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_rank_priority_and_junk() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            local_rank_from(env(&[
+                ("OMPI_COMM_WORLD_LOCAL_RANK", "3"),
+                ("SLURM_LOCALID", "1")
+            ])),
+            LocalRank {
+                rank: 1,
+                source: "SLURM_LOCALID"
+            }
+        );
+        assert_eq!(
+            local_rank_from(env(&[("SLURM_LOCALID", "x"), ("MPI_LOCALRANKID", "2")])).rank,
+            2
+        );
+        assert_eq!(local_rank_from(env(&[])).source, "default");
+        assert_eq!(gpu_for_local_rank(5, 4), Some(1));
+        assert_eq!(gpu_for_local_rank(5, 1), Some(0));
+        assert_eq!(gpu_for_local_rank(0, 0), None);
+    }
+
+    #[test]
+    fn cpulists() {
+        assert_eq!(
+            parse_cpulist("0-3,8,10-11\n").unwrap(),
+            [0, 1, 2, 3, 8, 10, 11]
+        );
+        assert_eq!(parse_cpulist("").unwrap(), Vec::<usize>::new());
+        assert!(parse_cpulist("3-1").is_err());
+        assert!(parse_cpulist("a").is_err());
+        assert_eq!(format_cpulist(&[5, 0, 1, 2, 2]), "0-2,5");
+        let l = "0-47,96-143";
+        assert_eq!(format_cpulist(&parse_cpulist(l).unwrap()), l);
+    }
+
+    #[test]
+    fn bus_ids() {
+        assert_eq!(
+            normalize_bus_id("00000000:17:00.0").as_deref(),
+            Some("0000:17:00.0")
+        );
+        assert_eq!(
+            normalize_bus_id("0000:C1:00.0").as_deref(),
+            Some("0000:c1:00.0")
+        );
+        assert_eq!(normalize_bus_id("17:00.0").as_deref(), Some("0000:17:00.0"));
+        assert_eq!(normalize_bus_id("junk"), None);
+        assert_eq!(normalize_bus_id("0000:17:40.0"), None);
+    }
+
+    #[test]
+    fn sysfs_locality_and_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("bus/pci/devices/0000:c1:00.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("local_cpulist"), "48-95\n").unwrap();
+        std::fs::write(dev.join("numa_node"), "1\n").unwrap();
+        let l = pci_locality_in(dir.path(), "00000000:C1:00.0").unwrap();
+        assert_eq!((l.local_cpus.len(), l.numa_node), (48, Some(1)));
+        std::fs::write(dev.join("numa_node"), "-1\n").unwrap();
+        assert_eq!(
+            pci_locality_in(dir.path(), "0000:c1:00.0")
+                .unwrap()
+                .numa_node,
+            None
+        );
+        let err = pci_locality_in(dir.path(), "0000:17:00.0").unwrap_err();
+        assert!(err.contains("local_cpulist"), "{err}");
+
+        let near = parse_cpulist("48-95").unwrap();
+        assert_eq!(Binding::classify(&[50, 51], &near), Binding::Near);
+        assert_eq!(Binding::classify(&[0, 50], &near), Binding::Partial);
+        assert_eq!(Binding::classify(&[0, 1], &near), Binding::Far);
+        assert_eq!(Binding::classify(&[0, 1], &[]), Binding::Unknown);
+        assert_eq!(near_binding(&[0, 50], &near), Some(vec![50]));
+        assert_eq!(near_binding(&[0, 1], &near), Some(near.clone()));
+        assert_eq!(near_binding(&[0, 1], &[]), None);
+    }
+
+    #[test]
+    fn describe_without_locality_is_unknown() {
+        let p = Placement::describe(local_rank_from(|_| None), 0, "");
+        assert_eq!(p.binding, Binding::Unknown);
+        assert!(p.summary().contains("bind=unknown"), "{}", p.summary());
+    }
+}
