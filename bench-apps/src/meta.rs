@@ -68,39 +68,11 @@ pub fn find_mpi_in_maps(maps: &str) -> Option<MappedLibrary> {
     None
 }
 
-/// CPU list of a set of CPU indices, e.g. [0,1,2,5] -> "0-2,5".
-pub fn cpu_list(cpus: &[usize]) -> String {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let start = cpus[i];
-        let mut end = start;
-        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
-            i += 1;
-            end = cpus[i];
-        }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    out.join(",")
-}
-
+/// CPUs this process may run on, as a list like `0-3,8` (empty if unknown).
 fn affinity() -> String {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (self).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return String::new();
-        }
-        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect();
-        cpu_list(&cpus)
-    }
+    hybrun::placement::current_affinity()
+        .map(|cpus| hybrun::placement::format_cpulist(&cpus))
+        .unwrap_or_default()
 }
 
 fn hostname() -> String {
@@ -270,9 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_lists_and_flavours() {
-        assert_eq!(cpu_list(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
-        assert_eq!(cpu_list(&[3]), "3");
+    fn flavours() {
         assert_eq!(flavour("MPICH Version:      4.0.2"), "mpich");
         assert_eq!(
             flavour("Open MPI v4.1.4, package: Debian OpenMPI"),
