@@ -24,13 +24,29 @@ pub enum ImageCommand {
     /// Check every image in the allowed directory against its indexed SHA-256
     /// (missing, modified and unindexed files FAIL).
     Verify(store::VerifyArgs),
+    /// Wrap a SquashFS file as the primary system partition of a new SIF image.
+    Wrap(hybrun::image::cli::WrapArgs),
+    /// Judge whether an image (SIF, SquashFS or directory) runs on this host in native,
+    /// hybrid and bind mode: MPI ABI, glibc, PMI plugins, fabric, CUDA driver. Exit
+    /// status 1 when a requested mode FAILs.
+    Check(hybrun::image::cli::CheckArgs),
 }
 
 /// Arguments of `hybrun image inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The SIF image (Singularity/Apptainer) to inspect.
+    /// The SIF image (Singularity/Apptainer) to inspect; with --contents also a
+    /// SquashFS file or an image directory.
     pub image: PathBuf,
+
+    /// Also look inside: OS, MPI (flavour, ABI, version), PMI, fabric, glibc and CUDA
+    /// runtime, read from the root file system without mounting it.
+    #[arg(long)]
+    pub contents: bool,
+
+    /// With --contents: also list every path (mode, size, symlink target).
+    #[arg(long, requires = "contents")]
+    pub list: bool,
 
     /// Print one JSON document (header, and each object's id, group, link, offset,
     /// size, type and type-specific fields) instead of text.
@@ -41,7 +57,20 @@ pub struct InspectArgs {
 /// Runs an `image` subcommand, writing its report to standard output.
 pub fn run(command: ImageCommand) -> anyhow::Result<()> {
     match command {
+        ImageCommand::Inspect(args) if args.contents => print_report(
+            &hybrun::image::cli::inspect_contents(&args.image, args.json, args.list)?,
+        ),
         ImageCommand::Inspect(args) => inspect(&args),
+        ImageCommand::Wrap(args) => print_report(&hybrun::image::cli::wrap(&args)?),
+        ImageCommand::Check(args) => {
+            let outcome = hybrun::image::cli::check(&args)?;
+            print_report(&outcome.report)?;
+            if outcome.failed {
+                // The report says why; exit 1 without a second message.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         ImageCommand::Cp(args) => print_report(&store::cp(&args)?),
         ImageCommand::Ls(args) => print_report(&store::ls(&args)?),
         ImageCommand::Rm(args) => print_report(&store::rm(&args)?),

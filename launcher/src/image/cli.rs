@@ -1,0 +1,207 @@
+//! The command-line side of [`crate::image`]: `hybrun image wrap`, `hybrun image
+//! inspect --contents` and `hybrun image check`. Each returns its report as text;
+//! the binary prints it.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::abi::AbiMode;
+use super::check::{self, HostMpiChoice, LaunchMode, SrunChoice, Status};
+use super::contents::Image;
+use super::detect;
+use crate::sif::{Arch, SifBuilder, SifImage, display};
+
+/// Arguments of `hybrun image wrap`.
+#[derive(Debug, Args)]
+pub struct WrapArgs {
+    /// The SquashFS file (mksquashfs output) to wrap.
+    pub squashfs: PathBuf,
+    /// The SIF image to write (replaced atomically if it exists).
+    pub output: PathBuf,
+    /// Architecture recorded for the partition and header (Go names: amd64, arm64,
+    /// ppc64le, ...); default: this machine's.
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+/// Launch modes `hybrun image check` can judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Native,
+    Hybrid,
+    Bind,
+    All,
+}
+
+/// Arguments of `hybrun image check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The image: a SIF file, a SquashFS file or an image directory.
+    pub image: PathBuf,
+    /// The launch mode(s) to judge.
+    #[arg(long, value_enum, default_value = "all")]
+    pub mode: ModeArg,
+    /// How strictly the image's and the host's MPI library versions must agree in bind
+    /// mode (Sarus's rules): major = same SONAME major, full = also host minor >=
+    /// image minor, strict = same major.minor.patch.
+    #[arg(long, value_enum, default_value = "major")]
+    pub abi_mode: AbiMode,
+    /// The host MPI library to compare with (e.g. /usr/lib/x86_64-linux-gnu/libmpich.so.12),
+    /// or "none" for a host without MPI. Default: found through ldconfig -p, mpicc
+    /// -show and pkg-config.
+    #[arg(long, value_name = "PATH_TO_LIBMPI")]
+    pub host_mpi: Option<String>,
+    /// The srun to ask for PMI plugins (`srun --mpi=list`), or "none" to skip.
+    /// Default: srun from PATH.
+    #[arg(long, value_name = "PATH")]
+    pub srun: Option<String>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The outcome of `hybrun image check`: the report, and whether a mode failed.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    pub report: String,
+    pub failed: bool,
+}
+
+/// Errors of the commands that are not image errors (bad arguments).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(
+        "--arch {0}: unknown architecture; use a Go name: 386, amd64, arm, arm64, ppc64, \
+         ppc64le, mips, mipsle, mips64, mips64le, s390x, riscv64"
+    )]
+    UnknownArch(String),
+    #[error(
+        "{path}: not a SquashFS file (no \"hsqs\" magic); `hybrun image wrap` takes mksquashfs \
+         output"
+    )]
+    NotSquashfs { path: String },
+    #[error("{path}: cannot read it: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("this machine's architecture has no SIF code; pass --arch")]
+    NoHostArch,
+}
+
+/// `hybrun image wrap`: SquashFS -> SIF with it as the primary system partition.
+pub fn wrap(args: &WrapArgs) -> anyhow::Result<String> {
+    let arch = match &args.arch {
+        Some(name) => {
+            Arch::from_go_name(name).ok_or_else(|| CliError::UnknownArch(name.clone()))?
+        }
+        None => Arch::host().ok_or(CliError::NoHostArch)?,
+    };
+    let label = args.squashfs.display().to_string();
+    let mut magic = [0u8; 4];
+    File::open(&args.squashfs)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|source| CliError::Read {
+            path: label.clone(),
+            source,
+        })?;
+    if &magic != b"hsqs" {
+        return Err(CliError::NotSquashfs { path: label }.into());
+    }
+    let header = SifBuilder::new(arch)
+        .add_primary_squashfs(&args.squashfs)
+        .write_to(&args.output)?;
+    let sif = SifImage::open(&args.output)?;
+    let size = sif.primary_partition().map_or(0, |d| d.size);
+    Ok(format!(
+        "{}: SIF {} with {label} ({} bytes) as its primary system partition (squashfs, {}), id {}\n",
+        args.output.display(),
+        header.version_text(),
+        size,
+        arch.go_name(),
+        header.id,
+    ))
+}
+
+/// `hybrun image inspect --contents`: the detected contents (and for SIF, the header
+/// and objects first); `list` adds every path.
+pub fn inspect_contents(path: &PathBuf, json: bool, list: bool) -> anyhow::Result<String> {
+    let image = Image::open(path)?;
+    let contents = detect::detect(&image)?;
+    let sif = if image.kind() == super::contents::ImageKind::Sif {
+        Some(SifImage::open(path)?)
+    } else {
+        None
+    };
+    if json {
+        let mut value = serde_json::json!({ "contents": contents });
+        if let Some(sif) = &sif {
+            value["sif"] = display::inspect_json(sif.path(), sif.header(), sif.descriptors());
+        }
+        if list {
+            let files: Vec<serde_json::Value> = image
+                .entries()
+                .map(|(p, e)| {
+                    serde_json::json!({
+                        "path": p, "kind": e.kind, "mode": e.mode, "size": e.size, "target": e.target,
+                    })
+                })
+                .collect();
+            value["files"] = serde_json::Value::Array(files);
+        }
+        let mut text = serde_json::to_string_pretty(&value)?;
+        text.push('\n');
+        return Ok(text);
+    }
+    let mut text = String::new();
+    if let Some(sif) = &sif {
+        text.push_str(&display::inspect_text(sif.header(), sif.descriptors()));
+        text.push('\n');
+    }
+    text.push_str(&contents.text());
+    if list {
+        text.push('\n');
+        text.push_str(&image.listing());
+    }
+    Ok(text)
+}
+
+/// `hybrun image check`.
+pub fn check(args: &CheckArgs) -> anyhow::Result<CheckOutcome> {
+    let image = Image::open(&args.image)?;
+    let contents = detect::detect(&image)?;
+    let host_mpi = match args.host_mpi.as_deref() {
+        None => HostMpiChoice::Detect,
+        Some("none") => HostMpiChoice::None,
+        Some(p) => HostMpiChoice::Path(PathBuf::from(p)),
+    };
+    let srun = match args.srun.as_deref() {
+        None => SrunChoice::Detect,
+        Some("none") => SrunChoice::None,
+        Some(p) => SrunChoice::Path(PathBuf::from(p)),
+    };
+    let host = check::host_facts(&host_mpi, &srun)?;
+    let modes: Vec<LaunchMode> = match args.mode {
+        ModeArg::Native => vec![LaunchMode::Native],
+        ModeArg::Hybrid => vec![LaunchMode::Hybrid],
+        ModeArg::Bind => vec![LaunchMode::Bind],
+        ModeArg::All => LaunchMode::ALL.to_vec(),
+    };
+    let report = check::check(contents, host, &modes, args.abi_mode);
+    let failed = report.worst() == Status::Fail;
+    let text = if args.json {
+        let mut t = serde_json::to_string_pretty(&report)?;
+        t.push('\n');
+        t
+    } else {
+        report.text()
+    };
+    Ok(CheckOutcome {
+        report: text,
+        failed,
+    })
+}
