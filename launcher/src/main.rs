@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 
 mod cli_image;
+mod cli_run;
 
 /// hybrun: launch MPI containers through srun, correct by construction, and measure them.
 #[derive(Parser)]
@@ -15,12 +16,20 @@ enum Command {
     /// Work with SIF (Singularity/Apptainer) container images.
     #[command(subcommand)]
     Image(cli_image::ImageCommand),
+    /// Launch a job: srun/mpiexec, then the container runtime on every rank (or
+    /// `hybrun exec` where per-rank facts are needed), checked before launching.
+    Run(cli_run::RunArgs),
+    /// Run one rank (after srun, e.g. in your own batch script): computes the
+    /// runtime command for this rank and replaces itself with it.
+    Exec(cli_run::ExecArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Image(command)) => cli_image::run(command),
+        Some(Command::Run(args)) => cli_run::run(args),
+        Some(Command::Exec(args)) => cli_run::exec(args),
         None => {
             eprintln!("hybrun: no command given; see `hybrun --help`");
             std::process::exit(2);

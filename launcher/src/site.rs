@@ -91,6 +91,30 @@ pub struct SiteConfig {
     /// `[images]`: the allowed-directory store.
     #[serde(default)]
     pub images: ImagesConfig,
+
+    // The launch sections (`hybrun run`/`hybrun exec`); documented in
+    // crate::launch::site_sections and launcher/site.example.toml.
+    /// `[runtime]`: the container runtime.
+    #[serde(default)]
+    pub runtime: crate::launch::site_sections::RuntimeSection,
+    /// `[launcher]`: srun/mpiexec, records, the per-rank wrapper.
+    #[serde(default)]
+    pub launcher: crate::launch::site_sections::LauncherSection,
+    /// `[mpi.<name>]`: the host's MPI installations, by profile name.
+    #[serde(default)]
+    pub mpi: std::collections::BTreeMap<String, crate::launch::site_sections::MpiProfileSection>,
+    /// `[fabric]`: interconnect libraries, plugins, devices and variables.
+    #[serde(default)]
+    pub fabric: crate::launch::site_sections::FabricSection,
+    /// `[gpu]`: the GPU vendor.
+    #[serde(default)]
+    pub gpu: crate::launch::site_sections::GpuSection,
+    /// `[binds]`: host paths bound into every container.
+    #[serde(default)]
+    pub binds: crate::launch::site_sections::BindsSection,
+    /// `[env]`: variables set in or removed from every rank.
+    #[serde(default)]
+    pub env: crate::launch::site_sections::EnvSection,
 }
 
 /// The `[images]` section, as written in the file (see the module documentation).

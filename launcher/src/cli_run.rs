@@ -1,0 +1,359 @@
+//! `hybrun run` (a whole job) and `hybrun exec` (one rank): the command-line side
+//! of [`hybrun::launch`].
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use hybrun::launch::plan::{LauncherKind, Mode, MpiPlugin, Rendered};
+use hybrun::launch::planner::{self, Host, PerRankChoice, Planned, Request};
+use hybrun::launch::record::{self, Record};
+use hybrun::launch::{LaunchError, plan::Geometry};
+
+/// Options of both `run` and `exec`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// The site file (default: $HYBRUN_SITE, else /etc/hybrun/site.toml if present).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+
+    /// native: no container; hybrid: the container's MPI, ranks started outside;
+    /// bind: the host's MPI bound into the container; inside: mpiexec in the
+    /// container, one node. Default: hybrid with an image, native without.
+    #[arg(long, value_parser = ["native", "hybrid", "bind", "inside"])]
+    pub mode: Option<String>,
+
+    /// The container runtime (default: the site's [runtime] kind, else singularity).
+    #[arg(long, value_parser = ["singularity", "apptainer", "charliecloud", "none"])]
+    pub runtime: Option<String>,
+
+    /// The runtime's version, e.g. 3.6.4 (default: the site's, else asked from it).
+    #[arg(long, value_name = "VERSION")]
+    pub runtime_version: Option<String>,
+
+    /// The MPI profile ([mpi.NAME] in the site file): flavour, PMI, host library.
+    #[arg(long, value_name = "NAME")]
+    pub mpi_profile: Option<String>,
+
+    /// srun's --mpi plugin (default: from the MPI flavour: pmi2 for MPICH, pmix for
+    /// Open MPI).
+    #[arg(long, value_parser = ["pmi2", "pmix", "none"])]
+    pub mpi: Option<String>,
+
+    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable; paths with ':' or ',' are
+    /// refused: the runtimes split on them).
+    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
+    pub binds: Vec<OsString>,
+
+    /// Set a variable in the ranks: NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<OsString>,
+
+    /// Remove a variable from the ranks (repeatable).
+    #[arg(long = "unset", value_name = "NAME")]
+    pub unset: Vec<String>,
+
+    /// NVIDIA GPUs in the container (Singularity/Apptainer --nv) even without
+    /// --gpus-per-node.
+    #[arg(long)]
+    pub nv: bool,
+
+    /// Bind mode: the container directory for the host MPI libraries (default:
+    /// the site's [runtime] bind_dir, else /opt/hybrun/host-mpi/lib).
+    #[arg(long, value_name = "DIR")]
+    pub bind_dir: Option<PathBuf>,
+
+    /// Launch despite a judgement-call refusal (a --mpi plugin that does not fit
+    /// the MPI flavour, a launcher of the other MPI family, GPUs with ch-run).
+    /// Never overrides the image path policy.
+    #[arg(long)]
+    pub force: bool,
+
+    /// The image (SIF file, SquashFS or directory); none for --mode native.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
+
+    /// The command each rank runs, after `--`.
+    #[arg(last = true, value_name = "CMD", required = true)]
+    pub command: Vec<OsString>,
+}
+
+/// Arguments of `hybrun run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Nodes (srun -N).
+    #[arg(short = 'N', long)]
+    pub nodes: Option<u32>,
+
+    /// Ranks (srun -n).
+    #[arg(short = 'n', long)]
+    pub ntasks: Option<u32>,
+
+    /// Ranks per node.
+    #[arg(long)]
+    pub ntasks_per_node: Option<u32>,
+
+    /// GPUs per node (implies --nv with Singularity/Apptainer).
+    #[arg(long)]
+    pub gpus_per_node: Option<u32>,
+
+    /// Time limit (srun -t).
+    #[arg(short = 't', long)]
+    pub time: Option<String>,
+
+    /// Partition (srun -p).
+    #[arg(short = 'p', long)]
+    pub partition: Option<String>,
+
+    /// Account (srun -A).
+    #[arg(short = 'A', long)]
+    pub account: Option<String>,
+
+    /// What starts the ranks (default: the site's [launcher] kind, else srun).
+    #[arg(long, value_parser = ["srun", "mpiexec-hydra", "mpiexec-openmpi", "none"])]
+    pub launcher: Option<String>,
+
+    /// Open MPI's mpiexec: allow more ranks than cores.
+    #[arg(long)]
+    pub oversubscribe: bool,
+
+    /// What each rank runs: the runtime directly, or `hybrun exec` (needed for
+    /// ch-run's per-node join and PMIx glue). Default: auto.
+    #[arg(long, value_parser = ["auto", "wrapper", "direct"])]
+    pub per_rank: Option<String>,
+
+    /// Print the command (POSIX shell quoting) and the decisions; launch nothing.
+    /// Works without srun or the runtime installed (with a warning).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the plan as JSON; launch nothing.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Arguments of `hybrun exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Print the runtime command instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the rank's plan as JSON instead of running it.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
+    // clap's value parsers admit only the names these parse.
+    Request {
+        site: common.site.clone(),
+        mode: common.mode.as_deref().and_then(Mode::parse),
+        runtime: common.runtime.clone(),
+        runtime_version: common.runtime_version.clone(),
+        launcher: None,
+        mpi_profile: common.mpi_profile.clone(),
+        mpi: common.mpi.as_deref().and_then(MpiPlugin::parse),
+        geometry,
+        binds: common.binds.clone(),
+        env: common.env.clone(),
+        unset: common.unset.clone(),
+        nv: common.nv,
+        per_rank: None,
+        bind_dir: common.bind_dir.clone(),
+        oversubscribe: false,
+        force: common.force,
+        dry_run,
+        image: common.image.clone(),
+        command: common.command.clone(),
+    }
+}
+
+/// Comment lines: one line each, whatever the text holds (a line break inside a
+/// comment would turn the rest into a command when the output is pasted).
+fn comment(out: &mut impl Write, text: &str) -> std::io::Result<()> {
+    writeln!(out, "# {}", text.replace('\r', "\\r").replace('\n', "\\n"))
+}
+
+fn warn(planned: &Planned) {
+    for warning in &planned.warnings {
+        eprintln!("hybrun: warning: {warning}");
+    }
+}
+
+fn json_document(planned: &Planned, command: &Rendered) -> serde_json::Value {
+    let here = planned
+        .rank_here
+        .as_ref()
+        .and_then(|rank| rank.render().ok());
+    serde_json::json!({
+        "plan": planned.plan,
+        "command": command,
+        "shell": command.shell_line(),
+        "per_rank_here": here,
+        "warnings": planned.warnings,
+        "site": planned.site.path,
+        "mpi_profile": planned.profile,
+    })
+}
+
+fn print_dry_run(planned: &Planned, command: &Rendered, what: &str) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    comment(
+        &mut out,
+        &format!("hybrun {what} --dry-run: nothing launched"),
+    )?;
+    for note in &planned.plan.notes {
+        comment(&mut out, note)?;
+    }
+    if let hybrun::launch::plan::PerRank::Wrapper { why, .. } = &planned.plan.per_rank {
+        for reason in why {
+            comment(&mut out, &format!("per rank: hybrun exec: {reason}"))?;
+        }
+        if let Some(here) = planned.rank_here.as_ref().and_then(|r| r.render().ok()) {
+            comment(
+                &mut out,
+                &format!("per rank, as resolved on this host: {}", here.shell_line()),
+            )?;
+        }
+    }
+    out.write_all(&command.shell_line_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `hybrun run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let geometry = Geometry {
+        nodes: args.nodes,
+        ntasks: args.ntasks,
+        ntasks_per_node: args.ntasks_per_node,
+        gpus_per_node: args.gpus_per_node,
+        time: args.time.clone(),
+        partition: args.partition.clone(),
+        account: args.account.clone(),
+    };
+    let dry_run = args.dry_run || args.json;
+    let mut req = request(&args.common, geometry, dry_run);
+    req.launcher = args.launcher.as_deref().and_then(LauncherKind::parse);
+    req.oversubscribe = args.oversubscribe;
+    req.per_rank = args.per_rank.as_deref().and_then(PerRankChoice::parse);
+    let host = Host::current();
+    let planned = planner::plan_run(&req, &host)?;
+    warn(&planned);
+    let command = planned.plan.render()?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json_document(&planned, &command))?
+        );
+        return Ok(());
+    }
+    if args.dry_run {
+        return print_dry_run(&planned, &command, "run");
+    }
+    launch(&planned, &command, &host)
+}
+
+/// Records, runs and waits; exits with the job's status.
+fn launch(planned: &Planned, command: &Rendered, host: &Host) -> anyhow::Result<()> {
+    let mut record = Record::new(planned, command, host)?;
+    let dir = record::record_dir(planned, host)?;
+    let name = record.file_name();
+    let path = record.write(&dir, &name)?;
+    eprintln!("hybrun: launch recorded in {}", path.display());
+    let mut child = command
+        .command()?
+        .spawn()
+        .map_err(|source| LaunchError::Spawn {
+            program: command
+                .argv
+                .first()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            source,
+        })?;
+    // Like system(3): while the job runs, Ctrl-C and Ctrl-\ are the job's (srun
+    // handles them itself), so hybrun survives to record how it ended. Set after
+    // the spawn, since ignored signals would be inherited across exec.
+    let previous = ignore_interactive_signals();
+    let status = child.wait();
+    restore_signals(previous);
+    let status = status.map_err(|source| LaunchError::Spawn {
+        program: "the launched job (wait)".into(),
+        source,
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    record.finished = Some(record::now_utc());
+    record.exit_code = status.code();
+    record.signal = status.signal();
+    if let Err(e) = record.write(&dir, &name) {
+        eprintln!("hybrun: warning: could not add the exit status to the record: {e}");
+    }
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => std::process::exit(code),
+        (None, Some(signal)) => std::process::exit(128 + signal),
+        (None, None) => std::process::exit(1),
+    }
+}
+
+type Handlers = [libc::sighandler_t; 2];
+
+fn ignore_interactive_signals() -> Handlers {
+    // SAFETY: signal(2) with SIG_IGN installs no Rust code as a handler.
+    unsafe {
+        [
+            libc::signal(libc::SIGINT, libc::SIG_IGN),
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+        ]
+    }
+}
+
+fn restore_signals(previous: Handlers) {
+    // SAFETY: puts back the dispositions signal(2) returned above.
+    unsafe {
+        libc::signal(libc::SIGINT, previous[0]);
+        libc::signal(libc::SIGQUIT, previous[1]);
+    }
+}
+
+/// `hybrun exec`: plans this rank and replaces itself with the runtime.
+pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
+    let dry_run = args.dry_run || args.json;
+    let req = request(&args.common, Geometry::default(), dry_run);
+    let host = Host::current();
+    let planned = planner::plan_exec(&req, &host)?;
+    warn(&planned);
+    let command = planned.plan.rank.render()?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json_document(&planned, &command))?
+        );
+        return Ok(());
+    }
+    if args.dry_run {
+        return print_dry_run(&planned, &command, "exec");
+    }
+    use std::os::unix::process::CommandExt;
+    let error = command.command()?.exec();
+    Err(LaunchError::Spawn {
+        program: command
+            .argv
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source: error,
+    }
+    .into())
+}

@@ -1,0 +1,533 @@
+//! Bind mode: the host MPI library and everything it loads, made visible in the
+//! container at one directory that goes on LD_LIBRARY_PATH.
+//!
+//! # What goes in the bundle
+//!
+//! The MPI library (and the site's extra libraries: fabric, profile `libs`), its
+//! DT_NEEDED closure as the host's loader resolves it, minus the glibc family
+//! (libc, libm, libpthread, libdl, librt, ld-linux, libresolv, ...): those must
+//! stay the container's own, since a program and its libc must match, and the
+//! container's glibc is what the container's programs were built against.
+//! Plugin directories that libraries dlopen() from follow: UCX's `<dir of
+//! libucs>/ucx` (UCX finds it next to the libucs it loaded, so it goes at
+//! `<bind dir>/ucx`) and the site's `[fabric] plugin_dirs`; the closures of the
+//! plugins are added too.
+//!
+//! The closure is resolved by the host's dynamic loader (`ld.so --list`, which
+//! reads the ELF headers and applies the host's search rules without running the
+//! library's code); when the image module's ELF helpers land, they replace it.
+//! Results are cached on disk, keyed by the loader, LD_LIBRARY_PATH, ld.so.cache
+//! and every input file's device, inode, size and time, so `hybrun exec` on every
+//! rank pays a stat per file, not a loader run.
+//!
+//! # How it is bound
+//!
+//! - Singularity/Apptainer: each file is bound read-only from the host at
+//!   `<bind dir>/<name>` (the runtime creates the targets), so the mapped file is
+//!   the host's very file (same inode).
+//! - ch-run: it cannot create bind targets in a read-only image, so the bundle is
+//!   made as a directory on the host (hard links to the host files, which keep
+//!   their inode; copies where a hard link is not possible) and bound at the bind
+//!   directory, which the image must contain.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::LaunchError;
+
+/// The container directory bind mode uses unless the site says otherwise.
+pub const DEFAULT_BIND_DIR: &str = "/opt/hybrun/host-mpi/lib";
+
+/// Library stems of the glibc family: never bound.
+const GLIBC_STEMS: [&str; 18] = [
+    "libc",
+    "libm",
+    "libpthread",
+    "libdl",
+    "librt",
+    "libresolv",
+    "libutil",
+    "libnsl",
+    "libanl",
+    "libmvec",
+    "libBrokenLocale",
+    "libthread_db",
+    "libc_malloc_debug",
+    "libmemusage",
+    "libpcprofile",
+    "libSegFault",
+    "libcidn",
+    "ld64",
+];
+
+/// Whether a library name (`libm.so.6`, `ld-linux-x86-64.so.2`) is glibc's.
+pub fn is_glibc_family(name: &str) -> bool {
+    let stem = name.split(".so").next().unwrap_or(name);
+    GLIBC_STEMS.contains(&stem)
+        || stem.starts_with("ld-linux")
+        || stem.starts_with("libnss_")
+        || stem.starts_with("linux-vdso")
+        || stem.starts_with("linux-gate")
+}
+
+/// One library of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleLib {
+    /// The name it is loaded by (DT_NEEDED / the file name given): its name in
+    /// the bind directory.
+    pub name: String,
+    /// The host file (canonical).
+    pub host: PathBuf,
+}
+
+/// One plugin directory of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleDir {
+    /// Its name under the bind directory.
+    pub name: String,
+    pub host: PathBuf,
+    /// The variable that points the library at it (None: found by location).
+    pub env: Option<String>,
+}
+
+/// The host side of bind mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    pub libs: Vec<BundleLib>,
+    pub dirs: Vec<BundleDir>,
+    /// glibc-family libraries the closure reached and that were left out.
+    pub excluded: Vec<String>,
+}
+
+/// A plugin directory requested by the site: host path and variable.
+#[derive(Debug, Clone)]
+pub struct PluginRequest {
+    pub host: PathBuf,
+    pub env: Option<String>,
+}
+
+/// Resolves the bundle of `roots` (MPI library first) and `plugins`, through the
+/// cache in `cache_dir` when given.
+pub fn resolve(
+    roots: &[PathBuf],
+    plugins: &[PluginRequest],
+    cache_dir: Option<&Path>,
+) -> Result<Bundle, LaunchError> {
+    let key = cache_key(roots, plugins)?;
+    if let Some(dir) = cache_dir {
+        if let Some(bundle) = read_cache(dir, &key) {
+            return Ok(bundle);
+        }
+    }
+    let bundle = resolve_uncached(roots, plugins)?;
+    if let Some(dir) = cache_dir {
+        // A cache that cannot be written only costs time: not an error.
+        let _ = write_cache(dir, &key, &bundle);
+    }
+    Ok(bundle)
+}
+
+fn resolve_uncached(roots: &[PathBuf], plugins: &[PluginRequest]) -> Result<Bundle, LaunchError> {
+    let mut bundle = Bundle::default();
+    let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut add = |bundle: &mut Bundle, name: String, path: &Path| -> Result<(), LaunchError> {
+        if is_glibc_family(&name) {
+            if !bundle.excluded.contains(&name) {
+                bundle.excluded.push(name);
+            }
+            return Ok(());
+        }
+        let host = std::fs::canonicalize(path).map_err(|source| LaunchError::BundleIo {
+            path: path.display().to_string(),
+            source,
+        })?;
+        match names.get(&name) {
+            Some(existing) if *existing == host => Ok(()),
+            Some(existing) => Err(LaunchError::BundleConflict {
+                name,
+                first: existing.display().to_string(),
+                second: host.display().to_string(),
+            }),
+            None => {
+                names.insert(name.clone(), host.clone());
+                bundle.libs.push(BundleLib { name, host });
+                Ok(())
+            }
+        }
+    };
+    let mut plugin_files: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        let name = file_name(root)?;
+        add(&mut bundle, name, root)?;
+        for needed in loader_list(root)? {
+            add(&mut bundle, needed.0, &needed.1)?;
+        }
+    }
+    // UCX loads its transports from `<dir of libucs>/ucx`.
+    let ucx = bundle
+        .libs
+        .iter()
+        .find(|l| l.name.starts_with("libucs.so"))
+        .and_then(|l| l.host.parent().map(|d| d.join("ucx")))
+        .filter(|d| d.is_dir());
+    let mut dirs: Vec<(String, PathBuf, Option<String>)> = Vec::new();
+    if let Some(ucx) = ucx {
+        dirs.push(("ucx".into(), ucx, None));
+    }
+    for plugin in plugins {
+        let host = std::fs::canonicalize(&plugin.host).map_err(|source| LaunchError::BundleIo {
+            path: plugin.host.display().to_string(),
+            source,
+        })?;
+        let name = file_name(&host)?;
+        dirs.push((name, host, plugin.env.clone()));
+    }
+    for (name, host, env) in dirs {
+        plugin_files.extend(plugin_libraries(&host)?);
+        if !bundle.dirs.iter().any(|d| d.name == name) {
+            bundle.dirs.push(BundleDir { name, host, env });
+        }
+    }
+    for plugin in plugin_files {
+        for needed in loader_list(&plugin)? {
+            add(&mut bundle, needed.0, &needed.1)?;
+        }
+    }
+    // A plugin that needs another plugin (UCX's rdmacm transport needs its ib
+    // transport) finds it through its RUNPATH ($ORIGIN) in the bound plugin
+    // directory: no second copy on the library path.
+    let dirs: Vec<PathBuf> = bundle.dirs.iter().map(|d| d.host.clone()).collect();
+    bundle
+        .libs
+        .retain(|l| !dirs.iter().any(|d| l.host.starts_with(d)));
+    Ok(bundle)
+}
+
+/// The shared libraries of a plugin directory: `*.so` and `*.so.N...` files
+/// (static archives and the like are skipped; links are followed).
+fn plugin_libraries(dir: &Path) -> Result<Vec<PathBuf>, LaunchError> {
+    let io = |source| LaunchError::BundleIo {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let is_lib = name.ends_with(".so") || name.contains(".so.");
+        if is_lib && path.is_file() {
+            let canonical = std::fs::canonicalize(&path).map_err(io)?;
+            if !files.contains(&canonical) {
+                files.push(canonical);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn file_name(path: &Path) -> Result<String, LaunchError> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| LaunchError::BundleIo {
+            path: path.display().to_string(),
+            source: std::io::Error::other("the path has no UTF-8 file name"),
+        })
+}
+
+/// The host's dynamic loader.
+fn loader() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "/lib/ld-linux-aarch64.so.1",
+        "powerpc64" => "/lib64/ld64.so.2",
+        _ => "/lib64/ld-linux-x86-64.so.2",
+    }
+}
+
+/// `ld.so --list LIB`: (needed name, resolved path) for every library the
+/// loader would load with LIB, in load order.
+fn loader_list(lib: &Path) -> Result<Vec<(String, PathBuf)>, LaunchError> {
+    let output = Command::new(loader())
+        .arg("--list")
+        .arg(lib)
+        .output()
+        .map_err(|source| LaunchError::Loader {
+            lib: lib.display().to_string(),
+            why: format!("cannot run the host loader {}: {source}", loader()),
+        })?;
+    if !output.status.success() {
+        return Err(LaunchError::Loader {
+            lib: lib.display().to_string(),
+            why: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    parse_loader_list(&String::from_utf8_lossy(&output.stdout)).map_err(|why| LaunchError::Loader {
+        lib: lib.display().to_string(),
+        why,
+    })
+}
+
+/// Parses the loader's listing (the format `ldd` prints).
+fn parse_loader_list(text: &str) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some((name, rest)) = line.split_once(" => ") {
+            let path = rest.split(" (").next().unwrap_or(rest).trim();
+            if path == "not found" {
+                return Err(format!(
+                    "it needs {name}, which the host loader cannot find (fix LD_LIBRARY_PATH \
+                     or the profile's library)"
+                ));
+            }
+            if path.starts_with('/') {
+                out.push((name.to_owned(), PathBuf::from(path)));
+            }
+        }
+        // Lines without "=>" are the loader itself and the vDSO: glibc family.
+    }
+    Ok(out)
+}
+
+/// The cache key: everything the loader's answer depends on.
+fn cache_key(roots: &[PathBuf], plugins: &[PluginRequest]) -> Result<String, LaunchError> {
+    fn stat(hash: &mut Sha256, path: &Path) -> Result<(), LaunchError> {
+        let m = std::fs::metadata(path).map_err(|source| LaunchError::BundleIo {
+            path: path.display().to_string(),
+            source,
+        })?;
+        hash.update(path.as_os_str().as_encoded_bytes());
+        for n in [
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+        ] {
+            hash.update(n.to_le_bytes());
+        }
+        Ok(())
+    }
+    let mut hash = Sha256::new();
+    for root in roots {
+        stat(&mut hash, root)?;
+    }
+    for plugin in plugins {
+        stat(&mut hash, &plugin.host)?;
+        hash.update(plugin.env.as_deref().unwrap_or("").as_bytes());
+        for file in plugin_libraries(&plugin.host)? {
+            stat(&mut hash, &file)?;
+        }
+    }
+    // ld.so.cache may be absent (then it does not matter).
+    let _ = stat(&mut hash, Path::new("/etc/ld.so.cache"));
+    hash.update(loader().as_bytes());
+    hash.update(
+        std::env::var_os("LD_LIBRARY_PATH")
+            .unwrap_or_default()
+            .as_encoded_bytes(),
+    );
+    hash.update(b"bundle-v1");
+    Ok(hex(&hash.finalize()))
+}
+
+fn read_cache(dir: &Path, key: &str) -> Option<Bundle> {
+    let text = std::fs::read(dir.join(format!("bundle-{key}.json"))).ok()?;
+    let bundle: Bundle = serde_json::from_slice(&text).ok()?;
+    // The roots and plugin directories are in the key; the closure's own files
+    // are not, so a changed one invalidates the entry here.
+    bundle
+        .libs
+        .iter()
+        .all(|l| l.host.is_file())
+        .then_some(bundle)
+}
+
+fn write_cache(dir: &Path, key: &str, bundle: &Bundle) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(&serde_json::to_vec_pretty(bundle).map_err(std::io::Error::other)?)?;
+    temp.persist(dir.join(format!("bundle-{key}.json")))
+        .map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Bundle {
+    /// Per-file read-only binds into `bind_dir` (Singularity/Apptainer).
+    pub fn file_binds(&self, bind_dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+        let mut binds: Vec<(PathBuf, PathBuf)> = self
+            .libs
+            .iter()
+            .map(|l| (l.host.clone(), bind_dir.join(&l.name)))
+            .collect();
+        binds.extend(
+            self.dirs
+                .iter()
+                .map(|d| (d.host.clone(), bind_dir.join(&d.name))),
+        );
+        binds
+    }
+
+    /// The variables of the plugin directories, pointing into `bind_dir`.
+    pub fn plugin_env(&self, bind_dir: &Path) -> Vec<(String, PathBuf)> {
+        self.dirs
+            .iter()
+            .filter_map(|d| d.env.clone().map(|e| (e, bind_dir.join(&d.name))))
+            .collect()
+    }
+
+    /// Where [`Bundle::materialize`] puts this bundle under `root`: a name that
+    /// changes with the content and with the host files' inodes and times.
+    pub fn dir_under(&self, root: &Path) -> PathBuf {
+        let mut hash = Sha256::new();
+        hash.update(serde_json::to_vec(self).unwrap_or_default());
+        for lib in &self.libs {
+            if let Ok(m) = std::fs::metadata(&lib.host) {
+                hash.update(m.ino().to_le_bytes());
+                hash.update((m.mtime() as u64).to_le_bytes());
+            }
+        }
+        let key = hex(&hash.finalize());
+        root.join(format!("bundle-{}", &key[..16]))
+    }
+
+    /// The bundle as one host directory under `root` (for ch-run), made once per
+    /// content: hard links to the host files where possible, copies elsewhere.
+    /// Returns the directory and whether any file had to be copied.
+    pub fn materialize(&self, root: &Path) -> Result<(PathBuf, bool), LaunchError> {
+        let final_dir = self.dir_under(root);
+        let io = |path: &Path, source| LaunchError::BundleIo {
+            path: path.display().to_string(),
+            source,
+        };
+        let marker = final_dir.join(".hybrun-complete");
+        if marker.exists() {
+            let copied = final_dir.join(".hybrun-copied").exists();
+            return Ok((final_dir, copied));
+        }
+        std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+        let temp = tempfile::Builder::new()
+            .prefix(".bundle-tmp-")
+            .tempdir_in(root)
+            .map_err(|e| io(root, e))?;
+        let mut copied = false;
+        let mut place = |src: &Path, dst: &Path| -> Result<(), LaunchError> {
+            if std::fs::hard_link(src, dst).is_err() {
+                std::fs::copy(src, dst).map_err(|e| io(src, e))?;
+                copied = true;
+            }
+            Ok(())
+        };
+        for lib in &self.libs {
+            place(&lib.host, &temp.path().join(&lib.name))?;
+        }
+        for dir in &self.dirs {
+            let sub = temp.path().join(&dir.name);
+            std::fs::create_dir(&sub).map_err(|e| io(&sub, e))?;
+            for file in plugin_libraries(&dir.host)? {
+                if let Some(name) = file.file_name() {
+                    place(&file, &sub.join(name))?;
+                }
+                // Plugins are loaded by the names in the directory (links to
+                // the versioned file): keep those names too.
+            }
+            for entry in std::fs::read_dir(&dir.host).map_err(|e| io(&dir.host, e))? {
+                let path = entry.map_err(|e| io(&dir.host, e))?.path();
+                let target = sub.join(path.file_name().unwrap_or_default());
+                if path.is_symlink() && !target.exists() {
+                    if let Ok(link) = std::fs::read_link(&path) {
+                        let _ = std::os::unix::fs::symlink(link, &target);
+                    }
+                }
+            }
+        }
+        if copied {
+            std::fs::write(temp.path().join(".hybrun-copied"), b"").map_err(|e| io(root, e))?;
+        }
+        std::fs::write(temp.path().join(".hybrun-complete"), b"").map_err(|e| io(root, e))?;
+        let made = temp.keep();
+        match std::fs::rename(&made, &final_dir) {
+            Ok(()) => Ok((final_dir, copied)),
+            // Another rank made it first: use theirs.
+            Err(_) if marker.exists() => {
+                let _ = std::fs::remove_dir_all(&made);
+                Ok((final_dir, copied))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&made);
+                Err(io(&final_dir, e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glibc_family() {
+        for name in [
+            "libc.so.6",
+            "libm.so.6",
+            "libpthread.so.0",
+            "libdl.so.2",
+            "librt.so.1",
+            "ld-linux-x86-64.so.2",
+            "libresolv.so.2",
+            "libnss_files.so.2",
+            "linux-vdso.so.1",
+            "libmvec.so.1",
+        ] {
+            assert!(is_glibc_family(name), "{name}");
+        }
+        for name in [
+            "libmpich.so.12",
+            "libmpi.so.40",
+            "libcrypt.so.1",
+            "libcurl.so.4",
+            "libmlx5.so.1",
+            "libmunge.so.2",
+            "libucm.so.0",
+        ] {
+            assert!(!is_glibc_family(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn loader_listing_parsed() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibhwloc.so.15 => /lib/x86_64-linux-gnu/libhwloc.so.15 (0x00007f)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        let list = parse_loader_list(text).expect("parsed");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].0, "libhwloc.so.15");
+        assert!(parse_loader_list("\tlibx.so.1 => not found\n").is_err());
+    }
+
+    #[test]
+    fn host_mpich_closure() {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libmpich.so.12");
+        if !lib.exists() || std::env::consts::ARCH != "x86_64" {
+            return; // MPICH not installed here (scripts/setup installs it).
+        }
+        let bundle = resolve(&[lib.to_owned()], &[], None).expect("closure");
+        assert_eq!(bundle.libs[0].name, "libmpich.so.12");
+        assert!(bundle.libs.iter().any(|l| l.name.starts_with("libucs.so")));
+        assert!(bundle.libs.iter().all(|l| !is_glibc_family(&l.name)));
+        assert!(bundle.excluded.iter().any(|n| n == "libc.so.6"));
+        assert!(bundle.dirs.iter().any(|d| d.name == "ucx"));
+    }
+}

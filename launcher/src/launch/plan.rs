@@ -1,0 +1,688 @@
+//! THE launch plan: everything `hybrun run` decided, as data, before anything runs.
+//!
+//! A [`LaunchPlan`] is built once (by [`super::planner`]) and then *rendered* by
+//! the backends into a [`Rendered`] command: an environment change plus an argv
+//! vector, never a shell string. `--dry-run` prints that command quoted for a POSIX
+//! shell, `--json` prints the plan, the launch record stores both, and a real run
+//! executes exactly the rendered argv.
+//!
+//! The plan has two levels, because the job and each rank are launched by
+//! different programs:
+//!
+//! - the job: geometry and the launcher (`srun`, `mpiexec.hydra`, `mpiexec.openmpi`
+//!   or none) that starts the ranks;
+//! - the rank ([`RankPlan`]): runtime, mode, image, binds, environment and the
+//!   user's command, rendered by the runtime backend (`singularity exec`,
+//!   `apptainer exec`, `ch-run`, or the bare command).
+//!
+//! What sits between them is [`PerRank`]: either the runtime command itself
+//! (direct) or `hybrun exec` (the wrapper), which re-plans the rank on the compute
+//! node where per-rank facts exist (node name for `ch-run --join-tag`, the PMIx
+//! server's directory, the local rank's GPU).
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use super::LaunchError;
+use super::quote;
+
+/// Job geometry, in srun's own terms; `None` leaves the choice to the launcher
+/// (and to the allocation when run inside one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Geometry {
+    pub nodes: Option<u32>,
+    pub ntasks: Option<u32>,
+    pub ntasks_per_node: Option<u32>,
+    pub gpus_per_node: Option<u32>,
+    /// srun's `-t` value, passed through (srun checks its format).
+    pub time: Option<String>,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+}
+
+impl Geometry {
+    /// The number of ranks when it is known without asking Slurm.
+    pub fn total_tasks(&self) -> Option<u32> {
+        self.ntasks.or_else(|| {
+            self.nodes
+                .zip(self.ntasks_per_node)
+                .and_then(|(n, p)| n.checked_mul(p))
+        })
+    }
+
+    /// Checks that the numbers agree with each other.
+    pub fn check(&self) -> Result<(), LaunchError> {
+        let bad = |why: String| Err(LaunchError::Geometry { why });
+        for (name, value) in [
+            ("--nodes", self.nodes),
+            ("--ntasks", self.ntasks),
+            ("--ntasks-per-node", self.ntasks_per_node),
+        ] {
+            if value == Some(0) {
+                return bad(format!("{name} 0: it must be at least 1"));
+            }
+        }
+        if let (Some(n), Some(t)) = (self.nodes, self.ntasks) {
+            if t < n {
+                return bad(format!(
+                    "--ntasks {t} is fewer than --nodes {n}: every node needs at least one task"
+                ));
+            }
+        }
+        if let (Some(n), Some(p), Some(t)) = (self.nodes, self.ntasks_per_node, self.ntasks) {
+            if u64::from(n) * u64::from(p) < u64::from(t) {
+                return bad(format!(
+                    "--ntasks {t} does not fit in --nodes {n} x --ntasks-per-node {p}"
+                ));
+            }
+        }
+        for (name, value) in [
+            ("--time", &self.time),
+            ("--partition", &self.partition),
+            ("--account", &self.account),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() || v.chars().any(char::is_control) {
+                    return bad(format!(
+                        "{name} {v:?}: give a non-empty value without control characters"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The program that starts the ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LauncherKind {
+    Srun,
+    MpiexecHydra,
+    MpiexecOpenmpi,
+    /// One process, started directly (also the `inside` mode, whose mpiexec runs
+    /// in the container).
+    None,
+}
+
+impl LauncherKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LauncherKind::Srun => "srun",
+            LauncherKind::MpiexecHydra => "mpiexec-hydra",
+            LauncherKind::MpiexecOpenmpi => "mpiexec-openmpi",
+            LauncherKind::None => "none",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LauncherKind> {
+        [
+            LauncherKind::Srun,
+            LauncherKind::MpiexecHydra,
+            LauncherKind::MpiexecOpenmpi,
+            LauncherKind::None,
+        ]
+        .into_iter()
+        .find(|k| k.name() == text)
+    }
+}
+
+/// srun's `--mpi=` plugin (the PMI the ranks' MPI library talks to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MpiPlugin {
+    Pmi2,
+    Pmix,
+    None,
+}
+
+impl MpiPlugin {
+    pub fn name(self) -> &'static str {
+        match self {
+            MpiPlugin::Pmi2 => "pmi2",
+            MpiPlugin::Pmix => "pmix",
+            MpiPlugin::None => "none",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MpiPlugin> {
+        [MpiPlugin::Pmi2, MpiPlugin::Pmix, MpiPlugin::None]
+            .into_iter()
+            .find(|p| p.name() == text)
+    }
+}
+
+/// The MPI family, by ABI: what decides the PMI and the mpiexec flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MpiAbi {
+    /// MPICH and its ABI family (Intel MPI, Cray MPICH, MVAPICH2): PMI-2.
+    Mpich,
+    /// Open MPI: PMIx.
+    Openmpi,
+}
+
+impl MpiAbi {
+    pub fn name(self) -> &'static str {
+        match self {
+            MpiAbi::Mpich => "mpich",
+            MpiAbi::Openmpi => "openmpi",
+        }
+    }
+}
+
+/// A released version, `major.minor.patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl Version {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Version {
+        Version {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses `3.6.4`, `3.6`, `v1.2.5`, `3.8.7-1.el8` and `singularity version
+    /// 3.6.4` (the runtime's own `--version` output).
+    pub fn parse(text: &str) -> Option<Version> {
+        let word = text.split_whitespace().find(|w| {
+            w.trim_start_matches('v')
+                .starts_with(|c: char| c.is_ascii_digit())
+        })?;
+        let word = word.trim_start_matches('v');
+        let core = word.split(['-', '+', '~']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u32>());
+        let major = parts.next()?.ok()?;
+        let minor = parts.next().unwrap_or(Ok(0)).ok()?;
+        let patch = parts.next().unwrap_or(Ok(0)).ok()?;
+        Some(Version::new(major, minor, patch))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl Serialize for Version {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Which command-line dialect of Singularity a version speaks: which flags and
+/// variables it has. The renderer emits only what every dialect has (`exec`,
+/// `-B`, `--nv`, `SINGULARITYENV_*`), so the dialect is recorded for people and
+/// checked by the tests against each version's real flag list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// 3.0 to 3.5: no `--env`/`--env-file`.
+    Singularity30,
+    /// 3.6 to 3.8 (hpcng/Sylabs, incl. the production 3.6.4): `--env` and
+    /// `--env-file` exist; `--mount`, `--nvccli`, `--sharens` and
+    /// `APPTAINERENV_*` do not.
+    Singularity36,
+    /// SingularityCE 3.9 and later (and 4.x): adds `--mount`, `--nvccli`.
+    SingularityCe39,
+}
+
+impl Dialect {
+    /// The dialect of a Singularity version.
+    pub fn of(version: Version) -> Dialect {
+        if version < Version::new(3, 6, 0) {
+            Dialect::Singularity30
+        } else if version < Version::new(3, 9, 0) {
+            Dialect::Singularity36
+        } else {
+            Dialect::SingularityCe39
+        }
+    }
+}
+
+/// The container runtime that runs each rank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Runtime {
+    Singularity {
+        #[serde(serialize_with = "ser_path")]
+        program: PathBuf,
+        version: Version,
+        dialect: Dialect,
+    },
+    Apptainer {
+        #[serde(serialize_with = "ser_path")]
+        program: PathBuf,
+        version: Version,
+    },
+    Charliecloud {
+        #[serde(serialize_with = "ser_path")]
+        program: PathBuf,
+    },
+    None,
+}
+
+impl Runtime {
+    /// The short name used on the command line and in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Runtime::Singularity { .. } => "singularity",
+            Runtime::Apptainer { .. } => "apptainer",
+            Runtime::Charliecloud { .. } => "charliecloud",
+            Runtime::None => "none",
+        }
+    }
+
+    /// The runtime's program, when there is one.
+    pub fn program(&self) -> Option<&Path> {
+        match self {
+            Runtime::Singularity { program, .. }
+            | Runtime::Apptainer { program, .. }
+            | Runtime::Charliecloud { program } => Some(program),
+            Runtime::None => None,
+        }
+    }
+
+    /// Whether the site's allowed-directory image policy applies (it is a rule
+    /// of the setuid Singularity/Apptainer installation, not of ch-run).
+    pub fn has_image_policy(&self) -> bool {
+        matches!(
+            self,
+            Runtime::Singularity { .. } | Runtime::Apptainer { .. }
+        )
+    }
+}
+
+/// How the MPI library of the ranks relates to the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// No container: the command runs on the host.
+    Native,
+    /// The container's own MPI; ranks started outside (srun/mpiexec), PMI glue
+    /// through the environment.
+    Hybrid,
+    /// The host's MPI and its library closure bound into the container.
+    Bind,
+    /// mpiexec inside the container, on one node.
+    Inside,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Hybrid => "hybrid",
+            Mode::Bind => "bind",
+            Mode::Inside => "inside",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Mode> {
+        [Mode::Native, Mode::Hybrid, Mode::Bind, Mode::Inside]
+            .into_iter()
+            .find(|m| m.name() == text)
+    }
+}
+
+/// One bind mount: host `src` at container `dst`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bind {
+    #[serde(serialize_with = "ser_path")]
+    pub src: PathBuf,
+    #[serde(serialize_with = "ser_path")]
+    pub dst: PathBuf,
+    pub ro: bool,
+    /// Why it is there: "user", "site", "host MPI", "pmix", ...
+    pub why: String,
+}
+
+impl Bind {
+    /// Refuses paths the runtimes cannot express: relative ones, and ones with
+    /// `:` or `,`, which Singularity/Apptainer split `-B` on (`src:dst:opts`,
+    /// comma lists) and ch-run splits `-b` on.
+    pub fn check(&self) -> Result<(), LaunchError> {
+        for (path, which) in [(&self.src, "source"), (&self.dst, "destination")] {
+            let bytes = path.as_os_str().as_encoded_bytes();
+            if let Some(&c) = bytes.iter().find(|&&b| b == b':' || b == b',') {
+                return Err(LaunchError::BindSeparator {
+                    path: path.display().to_string(),
+                    which,
+                    separator: c as char,
+                });
+            }
+            if !path.is_absolute() {
+                return Err(LaunchError::BindRelative {
+                    path: path.display().to_string(),
+                    which,
+                });
+            }
+            if bytes.iter().any(|&b| b == b'\n' || b == 0) {
+                return Err(LaunchError::BindSeparator {
+                    path: path.display().to_string(),
+                    which,
+                    separator: '\n',
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an environment change does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvOp {
+    Set(#[serde(serialize_with = "ser_os")] OsString),
+    Unset,
+}
+
+/// How a variable reaches the process inside the container. Chosen per runtime
+/// when the plan is built (see [`super::env`]), so rendering is mechanical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Set or removed in the launcher's own environment and inherited through
+    /// srun/mpiexec and the runtime (native; unsets for Singularity/Apptainer,
+    /// which pass the host environment through).
+    Launcher,
+    /// `SINGULARITYENV_NAME` / `APPTAINERENV_NAME` in the launcher's environment:
+    /// the runtime sets NAME inside, even LD_LIBRARY_PATH, which it never passes
+    /// from the host.
+    Prefixed,
+    /// A runtime flag: `--env NAME=VALUE` (Apptainer), `--set-env=NAME=VALUE` /
+    /// `--unset-env=NAME` (ch-run).
+    Flag,
+}
+
+/// One environment change of the rank's process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvChange {
+    pub name: String,
+    pub op: EnvOp,
+    pub delivery: Delivery,
+    /// Who asked for it: "user", "site", "mpi profile", "fabric", "bind mode", ...
+    pub why: String,
+}
+
+/// For `ch-run`: join the ranks of a node into one container (shared user and
+/// mount namespace, so MPI shared memory works between them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Join {
+    /// `--join-ct`: ranks on this node.
+    pub count: u32,
+    /// `--join-tag`: unique per node and job (nodes may share /dev/shm).
+    pub tag: Option<String>,
+}
+
+/// For the `inside` mode: the mpiexec that runs in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InsideLauncher {
+    #[serde(serialize_with = "ser_path")]
+    pub program: PathBuf,
+    pub abi: MpiAbi,
+    pub ntasks: u32,
+    pub oversubscribe: bool,
+}
+
+/// Everything one rank needs; rendered by the runtime backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RankPlan {
+    pub runtime: Runtime,
+    pub mode: Mode,
+    #[serde(serialize_with = "ser_opt_path")]
+    pub image: Option<PathBuf>,
+    pub binds: Vec<Bind>,
+    pub env: Vec<EnvChange>,
+    /// `--nv` (NVIDIA GPUs) for Singularity/Apptainer.
+    pub nvidia: bool,
+    /// ch-run `--join-ct`/`--join-tag`, once known (per rank, by `hybrun exec`).
+    pub join: Option<Join>,
+    pub inside: Option<InsideLauncher>,
+    #[serde(serialize_with = "ser_os_vec")]
+    pub command: Vec<OsString>,
+}
+
+/// What the job launcher starts on every rank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PerRank {
+    /// The runtime command itself.
+    Direct,
+    /// `hybrun exec ARGS`: re-plans the rank where it runs.
+    Wrapper {
+        #[serde(serialize_with = "ser_path")]
+        program: PathBuf,
+        #[serde(serialize_with = "ser_os_vec")]
+        args: Vec<OsString>,
+        /// Why the wrapper is needed.
+        why: Vec<String>,
+    },
+}
+
+/// The job launcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Launcher {
+    pub kind: LauncherKind,
+    #[serde(serialize_with = "ser_opt_path")]
+    pub program: Option<PathBuf>,
+    /// srun `--mpi=`; None for other launchers.
+    pub mpi: Option<MpiPlugin>,
+    /// mpiexec.openmpi `--oversubscribe`.
+    pub oversubscribe: bool,
+}
+
+/// THE launch plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchPlan {
+    pub geometry: Geometry,
+    pub launcher: Launcher,
+    pub per_rank: PerRank,
+    pub rank: RankPlan,
+    /// The decisions and their reasons, in order, for `--dry-run` and the record.
+    pub notes: Vec<String>,
+}
+
+/// A rendered command: environment changes for the program plus its argv.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Rendered {
+    #[serde(serialize_with = "ser_os_vec")]
+    pub env_unset: Vec<OsString>,
+    #[serde(serialize_with = "ser_os_pairs")]
+    pub env_set: Vec<(OsString, OsString)>,
+    #[serde(serialize_with = "ser_os_vec")]
+    pub argv: Vec<OsString>,
+}
+
+impl Rendered {
+    /// The command as one POSIX shell line (paste-able).
+    pub fn shell_line(&self) -> String {
+        quote::quote_line(&self.env_unset, &self.env_set, &self.argv)
+    }
+
+    /// The same, byte-exact.
+    pub fn shell_line_bytes(&self) -> Vec<u8> {
+        quote::quote_line_bytes(&self.env_unset, &self.env_set, &self.argv)
+    }
+
+    /// A `std::process::Command` that runs exactly this (no shell).
+    pub fn command(&self) -> Result<std::process::Command, LaunchError> {
+        let (program, args) = self.argv.split_first().ok_or(LaunchError::EmptyCommand)?;
+        let mut command = std::process::Command::new(program);
+        command.args(args);
+        for name in &self.env_unset {
+            command.env_remove(name);
+        }
+        for (name, value) in &self.env_set {
+            command.env(name, value);
+        }
+        Ok(command)
+    }
+
+    /// Adds a variable, replacing an earlier setting of the same name.
+    pub fn set(&mut self, name: impl Into<OsString>, value: impl Into<OsString>) {
+        let name = name.into();
+        self.env_unset.retain(|n| *n != name);
+        self.env_set.retain(|(n, _)| *n != name);
+        self.env_set.push((name, value.into()));
+    }
+
+    /// Removes a variable, replacing an earlier setting of the same name.
+    pub fn unset(&mut self, name: impl Into<OsString>) {
+        let name = name.into();
+        self.env_set.retain(|(n, _)| *n != name);
+        if !self.env_unset.contains(&name) {
+            self.env_unset.push(name);
+        }
+    }
+}
+
+impl LaunchPlan {
+    /// The whole job's command.
+    pub fn render(&self) -> Result<Rendered, LaunchError> {
+        let per_rank = self.render_per_rank()?;
+        super::render::render_launcher(self, per_rank)
+    }
+
+    /// What the launcher starts on each rank.
+    pub fn render_per_rank(&self) -> Result<Rendered, LaunchError> {
+        match &self.per_rank {
+            PerRank::Direct => self.rank.render(),
+            PerRank::Wrapper { program, args, .. } => {
+                let mut argv = vec![program.as_os_str().to_owned()];
+                argv.extend(args.iter().cloned());
+                Ok(Rendered {
+                    argv,
+                    ..Rendered::default()
+                })
+            }
+        }
+    }
+}
+
+impl RankPlan {
+    /// The rank's command: the runtime's argv and the launcher environment it needs.
+    pub fn render(&self) -> Result<Rendered, LaunchError> {
+        for bind in &self.binds {
+            bind.check()?;
+        }
+        super::runtime::render(self)
+    }
+
+    /// The command run in the container (with the `inside` mpiexec in front).
+    pub fn payload(&self) -> Vec<OsString> {
+        let Some(inside) = &self.inside else {
+            return self.command.clone();
+        };
+        let mut argv = vec![inside.program.as_os_str().to_owned()];
+        argv.push("-n".into());
+        argv.push(inside.ntasks.to_string().into());
+        if inside.oversubscribe && inside.abi == MpiAbi::Openmpi {
+            argv.push("--oversubscribe".into());
+        }
+        argv.extend(self.command.iter().cloned());
+        argv
+    }
+}
+
+/// Serializes an OS string as JSON text: exact when it is UTF-8, else with the
+/// invalid bytes replaced and a `\u{fffd}` marking them (the plan is for people
+/// and records; the argv itself is executed from the plan's bytes, not its JSON).
+pub fn ser_os<S: Serializer>(value: &OsStr, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&value.to_string_lossy())
+}
+
+pub fn ser_path<S: Serializer>(value: &Path, s: S) -> Result<S::Ok, S::Error> {
+    ser_os(value.as_os_str(), s)
+}
+
+pub fn ser_opt_path<S: Serializer>(value: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(path) => ser_path(path, s),
+        None => s.serialize_none(),
+    }
+}
+
+pub fn ser_os_vec<S: Serializer>(value: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(value.iter().map(|v| v.to_string_lossy()))
+}
+
+pub fn ser_os_pairs<S: Serializer>(
+    value: &[(OsString, OsString)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        value
+            .iter()
+            .map(|(k, v)| [k.to_string_lossy(), v.to_string_lossy()]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(Version::parse("3.6.4"), Some(Version::new(3, 6, 4)));
+        assert_eq!(
+            Version::parse("singularity version 3.6.4"),
+            Some(Version::new(3, 6, 4))
+        );
+        assert_eq!(
+            Version::parse("apptainer version 1.2.5-1.el8"),
+            Some(Version::new(1, 2, 5))
+        );
+        assert_eq!(Version::parse("v1.3"), Some(Version::new(1, 3, 0)));
+        assert_eq!(Version::parse("nope"), None);
+        assert!(Version::new(3, 6, 4) < Version::new(3, 10, 0));
+    }
+
+    #[test]
+    fn geometry_checks() {
+        let g = Geometry {
+            nodes: Some(2),
+            ntasks: Some(1),
+            ..Geometry::default()
+        };
+        assert!(g.check().is_err());
+        let g = Geometry {
+            nodes: Some(2),
+            ntasks_per_node: Some(2),
+            ntasks: Some(5),
+            ..Geometry::default()
+        };
+        assert!(g.check().is_err());
+        let g = Geometry {
+            nodes: Some(2),
+            ntasks_per_node: Some(2),
+            ..Geometry::default()
+        };
+        assert_eq!(g.total_tasks(), Some(4));
+        assert!(g.check().is_ok());
+    }
+
+    #[test]
+    fn bind_paths_checked() {
+        let bind = |src: &str, dst: &str| Bind {
+            src: src.into(),
+            dst: dst.into(),
+            ro: false,
+            why: "user".into(),
+        };
+        assert!(bind("/a", "/b").check().is_ok());
+        assert!(bind("/a:b", "/b").check().is_err());
+        assert!(bind("/a", "/b,c").check().is_err());
+        assert!(bind("a", "/b").check().is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! Launcher backends: the job's command, with each rank's command after it.
+
+pub mod mpiexec;
+pub mod srun;
+
+use super::LaunchError;
+use super::plan::{LaunchPlan, LauncherKind, Rendered};
+
+/// Renders the launcher in front of `per_rank` (what every rank runs).
+pub fn render_launcher(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, LaunchError> {
+    if let Some(program) = per_rank.argv.first() {
+        // A program word with '=' would be taken for an assignment by `env`
+        // in the printed line, and one starting with '-' for a launcher option.
+        let bytes = program.as_encoded_bytes();
+        if bytes.contains(&b'=') || bytes.first() == Some(&b'-') {
+            return Err(LaunchError::BadProgram {
+                program: program.to_string_lossy().into_owned(),
+            });
+        }
+    }
+    match plan.launcher.kind {
+        LauncherKind::Srun => srun::render(plan, per_rank),
+        LauncherKind::MpiexecHydra => mpiexec::render_hydra(plan, per_rank),
+        LauncherKind::MpiexecOpenmpi => mpiexec::render_openmpi(plan, per_rank),
+        LauncherKind::None => Ok(per_rank),
+    }
+}

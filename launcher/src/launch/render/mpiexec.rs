@@ -1,0 +1,87 @@
+//! mpiexec where there is no Slurm: MPICH's hydra (`mpiexec.hydra -n N [-ppn K]`)
+//! and Open MPI (`mpiexec.openmpi -n N [--npernode K] [--oversubscribe]
+//! [-x NAME]...`).
+//!
+//! Environment: hydra passes its whole environment to every rank, so the rank
+//! command's variables only need to be in mpiexec's environment. Open MPI passes
+//! it to local ranks only; each variable the rank command sets is also exported
+//! by name with `-x NAME` so that ranks on other nodes get it.
+//!
+//! Geometry that mpiexec cannot honour (time, partition, account, GPUs) is
+//! refused rather than dropped: those need srun.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::launch::LaunchError;
+use crate::launch::plan::{LaunchPlan, Rendered};
+
+fn common(plan: &LaunchPlan, launcher: &'static str) -> Result<(u32, PathBuf), LaunchError> {
+    plan.geometry.check()?;
+    let g = &plan.geometry;
+    for (flag, given) in [
+        ("--time", g.time.is_some()),
+        ("--partition", g.partition.is_some()),
+        ("--account", g.account.is_some()),
+        ("--gpus-per-node", g.gpus_per_node.is_some()),
+    ] {
+        if given {
+            return Err(LaunchError::LauncherFlag { launcher, flag });
+        }
+    }
+    let ntasks = g.total_tasks().ok_or(LaunchError::Geometry {
+        why: format!(
+            "{launcher} needs the number of ranks: give -n/--ntasks (or --nodes with \
+             --ntasks-per-node)"
+        ),
+    })?;
+    let program = plan
+        .launcher
+        .program
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(launcher));
+    Ok((ntasks, program))
+}
+
+/// MPICH's hydra.
+pub fn render_hydra(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, LaunchError> {
+    let (ntasks, program) = common(plan, "mpiexec.hydra")?;
+    let mut argv: Vec<OsString> = vec![program.into_os_string()];
+    argv.push("-n".into());
+    argv.push(ntasks.to_string().into());
+    if let Some(ppn) = plan.geometry.ntasks_per_node {
+        argv.push("-ppn".into());
+        argv.push(ppn.to_string().into());
+    }
+    argv.extend(per_rank.argv);
+    Ok(Rendered {
+        env_unset: per_rank.env_unset,
+        env_set: per_rank.env_set,
+        argv,
+    })
+}
+
+/// Open MPI's mpiexec.
+pub fn render_openmpi(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, LaunchError> {
+    let (ntasks, program) = common(plan, "mpiexec.openmpi")?;
+    let mut argv: Vec<OsString> = vec![program.into_os_string()];
+    argv.push("-n".into());
+    argv.push(ntasks.to_string().into());
+    if let Some(ppn) = plan.geometry.ntasks_per_node {
+        argv.push("--npernode".into());
+        argv.push(ppn.to_string().into());
+    }
+    if plan.launcher.oversubscribe {
+        argv.push("--oversubscribe".into());
+    }
+    for (name, _) in &per_rank.env_set {
+        argv.push("-x".into());
+        argv.push(name.clone());
+    }
+    argv.extend(per_rank.argv);
+    Ok(Rendered {
+        env_unset: per_rank.env_unset,
+        env_set: per_rank.env_set,
+        argv,
+    })
+}

@@ -1,0 +1,745 @@
+//! `hybrun run` / `hybrun exec` from the outside: dry runs that round-trip through
+//! `sh -c`, behaviour without srun or the runtime on PATH, and bad input that
+//! must fail clearly with nothing launched.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const HYBRUN: &str = env!("CARGO_BIN_EXE_hybrun");
+
+/// A scratch world: site file, allowed directory, images, a PATH of fakes.
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    site: PathBuf,
+    allowed: PathBuf,
+    bin: PathBuf,
+    home: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let allowed = root.join("allowed");
+        let bin = root.join("bin");
+        let home = root.join("home");
+        for dir in [&allowed, &bin, &home, &root.join("allowed_evil")] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        std::fs::write(allowed.join("app.sif"), b"image").expect("image");
+        std::fs::write(root.join("allowed_evil/evil.sif"), b"image").expect("image");
+        std::os::unix::fs::symlink(
+            root.join("allowed_evil/evil.sif"),
+            allowed.join("escape.sif"),
+        )
+        .expect("symlink");
+        let site = root.join("site.toml");
+        std::fs::write(
+            &site,
+            format!(
+                r#"
+[images]
+dir = "{allowed}"
+
+[runtime]
+kind = "singularity"
+version = "3.6.4"
+
+[mpi.mpich]
+abi = "mpich"
+pmi = "pmi2"
+library = "/usr/lib/x86_64-linux-gnu/libmpich.so.12"
+
+[mpi.openmpi]
+abi = "openmpi"
+pmi = "pmix"
+library = "/usr/lib/x86_64-linux-gnu/libmpi.so.40"
+"#,
+                allowed = allowed.display()
+            ),
+        )
+        .expect("site");
+        World {
+            _tmp: tmp,
+            root,
+            site,
+            allowed,
+            bin,
+            home,
+        }
+    }
+
+    /// A program on the fake PATH that prints its argv, NUL-terminated.
+    fn fake(&self, name: &str) {
+        let path = self.bin.join(name);
+        std::fs::write(&path, "#!/bin/sh\nprintf '%s\\0' \"$0\" \"$@\"\n").expect("fake");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    fn hybrun(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(HYBRUN);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", &self.bin)
+            .env("HOME", &self.home)
+            .current_dir(&self.root);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.hybrun(args).output().expect("hybrun runs")
+    }
+
+    fn site(&self) -> &str {
+        self.site.to_str().expect("utf-8")
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// NUL-separated words.
+fn words(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut w: Vec<Vec<u8>> = bytes.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+    w.pop();
+    w
+}
+
+const HOSTILE: [&str; 9] = [
+    "with space",
+    "single'quote",
+    "double\"quote",
+    "$HOME ${PATH} $(id) `id`",
+    "new\nline",
+    "back\\slash",
+    "glob*?[x]",
+    "",
+    "semi;colon && || > <",
+];
+
+#[test]
+fn dry_run_round_trips_through_sh() {
+    let w = World::new();
+    let mut args = vec![
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "native",
+        "--launcher",
+        "none",
+        "--mpi",
+        "none",
+        "--env",
+        "HYB_VALUE=a b'c$d\ne",
+        "--dry-run",
+        "--",
+        "/bin/sh",
+        "-c",
+        "printf '%s\\0' \"$HYB_VALUE\" \"$@\"",
+        "sh",
+    ];
+    args.extend(HOSTILE);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The whole output (comments and command) is a shell script.
+    let ran = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(&out.stdout))
+        .env_clear()
+        .output()
+        .expect("sh");
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let mut want: Vec<Vec<u8>> = vec![b"a b'c$d\ne".to_vec()];
+    want.extend(HOSTILE.iter().map(|s| s.as_bytes().to_vec()));
+    assert_eq!(words(&ran.stdout), want);
+}
+
+#[test]
+fn dry_run_srun_singularity_argv_arrives_exactly() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let mut args = vec![
+        "run",
+        "--site",
+        w.site(),
+        "--mpi-profile",
+        "mpich",
+        "-N",
+        "2",
+        "-n",
+        "4",
+        "-t",
+        "00:05:00",
+        "-B",
+        "/data:/data:ro",
+        "--env",
+        "OMP_NUM_THREADS=2",
+        "--dry-run",
+        image.to_str().expect("utf-8"),
+        "--",
+        "/app/hybench",
+    ];
+    args.extend(HOSTILE);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    // Run the printed command with the fakes: srun prints what it received.
+    let ran = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(&out.stdout))
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", w.bin.display()))
+        .output()
+        .expect("sh");
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let got = words(&ran.stdout);
+    let mut want: Vec<Vec<u8>> = [
+        w.bin.join("srun").to_str().expect("utf-8"),
+        "-K",
+        "--export=ALL",
+        "--mpi=pmi2",
+        "-N",
+        "2",
+        "-n",
+        "4",
+        "-t",
+        "00:05:00",
+        "singularity",
+        "exec",
+        "-B",
+        "/data:/data:ro",
+        image.to_str().expect("utf-8"),
+        "/app/hybench",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    want.extend(HOSTILE.iter().map(|s| s.as_bytes().to_vec()));
+    assert_eq!(got, want);
+}
+
+#[test]
+fn json_prints_the_plan() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mpi-profile",
+        "mpich",
+        "--json",
+        image.to_str().expect("utf-8"),
+        "--",
+        "/app/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["plan"]["launcher"]["kind"], "srun");
+    assert_eq!(doc["plan"]["launcher"]["mpi"], "pmi2");
+    assert_eq!(doc["plan"]["rank"]["runtime"]["kind"], "singularity");
+    assert_eq!(doc["plan"]["rank"]["runtime"]["version"], "3.6.4");
+    assert_eq!(doc["plan"]["rank"]["runtime"]["dialect"], "singularity36");
+    assert_eq!(doc["command"]["argv"][0], "srun");
+}
+
+#[test]
+fn dry_run_without_srun_or_singularity_warns() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mpi-profile",
+        "mpich",
+        "--dry-run",
+        image.to_str().expect("utf-8"),
+        "--",
+        "/app/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: launcher \"srun\" not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: runtime \"singularity\" not found"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("srun -K"), "{}", stdout(&out));
+}
+
+/// Runs a failing `hybrun run` (not a dry run, with fakes for srun and the
+/// runtime that would leave a mark) and checks the error and that nothing ran.
+fn refused(w: &World, args: &[&str], expect: &[&str]) {
+    let marker = w.root.join("launched");
+    for name in ["srun", "singularity", "ch-run"] {
+        let path = w.bin.join(name);
+        if path.exists() {
+            std::fs::write(&path, format!("#!/bin/sh\ntouch {}\n", marker.display()))
+                .expect("fake");
+        }
+    }
+    let mut full = vec!["run", "--site", w.site()];
+    full.extend_from_slice(args);
+    let out = w.run(&full);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{full:?} succeeded: {err}");
+    assert!(err.starts_with("hybrun: error: "), "{err}");
+    for needle in expect {
+        assert!(err.contains(needle), "{full:?}: {needle:?} not in: {err}");
+    }
+    assert!(!marker.exists(), "{full:?} launched something");
+    assert!(
+        !w.home.join(".hybrun/records").exists(),
+        "{full:?} wrote a launch record"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_nothing_launched() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let allowed = w.allowed.to_str().expect("utf-8").to_owned();
+    let root = w.root.to_str().expect("utf-8").to_owned();
+    let missing = format!("{allowed}/missing.sif");
+    refused(
+        &w,
+        &["--mpi-profile", "mpich", &missing, "--", "/app/x"],
+        &["missing.sif", "No such file"],
+    );
+    let sibling = format!("{root}/allowed_evil/evil.sif");
+    refused(
+        &w,
+        &["--mpi-profile", "mpich", &sibling, "--", "/app/x"],
+        &[
+            "image is not in an allowed configured path",
+            &allowed,
+            "hybrun image cp",
+        ],
+    );
+    let escape = format!("{allowed}/escape.sif");
+    refused(
+        &w,
+        &["--mpi-profile", "mpich", &escape, "--", "/app/x"],
+        &["image is not in an allowed configured path", "resolves to"],
+    );
+    let image = format!("{allowed}/app.sif");
+    refused(
+        &w,
+        &["--mpi-profile", "nosuch", &image, "--", "/app/x"],
+        &["unknown MPI profile \"nosuch\"", "mpich, openmpi"],
+    );
+    for bind in ["/data/a:b:/x", "/data/a,b:/x", "/data/x:/a,b"] {
+        refused(
+            &w,
+            &["--mpi-profile", "mpich", "-B", bind, &image, "--", "/app/x"],
+            &["bind"],
+        );
+    }
+    refused(
+        &w,
+        &[
+            "--mpi-profile",
+            "mpich",
+            "-B",
+            "/data/a,b:/x",
+            &image,
+            "--",
+            "/app/x",
+        ],
+        &["','"],
+    );
+    refused(
+        &w,
+        &[
+            "--mpi-profile",
+            "mpich",
+            "--mpi",
+            "pmix",
+            &image,
+            "--",
+            "/app/x",
+        ],
+        &["--mpi pmix does not fit profile mpich"],
+    );
+    // No command: clap's usage error (exit 2), nothing launched.
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mpi-profile",
+        "mpich",
+        &image,
+        "--",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("<CMD>"), "{}", stderr(&out));
+    refused(
+        &w,
+        &[
+            "--mpi-profile",
+            "mpich",
+            "--unset",
+            "SLURM_JOB_ID",
+            &image,
+            "--",
+            "/x",
+        ],
+        &["SLURM_JOB_ID"],
+    );
+    // A FIFO planted as the image: refused, not a hang.
+    let fifo = w.root.join("allowed/fifo.sif");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).expect("cstring");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    refused(
+        &w,
+        &[
+            "--mpi-profile",
+            "mpich",
+            fifo.to_str().expect("utf-8"),
+            "--",
+            "/x",
+        ],
+        &["neither a regular file nor a directory"],
+    );
+    // Unreadable (only meaningful when not root: root reads everything).
+    if unsafe { libc::geteuid() } != 0 {
+        let secret = w.allowed.join("secret.sif");
+        std::fs::write(&secret, b"x").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        refused(
+            &w,
+            &[
+                "--mpi-profile",
+                "mpich",
+                secret.to_str().expect("utf-8"),
+                "--",
+                "/x",
+            ],
+            &["Permission denied"],
+        );
+    }
+}
+
+#[test]
+fn dry_run_refuses_policy_violations_too() {
+    let w = World::new();
+    let sibling = w.root.join("allowed_evil/evil.sif");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mpi-profile",
+        "mpich",
+        "--dry-run",
+        sibling.to_str().expect("utf-8"),
+        "--",
+        "/x",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not in an allowed configured path"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn srun_absent_is_an_error_when_not_dry_run() {
+    let w = World::new();
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    refused(
+        &w,
+        &[
+            "--mpi-profile",
+            "mpich",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/x",
+        ],
+        &[
+            "launcher \"srun\" not found on PATH",
+            "--launcher mpiexec-hydra",
+        ],
+    );
+}
+
+#[test]
+fn charliecloud_skips_the_image_policy_and_refuses_sif() {
+    let w = World::new();
+    let dir_image = w.root.join("allowed_evil/img");
+    std::fs::create_dir_all(dir_image.join("opt")).expect("mkdir");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--runtime",
+        "charliecloud",
+        "--mpi-profile",
+        "mpich",
+        "--dry-run",
+        dir_image.to_str().expect("utf-8"),
+        "--",
+        "/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("hybrun exec"), "{}", stdout(&out));
+    let sif = w.allowed.join("app.sif");
+    std::fs::write(&sif, [&[b'#'; 32][..], b"SIF_MAGIC\0"].concat()).expect("sif");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--runtime",
+        "charliecloud",
+        "--mpi-profile",
+        "mpich",
+        "--dry-run",
+        sif.to_str().expect("utf-8"),
+        "--",
+        "/x",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not SIF files"), "{}", stderr(&out));
+}
+
+#[test]
+fn real_run_records_and_propagates_the_exit_status() {
+    let w = World::new();
+    let out = w
+        .hybrun(&[
+            "run",
+            "--site",
+            w.site(),
+            "--mode",
+            "native",
+            "--launcher",
+            "none",
+            "--mpi",
+            "none",
+            "--env",
+            "HYB_X=1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "test \"$HYB_X\" = 1 && exit 3",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let dir = w.home.join(".hybrun/records");
+    let records: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("records")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&records[0]).expect("read")).expect("json");
+    assert_eq!(doc["exit_code"], 3);
+    assert_eq!(doc["environment"]["set"]["HYB_X"], "1");
+    assert_eq!(doc["plan"]["rank"]["mode"], "native");
+    assert!(doc["finished"].is_string());
+}
+
+#[test]
+fn record_of_an_image_has_its_digest() {
+    let w = World::new();
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let out = w
+        .hybrun(&[
+            "run",
+            "--site",
+            w.site(),
+            "--launcher",
+            "none",
+            "--mpi",
+            "none",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/x",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = w.home.join(".hybrun/records");
+    let record = std::fs::read_dir(&dir)
+        .expect("records")
+        .next()
+        .expect("one")
+        .expect("entry")
+        .path();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).expect("read")).expect("json");
+    // sha256("image")
+    assert_eq!(
+        doc["image"]["sha256"],
+        "6105d6cc76af400325e94d588ce511be5bfdbb73b437dc51eca43917d7a43e3d"
+    );
+    assert_eq!(doc["image"]["kind"], "file");
+}
+
+#[test]
+fn exec_joins_charliecloud_ranks_per_node_and_job() {
+    let w = World::new();
+    w.fake("ch-run");
+    let image = w.root.join("img");
+    std::fs::create_dir_all(&image).expect("mkdir");
+    let out = w
+        .hybrun(&[
+            "exec",
+            "--site",
+            w.site(),
+            "--runtime",
+            "charliecloud",
+            "--dry-run",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/app/x",
+        ])
+        .env("SLURM_STEP_TASKS_PER_NODE", "2(x2)")
+        .env("SLURM_NODEID", "1")
+        .env("SLURM_JOB_ID", "42")
+        .env("SLURM_STEP_ID", "0")
+        .env("SLURMD_NODENAME", "node2")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("ch-run --join-ct=2 --join-tag=hybrun.42.0.node2 "),
+        "{text}"
+    );
+}
+
+#[test]
+fn exec_pmix_glue() {
+    let w = World::new();
+    w.fake("singularity");
+    let server = w.root.join("spool/node1/pmix.7.0");
+    std::fs::create_dir_all(&server).expect("mkdir");
+    let image = w.allowed.join("app.sif");
+    let out = w
+        .hybrun(&[
+            "exec",
+            "--site",
+            w.site(),
+            "--dry-run",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/app/x",
+        ])
+        .env("PMIX_NAMESPACE", "slurm.pmix.7.0")
+        .env("PMIX_RANK", "0")
+        .env("PMIX_SECURITY_MODE", "native")
+        .env("PMIX_GDS_MODULE", "ds21,ds12,hash")
+        .env("PMIX_SERVER_TMPDIR", format!("{}/", server.display()))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().last().expect("command");
+    assert!(
+        line.contains("SINGULARITYENV_PMIX_MCA_psec=native"),
+        "{line}"
+    );
+    assert!(
+        line.contains("'SINGULARITYENV_PMIX_MCA_gds=ds21,ds12,hash'")
+            || line.contains("SINGULARITYENV_PMIX_MCA_gds=ds21,ds12,hash"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("-B {}:{}", server.display(), server.display())),
+        "{line}"
+    );
+}
+
+#[test]
+fn exec_replaces_itself_with_the_runtime() {
+    let w = World::new();
+    w.fake("ch-run");
+    let image = w.root.join("img");
+    std::fs::create_dir_all(&image).expect("mkdir");
+    let out = w.run(&[
+        "exec",
+        "--site",
+        w.site(),
+        "--runtime",
+        "charliecloud",
+        "--env",
+        "A=x y",
+        image.to_str().expect("utf-8"),
+        "--",
+        "/app/x",
+        "arg with space",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = words(&out.stdout);
+    let want: Vec<Vec<u8>> = [
+        w.bin.join("ch-run").to_str().expect("utf-8"),
+        "--set-env=A=x y",
+        image.to_str().expect("utf-8"),
+        "--",
+        "/app/x",
+        "arg with space",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn example_site_file_is_valid_and_plans() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/site.example.toml");
+    let site = hybrun::site::Site::read(std::path::Path::new(example), "--site")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(site.config.runtime.version.as_deref(), Some("3.6.4"));
+    assert!(site.config.mpi.contains_key("mpich") && site.config.mpi.contains_key("openmpi"));
+    let w = World::new();
+    std::fs::write(w.allowed.join("x.sif"), b"x").expect("image");
+    let image = w.allowed.join("x.sif");
+    let out = w
+        .hybrun(&[
+            "run",
+            "--site",
+            example,
+            "--dry-run",
+            "-N",
+            "2",
+            "--gpus-per-node",
+            "1",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/app/x",
+        ])
+        .env("SINGULARITY_ALLOWED_DIR", &w.allowed)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out).lines().last().expect("line").to_owned();
+    assert!(line.contains("SINGULARITYENV_FI_PROVIDER=psm2"), "{line}");
+    assert!(line.contains("--mpi=pmi2"), "{line}");
+    assert!(
+        line.contains(
+            "/usr/local/bin/singularity exec --nv -B /gpfs:/gpfs -B /etc/slurm:/etc/slurm:ro"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("-u DISPLAY"), "{line}");
+}
