@@ -10,7 +10,10 @@
 //! - the standard deviation is the sample standard deviation (n - 1);
 //! - the confidence interval of the median comes from order statistics and the
 //!   binomial distribution B(n, 1/2): it assumes only independent samples, not
-//!   normality. For n < 6 no 95% interval exists and none is reported.
+//!   normality. For n < 6 no 95% interval exists and none is reported;
+//! - the ratio of two medians (a mode against native) gets a percentile
+//!   bootstrap interval ([`bootstrap_ratio_of_medians`]) drawn with a seedable
+//!   generator ([`Rng`]), and a [`Verdict`] against a tolerance band.
 
 use serde::{Deserialize, Serialize};
 
@@ -183,6 +186,239 @@ impl OverRanks {
     }
 }
 
+// ---- Resampling: a seedable generator, bootstrap CI of a ratio of medians, verdicts ----
+//
+// The campaign reports compare modes by the ratio of their medians (e.g. the
+// hybrid median latency over the native one). No closed form gives a
+// confidence interval for such a ratio without assuming a distribution, so we
+// use the percentile bootstrap. The generator is seedable so a report is
+// reproducible bit for bit, and the tests below measure the coverage on
+// synthetic samples from known distributions.
+
+/// A small, fast, seedable pseudo-random generator (xoshiro256**, seeded
+/// through SplitMix64 as its authors recommend). Not cryptographic: it only has
+/// to be reproducible and statistically sound for resampling and shuffling.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    /// A generator whose whole output is determined by `seed`.
+    pub fn new(seed: u64) -> Rng {
+        let mut x = seed;
+        let mut splitmix = || {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        Rng {
+            s: [splitmix(), splitmix(), splitmix(), splitmix()],
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        result
+    }
+
+    /// Uniform in [0, 1), 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform integer in [0, n) without modulo bias (Lemire's method); n > 0.
+    pub fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0, "Rng::below(0)");
+        let n = n as u64;
+        loop {
+            let m = u128::from(self.next_u64()) * u128::from(n);
+            let low = m as u64;
+            // Reject the few values that would make some outcomes more likely.
+            if low >= n.wrapping_neg() % n {
+                return (m >> 64) as usize;
+            }
+        }
+    }
+
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+}
+
+/// Median of a scratch buffer (reordered in place), type 7 like
+/// [`quantile_sorted`]: the mean of the two middle values for even lengths.
+/// O(n) selection instead of a sort: the bootstrap calls this thousands of times.
+fn median_in_place(buf: &mut [f64]) -> f64 {
+    let n = buf.len();
+    let mid = n / 2;
+    let (lower, m, _) = buf.select_nth_unstable_by(mid, f64::total_cmp);
+    let m = *m;
+    if n % 2 == 1 {
+        m
+    } else {
+        let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        below + (m - below) / 2.0
+    }
+}
+
+/// A ratio of medians with its bootstrap confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RatioCi {
+    /// median(numerator) / median(denominator) of the data as observed.
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+    /// Nominal coverage, e.g. 0.95.
+    pub level: f64,
+    pub resamples: u32,
+}
+
+impl RatioCi {
+    /// Width of the interval relative to the ratio, (high - low) / ratio: what
+    /// a campaign's stop rule compares with its target.
+    pub fn relative_width(&self) -> f64 {
+        (self.high - self.low) / self.ratio.abs()
+    }
+}
+
+/// Why a ratio cannot be estimated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RatioError {
+    #[error("{which}: {source}")]
+    Sample {
+        which: &'static str,
+        source: StatsError,
+    },
+    #[error("the denominator's median is {0}: a ratio to it means nothing")]
+    Denominator(f64),
+    #[error("confidence level {0} is not in (0, 1)")]
+    Level(f64),
+}
+
+/// Percentile-bootstrap confidence interval of `median(num) / median(den)`.
+///
+/// The two samples are independent groups (two modes); each resample draws
+/// `num.len()` values from `num` and `den.len()` from `den` with replacement.
+/// What a value stands for is the caller's choice and must be stated where the
+/// interval is shown: per-launch medians (resampling launches: the launch is
+/// the unit that varies with placement and start-up) or per-iteration samples.
+/// Cost: O(resamples x (n_num + n_den)).
+pub fn bootstrap_ratio_of_medians(
+    num: &[f64],
+    den: &[f64],
+    level: f64,
+    resamples: u32,
+    rng: &mut Rng,
+) -> Result<RatioCi, RatioError> {
+    if !(level > 0.0 && level < 1.0) {
+        return Err(RatioError::Level(level));
+    }
+    let check = |which: &'static str, v: &[f64]| -> Result<(), RatioError> {
+        if v.is_empty() {
+            return Err(RatioError::Sample {
+                which,
+                source: StatsError::Empty,
+            });
+        }
+        if let Some((index, &value)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(RatioError::Sample {
+                which,
+                source: StatsError::NotFinite { index, value },
+            });
+        }
+        Ok(())
+    };
+    check("numerator", num)?;
+    check("denominator", den)?;
+    let den_median = median_in_place(&mut den.to_vec());
+    if den_median == 0.0 {
+        return Err(RatioError::Denominator(den_median));
+    }
+    let ratio = median_in_place(&mut num.to_vec()) / den_median;
+    let mut a = vec![0.0; num.len()];
+    let mut b = vec![0.0; den.len()];
+    let mut ratios = Vec::with_capacity(resamples.max(1) as usize);
+    for _ in 0..resamples.max(1) {
+        for x in a.iter_mut() {
+            *x = num[rng.below(num.len())];
+        }
+        for x in b.iter_mut() {
+            *x = den[rng.below(den.len())];
+        }
+        let d = median_in_place(&mut b);
+        // A resample whose denominator median is 0 has no ratio; skip it (only
+        // possible when the data holds zeros, which timings never do).
+        if d != 0.0 {
+            ratios.push(median_in_place(&mut a) / d);
+        }
+    }
+    if ratios.is_empty() {
+        return Err(RatioError::Denominator(0.0));
+    }
+    ratios.sort_by(f64::total_cmp);
+    let alpha = 1.0 - level;
+    Ok(RatioCi {
+        ratio,
+        low: quantile_sorted(&ratios, alpha / 2.0),
+        high: quantile_sorted(&ratios, 1.0 - alpha / 2.0),
+        level,
+        resamples: resamples.max(1),
+    })
+}
+
+/// What a ratio's interval says against a tolerance band around 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The whole interval lies inside [1 - tolerance, 1 + tolerance].
+    Equivalent,
+    /// The whole interval lies on the worse side of 1 (and not all inside the band).
+    Slower,
+    /// The whole interval lies on the better side of 1 (and not all inside the band).
+    Faster,
+    /// The interval straddles 1 and leaves the band: more launches are needed.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// `ratio` is value(mode) / value(reference); `higher_is_better` says
+    /// whether a larger value is better (bandwidth) or worse (latency).
+    pub fn of(ci: &RatioCi, tolerance: f64, higher_is_better: bool) -> Verdict {
+        if ci.low >= 1.0 - tolerance && ci.high <= 1.0 + tolerance {
+            return Verdict::Equivalent;
+        }
+        let (above, below) = (ci.low > 1.0, ci.high < 1.0);
+        match (above, below, higher_is_better) {
+            (true, _, false) | (_, true, true) => Verdict::Slower,
+            (true, _, true) | (_, true, false) => Verdict::Faster,
+            _ => Verdict::Inconclusive,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Equivalent => "equivalent",
+            Verdict::Slower => "slower",
+            Verdict::Faster => "faster",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +490,170 @@ mod tests {
         let r = OverRanks::of(&[1.0, 2.0, 6.0]).unwrap();
         assert_eq!((r.min, r.avg, r.max), (1.0, 3.0, 6.0));
         assert!(OverRanks::of(&[]).is_none());
+    }
+
+    /// Standard normal by Box-Muller, for the synthetic samples below.
+    fn normal(rng: &mut Rng) -> f64 {
+        let u1 = 1.0 - rng.uniform();
+        let u2 = rng.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// Coverage of the bootstrap interval of a ratio of medians, over `trials`
+    /// pairs of synthetic samples drawn by `draw(rng, which)`, whose true ratio
+    /// of medians is `truth`.
+    fn ratio_coverage(
+        seed: u64,
+        trials: usize,
+        n: usize,
+        truth: f64,
+        draw: impl Fn(&mut Rng, usize) -> f64,
+    ) -> f64 {
+        let mut data = Rng::new(seed);
+        let mut boot = Rng::new(seed ^ 0xB007);
+        let mut covered = 0;
+        for _ in 0..trials {
+            let num: Vec<f64> = (0..n).map(|_| draw(&mut data, 0)).collect();
+            let den: Vec<f64> = (0..n).map(|_| draw(&mut data, 1)).collect();
+            let ci = bootstrap_ratio_of_medians(&num, &den, 0.95, 500, &mut boot).unwrap();
+            assert!(ci.low <= ci.ratio && ci.ratio <= ci.high, "{ci:?}");
+            if ci.low <= truth && truth <= ci.high {
+                covered += 1;
+            }
+        }
+        let coverage = covered as f64 / trials as f64;
+        eprintln!("bootstrap ratio CI coverage (seed {seed}, n {n}): {coverage}");
+        coverage
+    }
+
+    #[test]
+    fn ratio_ci_covers_lognormal_truth() {
+        // Log-normal timings (right-skewed like real latencies): median e^mu.
+        // Numerator mu = ln 1.10, denominator mu = 0: true ratio of medians 1.10.
+        let coverage = ratio_coverage(7, 400, 60, 1.10, |rng, which| {
+            let mu = if which == 0 { 1.10_f64.ln() } else { 0.0 };
+            (mu + 0.25 * normal(rng)).exp()
+        });
+        // Percentile bootstrap of a median at n = 60: close to nominal.
+        assert!((0.90..=0.99).contains(&coverage), "coverage {coverage}");
+    }
+
+    #[test]
+    fn ratio_ci_covers_exponential_truth() {
+        // Exponential with scales 2 and 1: medians 2 ln 2 and ln 2, ratio 2.
+        let coverage = ratio_coverage(11, 400, 80, 2.0, |rng, which| {
+            let scale = if which == 0 { 2.0 } else { 1.0 };
+            -scale * (1.0 - rng.uniform()).ln()
+        });
+        assert!((0.90..=0.99).contains(&coverage), "coverage {coverage}");
+    }
+
+    #[test]
+    fn ratio_ci_narrows_with_more_data_and_is_reproducible() {
+        let mut data = Rng::new(3);
+        let mut sample = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| (0.2 * normal(&mut data)).exp())
+                .collect::<Vec<_>>()
+        };
+        let (a1, b1, a2, b2) = (sample(20), sample(20), sample(2000), sample(2000));
+        let small = bootstrap_ratio_of_medians(&a1, &b1, 0.95, 1000, &mut Rng::new(1)).unwrap();
+        let large = bootstrap_ratio_of_medians(&a2, &b2, 0.95, 1000, &mut Rng::new(1)).unwrap();
+        // The width shrinks like 1/sqrt(n): 100x the data, about 1/10 the width.
+        assert!(
+            large.relative_width() < small.relative_width() / 4.0,
+            "{small:?} {large:?}"
+        );
+        let again = bootstrap_ratio_of_medians(&a1, &b1, 0.95, 1000, &mut Rng::new(1)).unwrap();
+        assert_eq!(small, again, "same seed, same interval");
+    }
+
+    #[test]
+    fn ratio_errors() {
+        let mut rng = Rng::new(0);
+        assert!(matches!(
+            bootstrap_ratio_of_medians(&[], &[1.0], 0.95, 10, &mut rng),
+            Err(RatioError::Sample {
+                which: "numerator",
+                ..
+            })
+        ));
+        assert!(matches!(
+            bootstrap_ratio_of_medians(&[1.0], &[f64::NAN], 0.95, 10, &mut rng),
+            Err(RatioError::Sample {
+                which: "denominator",
+                ..
+            })
+        ));
+        assert_eq!(
+            bootstrap_ratio_of_medians(&[1.0], &[0.0], 0.95, 10, &mut rng),
+            Err(RatioError::Denominator(0.0))
+        );
+        assert_eq!(
+            bootstrap_ratio_of_medians(&[1.0], &[1.0], 1.5, 10, &mut rng),
+            Err(RatioError::Level(1.5))
+        );
+    }
+
+    #[test]
+    fn median_in_place_matches_sorted_median() {
+        let mut rng = Rng::new(5);
+        for n in 1..40 {
+            let v: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+            assert_eq!(
+                median_in_place(&mut v.clone()),
+                median(&v).unwrap(),
+                "n {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn rng_below_is_uniform_and_shuffle_permutes() {
+        let mut rng = Rng::new(42);
+        let mut counts = [0u32; 6];
+        for _ in 0..60_000 {
+            counts[rng.below(6)] += 1;
+        }
+        // Each face 10000 expected; 5 sigma is about 456.
+        assert!(
+            counts.iter().all(|&c| (9_500..=10_500).contains(&c)),
+            "{counts:?}"
+        );
+        let mut v: Vec<u32> = (0..50).collect();
+        rng.shuffle(&mut v);
+        assert_ne!(v, (0..50).collect::<Vec<_>>());
+        v.sort_unstable();
+        assert_eq!(v, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn verdicts() {
+        let ci = |low, high| RatioCi {
+            ratio: (low + high) / 2.0,
+            low,
+            high,
+            level: 0.95,
+            resamples: 1,
+        };
+        // Latency (lower is better): a ratio above 1 is slower.
+        assert_eq!(
+            Verdict::of(&ci(0.98, 1.02), 0.03, false),
+            Verdict::Equivalent
+        );
+        assert_eq!(Verdict::of(&ci(1.01, 1.08), 0.03, false), Verdict::Slower);
+        assert_eq!(Verdict::of(&ci(0.90, 0.99), 0.03, false), Verdict::Faster);
+        assert_eq!(
+            Verdict::of(&ci(0.95, 1.05), 0.03, false),
+            Verdict::Inconclusive
+        );
+        // Bandwidth (higher is better): a ratio below 1 is slower.
+        assert_eq!(Verdict::of(&ci(0.90, 0.99), 0.03, true), Verdict::Slower);
+        assert_eq!(Verdict::of(&ci(1.01, 1.08), 0.03, true), Verdict::Faster);
+        // Inside the band wins even when the interval excludes 1.
+        assert_eq!(
+            Verdict::of(&ci(1.005, 1.02), 0.03, true),
+            Verdict::Equivalent
+        );
     }
 }
