@@ -103,8 +103,12 @@ pub(crate) enum CopyError {
 /// Buffers in flight between the copying thread and the hashing thread.
 const BUFFERS: usize = 4;
 
-/// Write-back of the copy is started every this many bytes, so that the disk
-/// works while the copy and the hash go on and the final fsync has little left.
+/// Alignment of buffers, lengths and offsets for direct I/O (`O_DIRECT`): the
+/// page size, a multiple of every usual logical block size.
+const ALIGN: usize = 4096;
+
+/// Write-back of a buffered copy is started every this many bytes, so that the
+/// disk works while the copy and the hash go on and the final fsync has little left.
 const WRITEBACK_WINDOW: u64 = 64 << 20;
 
 /// Copies `from` into `to` in one pass and returns the bytes copied and their
@@ -112,14 +116,30 @@ const WRITEBACK_WINDOW: u64 = 64 << 20;
 /// from the same buffer on a second thread while the next chunk is read and
 /// written: the digest is of exactly the bytes written, and hashing (about as
 /// slow as the copy itself) overlaps the copy instead of adding to it.
+///
+/// `to` is written with direct I/O where the file system allows it: the data goes
+/// from the buffer to the disk without a second copy into the page cache, and the
+/// fsync that follows has only the tail and the metadata left. Elsewhere (or after
+/// a short direct write) the copy is buffered, with write-back started as it goes.
+/// `to` is left in buffered mode.
 pub(crate) fn copy_hashing(from: &mut File, to: &mut File) -> Result<(u64, [u8; 32]), CopyError> {
-    let (to_hash, hash_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+    copy_hashing_with(from, to, true)
+}
+
+/// [`copy_hashing`], trying direct I/O only when `try_direct` (tests use both ways).
+fn copy_hashing_with(
+    from: &mut File,
+    to: &mut File,
+    try_direct: bool,
+) -> Result<(u64, [u8; 32]), CopyError> {
+    let mut direct = try_direct && set_direct(to, true).is_ok();
+    let (to_hash, hash_rx) = mpsc::sync_channel::<(Vec<u8>, usize, usize)>(BUFFERS);
     let (returned, free_rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::scope(|scope| {
+    let copied = std::thread::scope(|scope| {
         let hasher = scope.spawn(move || {
             let mut hasher = Sha256::new();
-            for (buffer, n) in hash_rx {
-                hasher.update(&buffer[..n]);
+            for (buffer, start, n) in hash_rx {
+                hasher.update(&buffer[start..start + n]);
                 // The copier may have stopped on an error: then nobody takes it back.
                 let _ = returned.send(buffer);
             }
@@ -130,7 +150,7 @@ pub(crate) fn copy_hashing(from: &mut File, to: &mut File) -> Result<(u64, [u8; 
         let copied = loop {
             let mut buffer = if fresh > 0 {
                 fresh -= 1;
-                vec![0u8; CHUNK]
+                vec![0u8; CHUNK + ALIGN]
             } else {
                 match free_rx.recv() {
                     Ok(buffer) => buffer,
@@ -138,21 +158,24 @@ pub(crate) fn copy_hashing(from: &mut File, to: &mut File) -> Result<(u64, [u8; 
                     Err(_) => break Ok(()),
                 }
             };
-            let n = match read_retrying(from, &mut buffer) {
+            // Where the buffer's memory is page aligned (the same for each use).
+            let start = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
+            let chunk = &mut buffer[start..start + CHUNK];
+            let n = match read_full(from, chunk) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) => break Err(CopyError::Read(e)),
             };
-            if let Err(e) = to.write_all(&buffer[..n]) {
+            if let Err(e) = write_chunk(to, &chunk[..n], &mut direct) {
                 break Err(CopyError::Write(e));
             }
             let before = total;
             total += n as u64;
-            if total / WRITEBACK_WINDOW > before / WRITEBACK_WINDOW {
+            if !direct && total / WRITEBACK_WINDOW > before / WRITEBACK_WINDOW {
                 let end = total / WRITEBACK_WINDOW * WRITEBACK_WINDOW;
                 start_writeback(to, end - WRITEBACK_WINDOW, WRITEBACK_WINDOW);
             }
-            if to_hash.send((buffer, n)).is_err() {
+            if to_hash.send((buffer, start, n)).is_err() {
                 break Ok(());
             }
         };
@@ -161,7 +184,64 @@ pub(crate) fn copy_hashing(from: &mut File, to: &mut File) -> Result<(u64, [u8; 
             .join()
             .map_err(|_| CopyError::Read(io::Error::other("the hashing thread failed")))?;
         copied.map(|()| (total, digest))
-    })
+    });
+    if direct {
+        // Later reads of `to` (the SIF check) use small unaligned buffers.
+        set_direct(to, false).map_err(CopyError::Write)?;
+    }
+    copied
+}
+
+/// Writes all of `data`, directly while `direct` holds and `data` is aligned,
+/// otherwise (the tail of the file, the rest after a short or refused direct
+/// write) buffered, switching `to` and `direct` to buffered for good.
+fn write_chunk(to: &mut File, data: &[u8], direct: &mut bool) -> io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let aligned = rest.len() % ALIGN == 0 && (rest.as_ptr() as usize) % ALIGN == 0;
+        if *direct && !aligned {
+            set_direct(to, false)?;
+            *direct = false;
+        }
+        match to.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Some file systems accept O_DIRECT at open but not the write.
+            Err(e)
+                if *direct && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                set_direct(to, false)?;
+                *direct = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Turns direct I/O on `file` on or off (fails where the file system has none).
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    let flags = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags - OFlags::DIRECT
+    };
+    rustix::fs::fcntl_setfl(file, flags).map_err(Into::into)
+}
+
+/// Reads until `buffer` is full or the file ends (a short read in the middle
+/// would make the next direct write unaligned); returns the bytes read.
+fn read_full(from: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match read_retrying(from, &mut buffer[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Starts writing `len` bytes at `offset` of `file` to disk without waiting
@@ -214,19 +294,20 @@ mod tests {
     use super::*;
 
     /// The digest is of exactly the bytes copied, across chunk and buffer-reuse
-    /// boundaries (more chunks than buffers in flight).
+    /// boundaries (more chunks than buffers in flight), written directly and buffered.
     #[test]
     fn copy_hashing_matches_content() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, (BUFFERS + 3) * CHUNK + 5] {
+        let lens = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, (BUFFERS + 3) * CHUNK + 5];
+        for (len, direct) in lens.into_iter().flat_map(|l| [(l, true), (l, false)]) {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let src_path = dir.path().join("src");
             std::fs::write(&src_path, &data).expect("write source");
             let mut src = File::open(&src_path).expect("open source");
             let dst_path = dir.path().join("dst");
             let mut dst = File::create(&dst_path).expect("create destination");
-            let (copied, digest) = copy_hashing(&mut src, &mut dst)
-                .unwrap_or_else(|e| panic!("copy of {len} bytes: {e:?}"));
+            let (copied, digest) = copy_hashing_with(&mut src, &mut dst, direct)
+                .unwrap_or_else(|e| panic!("copy of {len} bytes (direct: {direct}): {e:?}"));
             assert_eq!(copied, len as u64);
             assert_eq!(
                 digest,
