@@ -44,36 +44,11 @@ use super::LaunchError;
 /// The container directory bind mode uses unless the site says otherwise.
 pub const DEFAULT_BIND_DIR: &str = "/opt/hybrun/host-mpi/lib";
 
-/// Library stems of the glibc family: never bound.
-const GLIBC_STEMS: [&str; 18] = [
-    "libc",
-    "libm",
-    "libpthread",
-    "libdl",
-    "librt",
-    "libresolv",
-    "libutil",
-    "libnsl",
-    "libanl",
-    "libmvec",
-    "libBrokenLocale",
-    "libthread_db",
-    "libc_malloc_debug",
-    "libmemusage",
-    "libpcprofile",
-    "libSegFault",
-    "libcidn",
-    "ld64",
-];
-
-/// Whether a library name (`libm.so.6`, `ld-linux-x86-64.so.2`) is glibc's.
+/// Whether a library name (`libm.so.6`, `ld-linux-x86-64.so.2`) is glibc's: the
+/// image module's list, so that `hybrun image check` and bind mode agree on what
+/// stays the container's own.
 pub fn is_glibc_family(name: &str) -> bool {
-    let stem = name.split(".so").next().unwrap_or(name);
-    GLIBC_STEMS.contains(&stem)
-        || stem.starts_with("ld-linux")
-        || stem.starts_with("libnss_")
-        || stem.starts_with("linux-vdso")
-        || stem.starts_with("linux-gate")
+    crate::image::check::is_glibc_library(name)
 }
 
 /// One library of the bundle.
@@ -487,7 +462,6 @@ mod tests {
             "ld-linux-x86-64.so.2",
             "libresolv.so.2",
             "libnss_files.so.2",
-            "linux-vdso.so.1",
             "libmvec.so.1",
         ] {
             assert!(is_glibc_family(name), "{name}");

@@ -691,6 +691,19 @@ fn plan_rank(
         notes.warnings.push(message.to_owned());
     }
 
+    // One GPU per rank (hybrun exec, where the local rank is known).
+    if nvidia && ctx.role == Role::Rank && site.config.gpu.per_rank.unwrap_or(true) {
+        if let Some((device, why)) = gpu_for_rank(ctx.host) {
+            set(
+                &mut changes,
+                "CUDA_VISIBLE_DEVICES",
+                device.into(),
+                "GPU per rank",
+            )?;
+            notes.notes.push(why);
+        }
+    }
+
     // The inside mode's mpiexec.
     let inside = if ctx.mode == Mode::Inside {
         if req.geometry.nodes.is_some_and(|n| n > 1) {
@@ -753,6 +766,52 @@ fn plan_rank(
         command: req.command.clone(),
     };
     Ok((rank, image, bundle))
+}
+
+/// The GPU this rank uses, when it sees several and its local rank is known:
+/// one entry of CUDA_VISIBLE_DEVICES (or an ordinal of /dev/nvidiaN when that is
+/// unset), chosen by `hybrun::placement` (local rank modulo the count).
+fn gpu_for_rank(host: &Host) -> Option<(String, String)> {
+    let local = crate::placement::local_rank_from(|k| host.var(k));
+    if local.source == "default" {
+        return None;
+    }
+    let devices: Vec<String> = match host.var("CUDA_VISIBLE_DEVICES") {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => {
+            let mut ordinals: Vec<u32> = std::fs::read_dir("/dev")
+                .ok()?
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("nvidia"))
+                        .and_then(|n| n.parse().ok())
+                })
+                .collect();
+            ordinals.sort_unstable();
+            ordinals.into_iter().map(|o| o.to_string()).collect()
+        }
+    };
+    if devices.len() < 2 {
+        return None;
+    }
+    let index = crate::placement::gpu_for_local_rank(local.rank, devices.len() as u32)?;
+    let device = devices.get(index as usize)?.clone();
+    Some((
+        device.clone(),
+        format!(
+            "GPU per rank: local rank {} ({}) of {} visible GPUs -> CUDA_VISIBLE_DEVICES={device}",
+            local.rank,
+            local.source,
+            devices.len()
+        ),
+    ))
 }
 
 /// Whether `path` (absolute) is a directory inside the directory image `root`.
@@ -1269,6 +1328,25 @@ mod tests {
             ("SLURM_NODEID", "0"),
         ]);
         assert_eq!(join_from_env(&h), None);
+    }
+
+    #[test]
+    fn one_gpu_per_rank() {
+        let host = Host {
+            vars: [("SLURM_LOCALID", "3"), ("CUDA_VISIBLE_DEVICES", "0,1,2,3")]
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        };
+        assert_eq!(gpu_for_rank(&host).map(|g| g.0), Some("3".to_owned()));
+        let host = Host {
+            vars: [("CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b")]
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        };
+        // No local rank known: leave the devices alone.
+        assert_eq!(gpu_for_rank(&host), None);
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub struct GpuSection {
     /// `nvidia` (Singularity/Apptainer `--nv` when GPUs are requested) or `none`.
     /// Default: nvidia.
     pub vendor: Option<String>,
+    /// Whether `hybrun exec` gives each rank one GPU of those it sees (local rank
+    /// modulo their number, as `hybrun::placement` rules), by narrowing
+    /// CUDA_VISIBLE_DEVICES. Default: true.
+    pub per_rank: Option<bool>,
 }
 
 /// One site bind.

@@ -1,0 +1,251 @@
+//! `hybrun run` end to end: srun on the local Slurm cluster, Charliecloud's
+//! ch-run, hybench's latency across 2 nodes (MPICH, pmi2) in native, hybrid and
+//! bind mode, judged by what hybench recorded about the library it mapped:
+//!
+//! - native: the host's libmpich (path and inode);
+//! - hybrid: the container's own copy (the image file's inode, not the host's);
+//! - bind: the host's file (same inode) at the bind directory's path.
+//!
+//! Needs: the cluster (scripts/cluster), ch-run, the MPICH hybench build and the
+//! test images (scripts/make-test-images), and hybrun built in this target
+//! directory (cargo builds it with the workspace's tests). A missing piece fails
+//! under CI and skips loudly elsewhere.
+//!
+//! The nodes of the local cluster share one kernel and /dev/shm, so MPICH/UCX
+//! takes ranks on different nodes for one host and tries shared memory between
+//! separate containers; `UCX_POSIX_USE_PROC_LINK=n` makes that work (PLATFORM.md).
+//! A real cluster does not need it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use hybrun::schema::ResultRow;
+use hybrun_e2e::{
+    Mpi, cluster, describe, on_path, parse_rows, repo_root, require, run_with_timeout,
+};
+
+const LIMIT: Duration = Duration::from_secs(180);
+const HOST_LIBMPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
+/// The test images' empty directory for bind mode's libraries.
+const BIND_DIR: &str = "/opt/host-mpi/lib";
+
+struct Setup {
+    hybrun: PathBuf,
+    image: PathBuf,
+    slurm_conf: PathBuf,
+    hybench: PathBuf,
+}
+
+/// hybrun as built next to this test (target/<profile>/hybrun).
+fn hybrun_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("hybrun");
+    path.is_file().then_some(path)
+}
+
+/// The mpich directory image, built on first use (seconds) when missing.
+fn mpich_image(hybrun: &Path) -> Option<PathBuf> {
+    static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let image = IMAGE.get_or_init(|| {
+        let image = repo_root().join("target/images/mpich");
+        if image.join("app/hybench").is_file() {
+            return Ok(image);
+        }
+        let out = Command::new(repo_root().join("scripts/make-test-images"))
+            .arg("mpich")
+            .env("HYBRUN", hybrun)
+            .output()
+            .map_err(|e| format!("cannot run scripts/make-test-images: {e}"))?;
+        if out.status.success() && image.join("app/hybench").is_file() {
+            Ok(image)
+        } else {
+            Err(format!(
+                "scripts/make-test-images mpich failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    match image {
+        Ok(path) => Some(path.clone()),
+        Err(why) => {
+            require("the mpich test image", false, why);
+            None
+        }
+    }
+}
+
+fn setup() -> Option<Setup> {
+    let hybrun = hybrun_binary();
+    if !require(
+        "the hybrun binary",
+        hybrun.is_some(),
+        "cargo build -p hybrun (cargo test of the workspace builds it)",
+    ) {
+        return None;
+    }
+    if !require("ch-run", on_path("ch-run"), "run scripts/setup") {
+        return None;
+    }
+    let hybench = Mpi::Mpich.require_hybench()?;
+    let image = mpich_image(hybrun.as_deref()?)?;
+    let slurm_conf = cluster()?;
+    Some(Setup {
+        hybrun: hybrun?,
+        image,
+        slurm_conf,
+        hybench,
+    })
+}
+
+struct Run {
+    rows: Vec<ResultRow>,
+    records: PathBuf,
+}
+
+/// `hybrun run` of hybench `bench` in `mode` over 2 nodes, CSV into a bound
+/// directory; returns the rows and the record directory.
+fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
+    let work = tempfile::tempdir_in(repo_root().join("target")).expect("work dir");
+    let out_dir = work.path().join("out");
+    let records = work.path().join("records");
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let site = work.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "[runtime]\nkind = \"charliecloud\"\nbind_dir = \"{BIND_DIR}\"\n\
+             [launcher]\nrecord_dir = \"{}\"\n\
+             [mpi.mpich]\nabi = \"mpich\"\npmi = \"pmi2\"\nlibrary = \"{HOST_LIBMPICH}\"\n",
+            records.display()
+        ),
+    )
+    .expect("site");
+    let mut cmd = Command::new(&s.hybrun);
+    cmd.env("SLURM_CONF", &s.slurm_conf)
+        .env("USER", "root")
+        // The bundle cache on the same file system as /usr, so bind mode's
+        // bundle is hard links to the host files (same inodes).
+        .env("XDG_CACHE_HOME", repo_root().join("target/e2e-cache"))
+        .args(["run", "--site", site.to_str().expect("utf-8")])
+        .args(["--mode", mode, "--mpi-profile", "mpich"])
+        .args(["-N", "2", "-n", &ranks.to_string(), "-t", "3"])
+        .args(["--env", "UCX_POSIX_USE_PROC_LINK=n"]);
+    let output = if mode == "native" {
+        cmd.arg("--").arg(&s.hybench);
+        out_dir.join("result.csv").to_string_lossy().into_owned()
+    } else {
+        let bind = format!("{}:/mnt", out_dir.display());
+        cmd.args(["-B", &bind])
+            .arg(&s.image)
+            .args(["--", "/app/hybench"]);
+        "/mnt/result.csv".to_owned()
+    };
+    cmd.args(bench)
+        .args(["--validate", "--format", "csv", "--output", &output]);
+    let out = run_with_timeout(&cmd, LIMIT);
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    let text = std::fs::read_to_string(out_dir.join("result.csv"))
+        .unwrap_or_else(|e| panic!("no result.csv ({e}): {}", describe(&cmd, &out)));
+    let rows = parse_rows(&text);
+    assert!(!rows.is_empty(), "{}", describe(&cmd, &out));
+    for r in &rows {
+        assert_eq!(r.comm_size, ranks, "one MPI job of {ranks} ranks");
+        assert_eq!(r.nodes, 2, "two nodes: {}", r.rank_placement);
+        assert_eq!(r.validation, "pass");
+        assert!(r.mpi_library_uniform, "every rank mapped the same libmpi");
+        assert_eq!(r.mpi_flavour, "mpich");
+        assert_eq!(
+            r.container,
+            if mode == "native" {
+                "none"
+            } else {
+                "charliecloud"
+            }
+        );
+    }
+    // Keep the record directory beyond the temporary one.
+    let kept = repo_root().join("target/e2e-records").join(mode);
+    std::fs::create_dir_all(&kept).expect("mkdir");
+    for entry in std::fs::read_dir(&records).expect("records written") {
+        let path = entry.expect("entry").path();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(doc["exit_code"], 0, "{}", path.display());
+        assert_eq!(doc["plan"]["rank"]["mode"], mode);
+        std::fs::copy(&path, kept.join(path.file_name().expect("name"))).expect("copy");
+    }
+    Run {
+        rows,
+        records: kept,
+    }
+}
+
+fn inode(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").ino()
+}
+
+const LATENCY: [&str; 7] = ["latency", "-m", "1:64", "-i", "200", "-x", "20"];
+
+#[test]
+fn native_mode_maps_the_host_libmpich() {
+    let Some(s) = setup() else { return };
+    let run = launch(&s, "native", 2, &LATENCY);
+    let host = std::fs::canonicalize(HOST_LIBMPICH).expect("host libmpich");
+    for r in &run.rows {
+        assert_eq!(Path::new(&r.mpi_library), host);
+        assert_eq!(r.mpi_library_inode, inode(&host));
+    }
+    assert!(run.records.is_dir());
+}
+
+#[test]
+fn hybrid_mode_maps_the_containers_libmpich() {
+    let Some(s) = setup() else { return };
+    let run = launch(&s, "hybrid", 2, &LATENCY);
+    let host = inode(Path::new(HOST_LIBMPICH));
+    for r in &run.rows {
+        // The path inside the container, and the image's own file.
+        let in_image = s.image.join(r.mpi_library.trim_start_matches('/'));
+        assert!(in_image.is_file(), "{} not in the image", r.mpi_library);
+        assert_eq!(r.mpi_library_inode, inode(&in_image));
+        assert_ne!(
+            r.mpi_library_inode, host,
+            "hybrid must not map the host's libmpich"
+        );
+    }
+}
+
+#[test]
+fn bind_mode_maps_the_host_libmpich_in_the_container() {
+    let Some(s) = setup() else { return };
+    let run = launch(&s, "bind", 2, &LATENCY);
+    let host = inode(Path::new(HOST_LIBMPICH));
+    for r in &run.rows {
+        assert_eq!(
+            r.mpi_library,
+            format!("{BIND_DIR}/libmpich.so.12"),
+            "loaded from the bind directory"
+        );
+        assert_eq!(
+            r.mpi_library_inode, host,
+            "the host's file (a hard link to it), not a copy"
+        );
+    }
+}
+
+#[test]
+fn hybrid_mode_joins_ranks_per_node() {
+    let Some(s) = setup() else { return };
+    // 4 ranks on 2 nodes: the ranks of a node share one container (ch-run
+    // --join-ct from SLURM_STEP_TASKS_PER_NODE, a tag per node and job).
+    let run = launch(
+        &s,
+        "hybrid",
+        4,
+        &["allreduce", "-m", "4:16", "-i", "10", "-x", "2"],
+    );
+    assert_eq!(run.rows[0].comm_size, 4);
+}
