@@ -94,6 +94,16 @@ library = "/usr/lib/x86_64-linux-gnu/libmpi.so.40"
         self.hybrun(args).output().expect("hybrun runs")
     }
 
+    /// The one launch record written so far, parsed.
+    fn only_record(&self) -> serde_json::Value {
+        let records: Vec<PathBuf> = std::fs::read_dir(self.home.join(".hybrun/records"))
+            .expect("records written")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(records.len(), 1, "one record: {records:?}");
+        serde_json::from_slice(&std::fs::read(&records[0]).expect("read")).expect("json")
+    }
+
     fn site(&self) -> &str {
         self.site.to_str().expect("utf-8")
     }
@@ -378,6 +388,19 @@ fn bad_input_is_refused_with_nothing_launched() {
         ],
         &["--mpi pmix does not fit profile mpich"],
     );
+    refused(
+        &w,
+        &[
+            "--mpi-profile",
+            "openmpi",
+            "--mode",
+            "bind",
+            &image,
+            "--",
+            "/x",
+        ],
+        &["bind with Open MPI", "--mode hybrid"],
+    );
     // No command: clap's usage error (exit 2), nothing launched.
     let out = w.run(&[
         "run",
@@ -419,23 +442,6 @@ fn bad_input_is_refused_with_nothing_launched() {
         ],
         &["neither a regular file nor a directory"],
     );
-    // Unreadable (only meaningful when not root: root reads everything).
-    if unsafe { libc::geteuid() } != 0 {
-        let secret = w.allowed.join("secret.sif");
-        std::fs::write(&secret, b"x").expect("write");
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).expect("chmod");
-        refused(
-            &w,
-            &[
-                "--mpi-profile",
-                "mpich",
-                secret.to_str().expect("utf-8"),
-                "--",
-                "/x",
-            ],
-            &["Permission denied"],
-        );
-    }
 }
 
 #[test]
@@ -542,14 +548,7 @@ fn real_run_records_and_propagates_the_exit_status() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let dir = w.home.join(".hybrun/records");
-    let records: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("records")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    assert_eq!(records.len(), 1, "{records:?}");
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&records[0]).expect("read")).expect("json");
+    let doc = w.only_record();
     assert_eq!(doc["exit_code"], 3);
     assert_eq!(doc["environment"]["set"]["HYB_X"], "1");
     assert_eq!(doc["plan"]["rank"]["mode"], "native");
@@ -577,15 +576,7 @@ fn record_of_an_image_has_its_digest() {
         .output()
         .expect("runs");
     assert!(out.status.success(), "{}", stderr(&out));
-    let dir = w.home.join(".hybrun/records");
-    let record = std::fs::read_dir(&dir)
-        .expect("records")
-        .next()
-        .expect("one")
-        .expect("entry")
-        .path();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(record).expect("read")).expect("json");
+    let doc = w.only_record();
     // sha256("image")
     assert_eq!(
         doc["image"]["sha256"],
@@ -742,4 +733,92 @@ fn example_site_file_is_valid_and_plans() {
         "{line}"
     );
     assert!(line.contains("-u DISPLAY"), "{line}");
+}
+
+#[test]
+fn unreadable_image_is_refused() {
+    let w = World::new();
+    w.fake("ch-run");
+    let marker = w.root.join("launched");
+    std::fs::write(
+        w.bin.join("ch-run"),
+        format!("#!/bin/sh\ntouch {}\n", marker.display()),
+    )
+    .expect("fake");
+    for dir in [&w.root, &w.bin, &w.allowed] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let secret = w.root.join("secret");
+    std::fs::create_dir_all(&secret).expect("mkdir");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let args = [
+        "run",
+        "--site",
+        w.site(),
+        "--runtime",
+        "charliecloud",
+        "--launcher",
+        "none",
+        "--mpi",
+        "none",
+        secret.to_str().expect("utf-8"),
+        "--",
+        "/x",
+    ];
+    // Root reads everything: run as nobody to meet a permission check.
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        if !std::path::Path::new("/usr/bin/setpriv").exists() {
+            eprintln!("SKIPPED: running as root without setpriv to drop privileges");
+            return;
+        }
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", HYBRUN]);
+        c
+    } else {
+        Command::new(HYBRUN)
+    };
+    let out = command
+        .args(args)
+        .env_clear()
+        .env("PATH", &w.bin)
+        .env("HOME", &w.home)
+        .output()
+        .expect("runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot open it: Permission denied"), "{err}");
+    assert!(err.contains("secret"), "{err}");
+    assert!(!marker.exists(), "launched despite the error");
+}
+
+#[test]
+fn record_names_the_host_mpi_library_and_its_soname() {
+    let lib = std::path::Path::new("/usr/lib/x86_64-linux-gnu/libmpich.so.12");
+    if !lib.exists() {
+        eprintln!("SKIPPED: no host MPICH (scripts/setup installs it)");
+        return;
+    }
+    let w = World::new();
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "native",
+        "--launcher",
+        "none",
+        "--mpi-profile",
+        "mpich",
+        "--",
+        "/bin/true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = w.only_record();
+    let host = &doc["host_libraries"][0];
+    assert_eq!(host["role"], "profile-mpi");
+    assert_eq!(host["name"], "libmpich.so.12");
+    assert_eq!(host["soname"], "libmpich.so.12");
+    let canonical = std::fs::canonicalize(lib).expect("canonical");
+    assert_eq!(host["path"], canonical.to_str().expect("utf-8"));
+    assert_eq!(doc["mpi_profile"], "mpich");
 }

@@ -102,11 +102,12 @@ fn setup() -> Option<Setup> {
 
 struct Run {
     rows: Vec<ResultRow>,
-    records: PathBuf,
+    /// This run's launch records.
+    records: Vec<serde_json::Value>,
 }
 
-/// `hybrun run` of hybench `bench` in `mode` over 2 nodes, CSV into a bound
-/// directory; returns the rows and the record directory.
+/// `hybrun run` of hybench `bench` in `mode` over 2 nodes (one for `inside`), CSV
+/// into a bound directory; returns the rows and the launch record.
 fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
     let work = tempfile::tempdir_in(repo_root().join("target")).expect("work dir");
     let out_dir = work.path().join("out");
@@ -131,8 +132,11 @@ fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
         .env("XDG_CACHE_HOME", repo_root().join("target/e2e-cache"))
         .args(["run", "--site", site.to_str().expect("utf-8")])
         .args(["--mode", mode, "--mpi-profile", "mpich"])
-        .args(["-N", "2", "-n", &ranks.to_string(), "-t", "3"])
-        .args(["--env", "UCX_POSIX_USE_PROC_LINK=n"]);
+        .args(["-n", &ranks.to_string()]);
+    if mode != "inside" {
+        cmd.args(["-N", "2", "-t", "3"]);
+    }
+    cmd.args(["--env", "UCX_POSIX_USE_PROC_LINK=n"]);
     let output = if mode == "native" {
         cmd.arg("--").arg(&s.hybench);
         out_dir.join("result.csv").to_string_lossy().into_owned()
@@ -153,7 +157,8 @@ fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
     assert!(!rows.is_empty(), "{}", describe(&cmd, &out));
     for r in &rows {
         assert_eq!(r.comm_size, ranks, "one MPI job of {ranks} ranks");
-        assert_eq!(r.nodes, 2, "two nodes: {}", r.rank_placement);
+        let nodes = if mode == "inside" { 1 } else { 2 };
+        assert_eq!(r.nodes, nodes, "{nodes} node(s): {}", r.rank_placement);
         assert_eq!(r.validation, "pass");
         assert!(r.mpi_library_uniform, "every rank mapped the same libmpi");
         assert_eq!(r.mpi_flavour, "mpich");
@@ -169,6 +174,7 @@ fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
     // Keep the record directory beyond the temporary one.
     let kept = repo_root().join("target/e2e-records").join(mode);
     std::fs::create_dir_all(&kept).expect("mkdir");
+    let mut docs = Vec::new();
     for entry in std::fs::read_dir(&records).expect("records written") {
         let path = entry.expect("entry").path();
         let doc: serde_json::Value =
@@ -176,10 +182,12 @@ fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
         assert_eq!(doc["exit_code"], 0, "{}", path.display());
         assert_eq!(doc["plan"]["rank"]["mode"], mode);
         std::fs::copy(&path, kept.join(path.file_name().expect("name"))).expect("copy");
+        docs.push(doc);
     }
+    assert_eq!(docs.len(), 1, "one record per run");
     Run {
         rows,
-        records: kept,
+        records: docs,
     }
 }
 
@@ -198,7 +206,7 @@ fn native_mode_maps_the_host_libmpich() {
         assert_eq!(Path::new(&r.mpi_library), host);
         assert_eq!(r.mpi_library_inode, inode(&host));
     }
-    assert!(run.records.is_dir());
+    assert_eq!(run.records[0]["host_libraries"][0]["role"], "profile-mpi");
 }
 
 #[test]
@@ -234,6 +242,11 @@ fn bind_mode_maps_the_host_libmpich_in_the_container() {
             "the host's file (a hard link to it), not a copy"
         );
     }
+    // The record names the host library that was mapped.
+    let mapped = &run.records[0]["host_libraries"][0];
+    assert_eq!(mapped["role"], "mpi");
+    assert_eq!(mapped["soname"], "libmpich.so.12");
+    assert_eq!(mapped["ino"], host);
 }
 
 #[test]
@@ -248,4 +261,17 @@ fn hybrid_mode_joins_ranks_per_node() {
         &["allreduce", "-m", "4:16", "-i", "10", "-x", "2"],
     );
     assert_eq!(run.rows[0].comm_size, 4);
+}
+
+#[test]
+fn inside_mode_runs_the_containers_mpiexec() {
+    let Some(s) = setup() else { return };
+    // No srun: ch-run IMAGE -- mpiexec.hydra -n 2 hybench, on this node.
+    let run = launch(&s, "inside", 2, &LATENCY);
+    let host = inode(Path::new(HOST_LIBMPICH));
+    for r in &run.rows {
+        assert_ne!(r.mpi_library_inode, host, "the container's own MPICH");
+        assert!(r.slurm_job_id.is_empty(), "not a Slurm step");
+    }
+    assert_eq!(run.records[0]["plan"]["launcher"]["kind"], "none");
 }

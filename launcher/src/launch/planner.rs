@@ -137,6 +137,8 @@ pub struct Planned {
     pub bundle: Option<Bundle>,
     /// The MPI profile used, by name.
     pub profile: Option<String>,
+    /// The profile's host MPI library, when it names one.
+    pub profile_library: Option<PathBuf>,
     /// Things the user should know that do not stop the launch (to stderr).
     pub warnings: Vec<String>,
     /// For a wrapped launch: the rank plan as it resolves on this host (what
@@ -302,6 +304,9 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         site,
         image,
         bundle,
+        profile_library: profile
+            .as_ref()
+            .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from)),
         profile: profile.map(|(name, _)| name),
         warnings: notes.warnings,
         rank_here,
@@ -339,6 +344,9 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         site,
         image,
         bundle,
+        profile_library: profile
+            .as_ref()
+            .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from)),
         profile: profile.map(|(name, _)| name),
         warnings: notes.warnings,
         rank_here: None,
@@ -1059,6 +1067,18 @@ fn bind_mode(
                   profile with `library`)"
             .into(),
     })?;
+    if p.abi == MpiAbi::Openmpi && !ctx.req.force {
+        // Open MPI finds its MCA components, help files and PMIx through its
+        // compiled-in prefix, which in the container is the container's (or
+        // nothing): binding the library closure alone is not enough.
+        return Err(LaunchError::Refused {
+            message: format!(
+                "--mode bind with Open MPI (profile {pname}) is not supported yet: its MCA \
+                 component directory and help files are found through its install prefix, \
+                 which bind mode does not bind; use --mode hybrid, or --force to try"
+            ),
+        });
+    }
     let library = p.library.as_ref().ok_or_else(|| {
         site_value(
             site,

@@ -25,6 +25,7 @@ use super::bind::{Bundle, hex};
 use super::plan::{Bind, LaunchPlan, Rendered};
 use super::planner::{Host, Planned};
 use super::policy::{CheckedImage, ImageKind};
+use crate::image::elf::ElfReader;
 
 /// Format version of the record.
 pub const FORMAT: u32 = 1;
@@ -43,14 +44,18 @@ pub struct ImageRecord {
     pub note: Option<String>,
 }
 
-/// One host library mapped into the container.
+/// One host library: mapped into the container (bind mode) or the profile's.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostLibrary {
-    /// "mpi" for the profile's library, else "closure".
+    /// "mpi" (bind mode's MPI library), "closure" (bound with it) or
+    /// "profile-mpi" (the profile's library, not bound in this mode).
     pub role: &'static str,
-    /// The name it is loaded by (its soname, as DT_NEEDED names it).
+    /// The name it is loaded by (as DT_NEEDED names it).
     pub name: String,
+    /// The canonical host file (its name carries the full version).
     pub path: String,
+    /// DT_SONAME read from the file (hybrun::image::elf).
+    pub soname: Option<String>,
     pub ino: Option<u64>,
 }
 
@@ -153,21 +158,41 @@ pub fn image_record(image: &CheckedImage) -> Result<ImageRecord, LaunchError> {
     })
 }
 
-fn host_libraries(bundle: Option<&Bundle>) -> Vec<HostLibrary> {
-    let Some(bundle) = bundle else {
-        return Vec::new();
-    };
-    bundle
-        .libs
-        .iter()
-        .enumerate()
-        .map(|(i, lib)| HostLibrary {
-            role: if i == 0 { "mpi" } else { "closure" },
-            name: lib.name.clone(),
-            path: lib.host.display().to_string(),
-            ino: std::fs::metadata(&lib.host).ok().map(|m| m.ino()),
-        })
-        .collect()
+fn host_library(role: &'static str, name: String, path: &Path) -> HostLibrary {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let soname = std::fs::File::open(&canonical)
+        .ok()
+        .and_then(|f| ElfReader::new(f).info().ok())
+        .and_then(|info| info.soname);
+    HostLibrary {
+        role,
+        name,
+        soname,
+        ino: std::fs::metadata(&canonical).ok().map(|m| m.ino()),
+        path: canonical.display().to_string(),
+    }
+}
+
+fn host_libraries(bundle: Option<&Bundle>, profile_library: Option<&Path>) -> Vec<HostLibrary> {
+    match (bundle, profile_library) {
+        (Some(bundle), _) => bundle
+            .libs
+            .iter()
+            .enumerate()
+            .map(|(i, lib)| {
+                let role = if i == 0 { "mpi" } else { "closure" };
+                host_library(role, lib.name.clone(), &lib.host)
+            })
+            .collect(),
+        (None, Some(path)) => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            vec![host_library("profile-mpi", name, path)]
+        }
+        (None, None) => Vec::new(),
+    }
 }
 
 /// UTC time as RFC 3339 with seconds.
@@ -222,7 +247,10 @@ impl Record {
                     .collect(),
                 unset: command.env_unset.iter().map(lossy).collect(),
             },
-            host_libraries: host_libraries(planned.bundle.as_ref()),
+            host_libraries: host_libraries(
+                planned.bundle.as_ref(),
+                planned.profile_library.as_deref(),
+            ),
             slurm,
         })
     }
@@ -260,6 +288,17 @@ impl Record {
             .slurm
             .as_ref()
             .map_or_else(|| "nojob".to_owned(), |s| format!("job{}", s.job_id));
-        format!("{stamp}-{}-{job}-{}.json", self.host, std::process::id())
+        let host: String = self
+            .host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{stamp}-{host}-{job}-{}.json", std::process::id())
     }
 }
