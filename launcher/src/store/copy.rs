@@ -5,7 +5,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
@@ -101,7 +102,7 @@ pub(crate) enum CopyError {
 }
 
 /// Buffers in flight between the copying thread and the hashing thread.
-const BUFFERS: usize = 4;
+const BUFFERS: usize = 8;
 
 /// Alignment of buffers, lengths and offsets for direct I/O (`O_DIRECT`): the
 /// page size, a multiple of every usual logical block size.
@@ -112,10 +113,10 @@ const ALIGN: usize = 4096;
 const WRITEBACK_WINDOW: u64 = 64 << 20;
 
 /// Copies `from` into `to` in one pass and returns the bytes copied and their
-/// SHA-256. Each chunk is read once into a buffer, written from it, then hashed
-/// from the same buffer on a second thread while the next chunk is read and
-/// written: the digest is of exactly the bytes written, and hashing (about as
-/// slow as the copy itself) overlaps the copy instead of adding to it.
+/// SHA-256. Each chunk is read once into a buffer; a writer thread writes it and
+/// a hasher thread hashes it, both from that same buffer, while the next chunks
+/// are read: the digest is of exactly the bytes written, and reading, writing and
+/// hashing (the slowest, ~1.8 GB/s with SHA-NI) overlap instead of adding up.
 ///
 /// `to` is written with direct I/O where the file system allows it: the data goes
 /// from the buffer to the disk without a second copy into the page cache, and the
@@ -126,70 +127,105 @@ pub(crate) fn copy_hashing(from: &mut File, to: &mut File) -> Result<(u64, [u8; 
     copy_hashing_with(from, to, true)
 }
 
+/// A chunk in flight: the buffer, where its page-aligned part starts, how many
+/// bytes it holds. Shared by the writer and the hasher; back to the reader when
+/// both are done with it.
+type Chunk = Arc<(Vec<u8>, usize, usize)>;
+
 /// [`copy_hashing`], trying direct I/O only when `try_direct` (tests use both ways).
 fn copy_hashing_with(
     from: &mut File,
     to: &mut File,
     try_direct: bool,
 ) -> Result<(u64, [u8; 32]), CopyError> {
-    let mut direct = try_direct && set_direct(to, true).is_ok();
-    let (to_hash, hash_rx) = mpsc::sync_channel::<(Vec<u8>, usize, usize)>(BUFFERS);
-    let (returned, free_rx) = mpsc::channel::<Vec<u8>>();
-    let copied = std::thread::scope(|scope| {
+    let direct = try_direct && set_direct(to, true).is_ok();
+    let (to_write, write_rx) = mpsc::sync_channel::<Chunk>(BUFFERS);
+    let (to_hash, hash_rx) = mpsc::sync_channel::<Chunk>(BUFFERS);
+    let (returned, free_rx) = mpsc::channel::<Chunk>();
+    let write_failed = AtomicBool::new(false);
+    let (read, written, digest) = std::thread::scope(|scope| {
+        let returned_by_writer = returned.clone();
+        let write_failed = &write_failed;
+        let writer = scope.spawn(move || {
+            let mut direct = direct;
+            let mut total = 0u64;
+            let mut result = Ok(());
+            for chunk in write_rx {
+                let (buffer, start, n) = &*chunk;
+                if result.is_ok() {
+                    result = write_chunk(to, &buffer[*start..start + n], &mut direct);
+                    if result.is_err() {
+                        // Tell the reader to stop; keep taking chunks so that it
+                        // never waits on a full channel.
+                        write_failed.store(true, Ordering::Relaxed);
+                    }
+                    let before = total;
+                    total += *n as u64;
+                    if !direct && total / WRITEBACK_WINDOW > before / WRITEBACK_WINDOW {
+                        let end = total / WRITEBACK_WINDOW * WRITEBACK_WINDOW;
+                        start_writeback(to, end - WRITEBACK_WINDOW, WRITEBACK_WINDOW);
+                    }
+                }
+                let _ = returned_by_writer.send(chunk);
+            }
+            if direct {
+                // Later reads of `to` (the SIF check) use small unaligned buffers.
+                result = result.and_then(|()| set_direct(to, false));
+            }
+            result
+        });
         let hasher = scope.spawn(move || {
             let mut hasher = Sha256::new();
-            for (buffer, start, n) in hash_rx {
-                hasher.update(&buffer[start..start + n]);
-                // The copier may have stopped on an error: then nobody takes it back.
-                let _ = returned.send(buffer);
+            for chunk in hash_rx {
+                let (buffer, start, n) = &*chunk;
+                hasher.update(&buffer[*start..start + n]);
+                // The reader may have stopped on an error: then nobody takes it back.
+                let _ = returned.send(chunk);
             }
             <[u8; 32]>::from(hasher.finalize())
         });
+
         let mut total = 0u64;
         let mut fresh = BUFFERS;
-        let copied = loop {
+        let read = loop {
+            if write_failed.load(Ordering::Relaxed) {
+                break Ok(());
+            }
             let mut buffer = if fresh > 0 {
                 fresh -= 1;
                 vec![0u8; CHUNK + ALIGN]
             } else {
-                match free_rx.recv() {
-                    Ok(buffer) => buffer,
-                    // The hasher is gone: it can only have panicked; join says so.
+                // Each chunk comes back twice (writer, hasher); the second is the
+                // only holder left and gets the buffer back.
+                match free_rx.recv().map(Arc::try_unwrap) {
+                    Ok(Ok((buffer, _, _))) => buffer,
+                    Ok(Err(_still_shared)) => continue,
+                    // A worker is gone: it can only have panicked; join says so.
                     Err(_) => break Ok(()),
                 }
             };
             // Where the buffer's memory is page aligned (the same for each use).
             let start = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
-            let chunk = &mut buffer[start..start + CHUNK];
-            let n = match read_full(from, chunk) {
+            let n = match read_full(from, &mut buffer[start..start + CHUNK]) {
                 Ok(0) => break Ok(()),
                 Ok(n) => n,
                 Err(e) => break Err(CopyError::Read(e)),
             };
-            if let Err(e) = write_chunk(to, &chunk[..n], &mut direct) {
-                break Err(CopyError::Write(e));
-            }
-            let before = total;
             total += n as u64;
-            if !direct && total / WRITEBACK_WINDOW > before / WRITEBACK_WINDOW {
-                let end = total / WRITEBACK_WINDOW * WRITEBACK_WINDOW;
-                start_writeback(to, end - WRITEBACK_WINDOW, WRITEBACK_WINDOW);
-            }
-            if to_hash.send((buffer, start, n)).is_err() {
+            let chunk = Arc::new((buffer, start, n));
+            if to_write.send(chunk.clone()).is_err() || to_hash.send(chunk).is_err() {
                 break Ok(());
             }
         };
-        drop(to_hash); // ends the hasher's loop
-        let digest = hasher
-            .join()
-            .map_err(|_| CopyError::Read(io::Error::other("the hashing thread failed")))?;
-        copied.map(|()| (total, digest))
-    });
-    if direct {
-        // Later reads of `to` (the SIF check) use small unaligned buffers.
-        set_direct(to, false).map_err(CopyError::Write)?;
-    }
-    copied
+        // Ends the workers' loops.
+        drop((to_write, to_hash));
+        let failed = || CopyError::Read(io::Error::other("a copying thread failed"));
+        let written = writer.join().map_err(|_| failed())?;
+        let digest = hasher.join().map_err(|_| failed())?;
+        Ok::<_, CopyError>((read.map(|()| total), written, digest))
+    })?;
+    written.map_err(CopyError::Write)?;
+    Ok((read?, digest))
 }
 
 /// Writes all of `data`, directly while `direct` holds and `data` is aligned,
