@@ -3,6 +3,7 @@
 //! The library holds everything the `hybrun` binary and `hybench` share:
 //! statistics, the result schema and the SIF image reader/writer.
 
+pub mod campaign;
 pub mod image;
 pub mod launch;
 pub mod placement;

@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 
+mod cli_campaign;
 mod cli_image;
 mod cli_run;
 
@@ -22,6 +23,15 @@ enum Command {
     /// Run one rank (after srun, e.g. in your own batch script): computes the
     /// runtime command for this rank and replaces itself with it.
     Exec(cli_run::ExecArgs),
+    /// Benchmark campaigns: a scenario's matrix of launches (native and
+    /// container modes), interleaved, resumable.
+    #[command(subcommand)]
+    Campaign(cli_campaign::CampaignCommand),
+    /// Report a campaign run: medians per mode, ratio to native with a
+    /// bootstrap 95% CI, verdicts, mapped libmpi, plots.
+    Report(cli_campaign::ReportArgs),
+    /// Compare two campaign runs cell by cell (ratio B / A with a CI).
+    Compare(cli_campaign::CompareArgs),
 }
 
 fn main() {
@@ -30,6 +40,9 @@ fn main() {
         Some(Command::Image(command)) => cli_image::run(command),
         Some(Command::Run(args)) => cli_run::run(args),
         Some(Command::Exec(args)) => cli_run::exec(args),
+        Some(Command::Campaign(command)) => cli_campaign::run(command),
+        Some(Command::Report(args)) => cli_campaign::report(args),
+        Some(Command::Compare(args)) => cli_campaign::compare(args),
         None => {
             eprintln!("hybrun: no command given; see `hybrun --help`");
             std::process::exit(2);

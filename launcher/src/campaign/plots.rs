@@ -1,0 +1,250 @@
+//! SVG plots of a report (plotters, SVG backend only: no font or image stack).
+//!
+//! Per benchmark and setting: the median of each mode against the message
+//! size (log-log), and each container mode's ratio to native with its 95% CI
+//! as a band, the tolerance band drawn around 1.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use plotters::prelude::*;
+
+use super::report::{Entry, Report, plot_stem, size_label};
+
+const COLORS: [RGBColor; 6] = [BLACK, BLUE, RED, GREEN, MAGENTA, CYAN];
+const SIZE: (u32, u32) = (900, 540);
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plot: {e:?}")
+}
+
+/// The sections (benchmark, setting) in report order, with their entries.
+fn sections(report: &Report) -> Vec<((String, String), Vec<&Entry>)> {
+    let mut out: Vec<((String, String), Vec<&Entry>)> = Vec::new();
+    for e in &report.entries {
+        let k = (e.benchmark.clone(), e.setting.clone());
+        match out.iter_mut().find(|(key, _)| *key == k) {
+            Some((_, v)) => v.push(e),
+            None => out.push((k, vec![e])),
+        }
+    }
+    out
+}
+
+/// The series of a section: one per mode and image, points sorted by size.
+/// Sizes of 0 (barrier) have no place on a log axis and are left out.
+fn series<'a>(entries: &[&'a Entry]) -> Vec<(String, Vec<&'a Entry>)> {
+    let mut out: Vec<(String, Vec<&Entry>)> = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.size_bytes > 0 && e.median.is_finite() && e.median > 0.0)
+    {
+        let name = if e.image.is_empty() {
+            e.mode.clone()
+        } else {
+            format!("{} ({})", e.mode, e.image)
+        };
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.push(e),
+            None => out.push((name, vec![e])),
+        }
+    }
+    for (_, v) in &mut out {
+        v.sort_by_key(|e| e.size_bytes);
+    }
+    out
+}
+
+fn x_range(entries: &[&Entry]) -> Option<std::ops::Range<f64>> {
+    let xs: Vec<f64> = entries
+        .iter()
+        .filter(|e| e.size_bytes > 0)
+        .map(|e| e.size_bytes as f64)
+        .collect();
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    lo.is_finite().then(|| (lo / 1.5)..(hi * 1.5).max(lo * 2.0))
+}
+
+/// Writes `<stem>-value.svg` and `<stem>-ratio.svg` per section; returns the files.
+pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for ((bench, setting), entries) in sections(report) {
+        let Some(xr) = x_range(&entries) else {
+            continue;
+        };
+        let stem = plot_stem(&bench, &setting);
+        let s = series(&entries);
+        let unit = entries[0].unit.clone();
+
+        // Value vs size, log-log.
+        let ys: Vec<f64> = s
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|e| e.median))
+            .collect();
+        let ylo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+        let yhi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if ylo.is_finite() {
+            let path = dir.join(format!("{stem}-value.svg"));
+            {
+                let root = SVGBackend::new(&path, SIZE).into_drawing_area();
+                root.fill(&WHITE).map_err(err)?;
+                let mut chart = ChartBuilder::on(&root)
+                    .caption(
+                        format!("{bench}: median per mode ({setting})"),
+                        ("sans-serif", 18),
+                    )
+                    .margin(12)
+                    .x_label_area_size(45)
+                    .y_label_area_size(70)
+                    .build_cartesian_2d(
+                        xr.clone().log_scale(),
+                        ((ylo / 1.3)..(yhi * 1.3)).log_scale(),
+                    )
+                    .map_err(err)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("message size (bytes)")
+                    .y_desc(unit.as_str())
+                    .x_label_formatter(&|x| size_label(x.round() as u64))
+                    .draw()
+                    .map_err(err)?;
+                for (i, (name, points)) in s.iter().enumerate() {
+                    let color = COLORS[i % COLORS.len()];
+                    let xy: Vec<(f64, f64)> = points
+                        .iter()
+                        .map(|e| (e.size_bytes as f64, e.median))
+                        .collect();
+                    chart
+                        .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
+                        .map_err(err)?
+                        .label(name.as_str())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                        });
+                    chart
+                        .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                        .map_err(err)?;
+                }
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .draw()
+                    .map_err(err)?;
+                root.present().map_err(err)?;
+            }
+            written.push(path);
+        }
+
+        // Ratio vs size with CI bands.
+        let ratios: Vec<&(String, Vec<&Entry>)> = s
+            .iter()
+            .filter(|(_, v)| v.iter().any(|e| e.ratio.is_some()))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let tol = report.options.tolerance;
+        let mut lo = 1.0 - 2.0 * tol;
+        let mut hi = 1.0 + 2.0 * tol;
+        for (_, v) in &ratios {
+            for e in v.iter() {
+                for y in [e.ratio, e.ci_low, e.ci_high].into_iter().flatten() {
+                    if y.is_finite() {
+                        lo = lo.min(y);
+                        hi = hi.max(y);
+                    }
+                }
+            }
+        }
+        let pad = (hi - lo) * 0.08;
+        let path = dir.join(format!("{stem}-ratio.svg"));
+        {
+            let root = SVGBackend::new(&path, SIZE).into_drawing_area();
+            root.fill(&WHITE).map_err(err)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(
+                    format!("{bench}: ratio to native, 95% CI ({setting})"),
+                    ("sans-serif", 18),
+                )
+                .margin(12)
+                .x_label_area_size(45)
+                .y_label_area_size(70)
+                .build_cartesian_2d(xr.clone().log_scale(), (lo - pad)..(hi + pad))
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc("message size (bytes)")
+                .y_desc("mode / native")
+                .x_label_formatter(&|x| size_label(x.round() as u64))
+                .draw()
+                .map_err(err)?;
+            let (x0, x1) = (xr.start, xr.end);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, 1.0 - tol), (x1, 1.0 + tol)],
+                    BLACK.mix(0.06).filled(),
+                )))
+                .map_err(err)?
+                .label(format!("±{}% tolerance", tol * 100.0))
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLACK.mix(0.15).filled())
+                });
+            chart
+                .draw_series(LineSeries::new(vec![(x0, 1.0), (x1, 1.0)], BLACK.mix(0.5)))
+                .map_err(err)?;
+            for (i, (name, points)) in s.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
+                let with_ci: Vec<&&Entry> = points.iter().filter(|e| e.ci_low.is_some()).collect();
+                if with_ci.len() >= 2 {
+                    let mut band: Vec<(f64, f64)> = with_ci
+                        .iter()
+                        .map(|e| (e.size_bytes as f64, e.ci_low.unwrap_or(f64::NAN)))
+                        .collect();
+                    band.extend(
+                        with_ci
+                            .iter()
+                            .rev()
+                            .map(|e| (e.size_bytes as f64, e.ci_high.unwrap_or(f64::NAN))),
+                    );
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(
+                            band,
+                            color.mix(0.18).filled(),
+                        )))
+                        .map_err(err)?;
+                }
+                let xy: Vec<(f64, f64)> = points
+                    .iter()
+                    .filter_map(|e| e.ratio.map(|r| (e.size_bytes as f64, r)))
+                    .collect();
+                if xy.is_empty() {
+                    continue;
+                }
+                chart
+                    .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
+                    .map_err(err)?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                    .map_err(err)?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(err)?;
+            root.present().map_err(err)?;
+        }
+        written.push(path);
+    }
+    Ok(written)
+}

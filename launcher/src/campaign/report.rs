@@ -1,0 +1,733 @@
+//! `hybrun report RUN_DIR`: per benchmark and size, the median of each mode,
+//! its ratio to native with a bootstrap 95% CI, a verdict against a tolerance
+//! band, and which libmpi each mode really mapped. Markdown for people
+//! (`report.md`), CSV and JSON for programs (`report.csv`, `report.json`),
+//! SVG plots (`plots/`).
+//!
+//! The statistics are `hybrun::stats`'s: the value of one launch at one size is
+//! hybench's median over its iterations; a mode's value is the median over its
+//! launches; the CI resamples launches by default (see
+//! [`super::scenario::Resample`]), and says so in every output.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::results::{self, LaunchRecord, SampleMap, Status, StoredRow};
+use super::scenario::{Cell, Resample, Scenario};
+use crate::schema::Unit;
+use crate::stats::{self, RatioCi, Rng, Verdict};
+
+/// Bootstrap resamples per interval.
+pub const RESAMPLES: u32 = 2000;
+/// Per-iteration samples used per launch when resampling samples (evenly
+/// spaced): bounds the bootstrap's cost at O(resamples x launches x this).
+pub const SAMPLES_PER_LAUNCH: usize = 2000;
+
+/// A run directory, read.
+pub struct RunData {
+    pub dir: PathBuf,
+    pub scenario: Scenario,
+    pub records: Vec<LaunchRecord>,
+    pub rows: Vec<StoredRow>,
+}
+
+/// Reads a run directory (also while it is still running).
+pub fn load(dir: &Path) -> anyhow::Result<RunData> {
+    let path = dir.join("scenario.json");
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "{} is not a campaign run directory (no scenario.json); give results/<campaign>/<run-id>",
+            dir.display()
+        )
+    })?;
+    let scenario: Scenario = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a resolved scenario", path.display()))?;
+    let records = results::read_records(dir)?;
+    let ok: HashSet<(&str, u32)> = records
+        .iter()
+        .filter(|r| r.status == Status::Ok)
+        .map(|r| (r.cell_key.as_str(), r.launch))
+        .collect();
+    // Only rows covered by an ok record count (a report of a run in progress
+    // may see rows whose record is not written yet).
+    let rows = results::read_results(dir)?
+        .into_iter()
+        .filter(|r| ok.contains(&(r.cell_key.as_str(), r.launch)))
+        .collect();
+    Ok(RunData {
+        dir: dir.to_path_buf(),
+        scenario,
+        records,
+        rows,
+    })
+}
+
+/// How the report computes its intervals.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Options {
+    pub tolerance: f64,
+    pub resample: Resample,
+    pub resamples: u32,
+    pub seed: u64,
+}
+
+impl Options {
+    pub fn of(scenario: &Scenario) -> Options {
+        Options {
+            tolerance: scenario.tolerance,
+            resample: scenario.resample,
+            resamples: RESAMPLES,
+            seed: scenario.seed,
+        }
+    }
+
+    /// One sentence on the method, for every output.
+    pub fn method(&self) -> String {
+        let unit = match self.resample {
+            Resample::Launches => {
+                "resampling launches (each launch's median at that size is one value)".to_owned()
+            }
+            Resample::Samples => format!(
+                "resampling per-iteration samples pooled over launches (at most {SAMPLES_PER_LAUNCH} evenly spaced per launch)"
+            ),
+        };
+        format!(
+            "95% percentile bootstrap CI of the ratio of medians, {} resamples, {unit}, seed {}; \
+             verdict `equivalent` only when the whole CI lies within ±{}% of 1",
+            self.resamples,
+            self.seed,
+            fmt_pct(self.tolerance)
+        )
+    }
+}
+
+fn fmt_pct(x: f64) -> String {
+    let p = x * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}")
+    } else {
+        format!("{p}")
+    }
+}
+
+/// One mode at one size of one benchmark setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub benchmark: String,
+    /// The group: nodes x ranks per node, MPI profile, sizes, env, options.
+    pub setting: String,
+    #[serde(skip)]
+    pub group: String,
+    pub size_bytes: u64,
+    pub unit: String,
+    pub higher_is_better: bool,
+    pub mode: String,
+    pub image: String,
+    pub cell_key: String,
+    /// Launches with a value at this size.
+    pub launches: usize,
+    /// Median over launches of each launch's median.
+    pub median: f64,
+    /// value(mode) / value(native), median of medians.
+    pub ratio: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub verdict: Option<Verdict>,
+    /// Why there is no ratio, when there is none.
+    pub note: String,
+}
+
+/// The values of one cell at one size: per launch, the launch's median, and
+/// (when resampling samples) its per-iteration samples.
+struct CellSize<'a> {
+    unit: Unit,
+    per_launch: Vec<(u32, f64)>,
+    rows: Vec<&'a StoredRow>,
+}
+
+fn by_cell_size(rows: &[StoredRow]) -> BTreeMap<(&str, u64), CellSize<'_>> {
+    let mut m: BTreeMap<(&str, u64), CellSize> = BTreeMap::new();
+    for r in rows {
+        let e = m
+            .entry((r.cell_key.as_str(), r.row.size_bytes))
+            .or_insert_with(|| CellSize {
+                unit: r.row.unit,
+                per_launch: Vec::new(),
+                rows: Vec::new(),
+            });
+        e.per_launch.push((r.launch, r.row.median));
+        e.rows.push(r);
+    }
+    m
+}
+
+/// Values to resample for one cell at one size.
+fn values(
+    cs: &CellSize,
+    cell_key: &str,
+    resample: Resample,
+    samples: Option<&SampleMap>,
+) -> Vec<f64> {
+    match (resample, samples) {
+        (Resample::Samples, Some(map)) => {
+            let mut v = Vec::new();
+            for &(launch, _) in &cs.per_launch {
+                if let Some(s) = map.get(&(cell_key.to_owned(), launch, cs.rows[0].row.size_bytes))
+                {
+                    let step = s.len().div_ceil(SAMPLES_PER_LAUNCH).max(1);
+                    v.extend(s.iter().step_by(step));
+                }
+            }
+            v
+        }
+        _ => cs.per_launch.iter().map(|&(_, m)| m).collect(),
+    }
+}
+
+/// A seed per (cell, size), so an interval does not depend on which other
+/// cells the run has.
+fn entry_seed(seed: u64, a: &str, b: &str, size: u64) -> u64 {
+    let mut h = seed ^ size.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for byte in a.bytes().chain([0]).chain(b.bytes()) {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3);
+    }
+    h
+}
+
+/// The ratio of `num` to `den` with its interval; None and why when too few.
+pub fn ratio(num: &[f64], den: &[f64], opts: &Options, seed: u64) -> Result<RatioCi, String> {
+    if num.len() < 2 || den.len() < 2 {
+        return Err(format!(
+            "no CI: {} and {} values (at least 2 each; add launches)",
+            num.len(),
+            den.len()
+        ));
+    }
+    stats::bootstrap_ratio_of_medians(num, den, 0.95, opts.resamples, &mut Rng::new(seed))
+        .map_err(|e| e.to_string())
+}
+
+/// Every entry of a run, in the scenario's cell order.
+pub fn analyse(data: &RunData, opts: &Options, samples: Option<&SampleMap>) -> Vec<Entry> {
+    let table = by_cell_size(&data.rows);
+    let cells = &data.scenario.cells;
+    let native_of: HashMap<String, &Cell> = cells
+        .iter()
+        .filter(|c| c.mode == "native")
+        .map(|c| (c.group_key(), c))
+        .collect();
+    let mut out = Vec::new();
+    for cell in cells {
+        let sizes: BTreeSet<u64> = table
+            .keys()
+            .filter(|(k, _)| *k == cell.key)
+            .map(|(_, s)| *s)
+            .collect();
+        for size in sizes {
+            let cs = &table[&(cell.key.as_str(), size)];
+            let mine = values(cs, &cell.key, opts.resample, samples);
+            let launch_medians: Vec<f64> = cs.per_launch.iter().map(|&(_, m)| m).collect();
+            let mut e = Entry {
+                benchmark: cell.benchmark.clone(),
+                setting: cell.setting(),
+                group: cell.group_key(),
+                size_bytes: size,
+                unit: cs.unit.as_str().to_owned(),
+                higher_is_better: cs.unit.higher_is_better(),
+                mode: cell.mode.clone(),
+                image: cell.image_label(),
+                cell_key: cell.key.clone(),
+                launches: cs.per_launch.len(),
+                median: stats::median(&launch_medians).unwrap_or(f64::NAN),
+                ratio: None,
+                ci_low: None,
+                ci_high: None,
+                verdict: None,
+                note: String::new(),
+            };
+            if cell.mode != "native" {
+                match native_of
+                    .get(&cell.group_key())
+                    .and_then(|n| table.get(&(n.key.as_str(), size)).map(|t| (n, t)))
+                {
+                    None => e.note = "no native result at this size".into(),
+                    Some((native, ncs)) => {
+                        let theirs = values(ncs, &native.key, opts.resample, samples);
+                        let seed = entry_seed(opts.seed, &cell.key, &native.key, size);
+                        match ratio(&mine, &theirs, opts, seed) {
+                            Ok(ci) => {
+                                e.ratio = Some(ci.ratio);
+                                e.ci_low = Some(ci.low);
+                                e.ci_high = Some(ci.high);
+                                e.verdict =
+                                    Some(Verdict::of(&ci, opts.tolerance, e.higher_is_better));
+                            }
+                            Err(why) => {
+                                let native_median = stats::median(
+                                    &ncs.per_launch.iter().map(|&(_, m)| m).collect::<Vec<_>>(),
+                                );
+                                e.ratio = native_median.map(|n| e.median / n);
+                                e.note = why;
+                            }
+                        }
+                    }
+                }
+            }
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// The groups (by [`Cell::group_key`]) among `cells` whose ratio CIs are not
+/// all narrower than `target` yet: the stop rule's "more launches" set.
+pub fn groups_needing_launches(
+    scenario: &Scenario,
+    dir: &Path,
+    cells: &[usize],
+    target: f64,
+) -> anyhow::Result<HashSet<String>> {
+    let data = load(dir)?;
+    let opts = Options::of(scenario);
+    let samples = match opts.resample {
+        Resample::Samples => Some(results::read_samples(dir)?),
+        Resample::Launches => None,
+    };
+    let wanted: HashSet<String> = cells
+        .iter()
+        .map(|&c| scenario.cells[c].group_key())
+        .collect();
+    let with_native: HashSet<String> = scenario
+        .cells
+        .iter()
+        .filter(|c| c.mode == "native")
+        .map(|c| c.group_key())
+        .collect();
+    let mut wide = HashSet::new();
+    for e in analyse(&data, &opts, samples.as_ref()) {
+        if e.mode == "native" || !wanted.contains(&e.group) || !with_native.contains(&e.group) {
+            continue;
+        }
+        let narrow = match (e.ratio, e.ci_low, e.ci_high) {
+            (Some(r), Some(lo), Some(hi)) => (hi - lo) / r.abs() <= target,
+            _ => false,
+        };
+        if !narrow {
+            wide.insert(e.group.clone());
+        }
+    }
+    Ok(wide)
+}
+
+/// Which libmpi a cell's ranks mapped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Library {
+    pub cell_key: String,
+    pub benchmark: String,
+    pub mode: String,
+    pub image: String,
+    pub mpi_profile: String,
+    pub mpi_library: String,
+    pub inode: u64,
+    pub dev: String,
+    /// Every rank mapped the same file, in every launch.
+    pub uniform: bool,
+    pub container: String,
+    /// What the (dev, inode) says, against native's.
+    pub meaning: String,
+}
+
+pub fn libraries(data: &RunData) -> Vec<Library> {
+    let mut seen: BTreeMap<&str, Vec<&StoredRow>> = BTreeMap::new();
+    for r in &data.rows {
+        seen.entry(r.cell_key.as_str()).or_default().push(r);
+    }
+    let native_file: HashMap<String, (u64, String)> = data
+        .scenario
+        .cells
+        .iter()
+        .filter(|c| c.mode == "native")
+        .filter_map(|c| {
+            let r = seen.get(c.key.as_str())?.first()?;
+            Some((
+                c.mpi.clone(),
+                (r.row.mpi_library_inode, r.row.mpi_library_dev.clone()),
+            ))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for cell in &data.scenario.cells {
+        let Some(rows) = seen.get(cell.key.as_str()) else {
+            continue;
+        };
+        let mut files: Vec<(String, u64, String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.row.mpi_library.clone(),
+                    r.row.mpi_library_inode,
+                    r.row.mpi_library_dev.clone(),
+                    r.row.container.clone(),
+                )
+            })
+            .collect();
+        files.sort();
+        files.dedup();
+        let uniform = rows.iter().all(|r| r.row.mpi_library_uniform) && files.len() == 1;
+        for (lib, inode, dev, container) in files {
+            let meaning = match (cell.mode.as_str(), native_file.get(&cell.mpi)) {
+                ("native", _) => "the host's library".to_owned(),
+                (_, Some((ni, nd))) if *ni == inode && *nd == dev => {
+                    "the host's library (same file as native)".to_owned()
+                }
+                (_, Some(_)) => "the image's own library (not native's file)".to_owned(),
+                (_, None) => "unknown (no native cell to compare with)".to_owned(),
+            };
+            out.push(Library {
+                cell_key: cell.key.clone(),
+                benchmark: cell.benchmark.clone(),
+                mode: cell.mode.clone(),
+                image: cell.image_label(),
+                mpi_profile: cell.mpi.clone(),
+                mpi_library: lib,
+                inode,
+                dev,
+                uniform,
+                container,
+                meaning,
+            });
+        }
+    }
+    out
+}
+
+/// A failed launch, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub cell_key: String,
+    pub launch: u32,
+    pub benchmark: String,
+    pub mode: String,
+    pub status: Status,
+    pub reason: String,
+    pub stderr_tail: String,
+}
+
+pub fn failures(data: &RunData) -> Vec<Failure> {
+    data.records
+        .iter()
+        .filter(|r| r.status != Status::Ok)
+        .map(|r| Failure {
+            cell_key: r.cell_key.clone(),
+            launch: r.launch,
+            benchmark: r.benchmark.clone(),
+            mode: r.mode.clone(),
+            status: r.status,
+            reason: r.reason.clone().unwrap_or_default(),
+            stderr_tail: r.stderr_tail.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Everything a report holds.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub campaign: String,
+    pub run_id: String,
+    pub run_dir: String,
+    pub method: String,
+    pub options: Options,
+    pub launches_ok: usize,
+    pub launches_failed: usize,
+    pub launches_planned: usize,
+    pub entries: Vec<Entry>,
+    pub libraries: Vec<Library>,
+    pub failures: Vec<Failure>,
+}
+
+pub fn build(data: &RunData, opts: &Options) -> anyhow::Result<Report> {
+    let samples = match opts.resample {
+        Resample::Samples => Some(results::read_samples(&data.dir)?),
+        Resample::Launches => None,
+    };
+    let entries = analyse(data, opts, samples.as_ref());
+    let failures = failures(data);
+    Ok(Report {
+        campaign: data.scenario.name.clone(),
+        run_id: data
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        run_dir: data.dir.display().to_string(),
+        method: opts.method(),
+        options: *opts,
+        launches_ok: data.records.len() - failures.len(),
+        launches_failed: failures.len(),
+        launches_planned: data.scenario.cells.len() * data.scenario.launches as usize,
+        entries,
+        libraries: libraries(data),
+        failures,
+    })
+}
+
+pub fn size_label(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => b.to_string(),
+    }
+}
+
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The Markdown report.
+pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
+    let has = |name: &str| {
+        plots
+            .iter()
+            .any(|p| p.file_name().is_some_and(|f| f == name))
+    };
+    let mut md = String::new();
+    let _ = writeln!(md, "# Campaign `{}`, run `{}`\n", r.campaign, r.run_id);
+    let _ = writeln!(
+        md,
+        "Launches: {} ok, {} failed ({} planned before any stop rule). Run directory: `{}`.\n",
+        r.launches_ok, r.launches_failed, r.launches_planned, r.run_dir
+    );
+    let _ = writeln!(
+        md,
+        "Method: {}. Ratio = mode / native (for latency above 1 is slower, for bandwidth below 1 is slower).\n",
+        r.method
+    );
+    // One section per benchmark and setting.
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for e in &r.entries {
+        let k = (e.benchmark.clone(), e.setting.clone());
+        if !sections.contains(&k) {
+            sections.push(k);
+        }
+    }
+    for (bench, setting) in &sections {
+        let _ = writeln!(md, "## {bench} ({setting})\n");
+        let rows: Vec<&Entry> = r
+            .entries
+            .iter()
+            .filter(|e| &e.benchmark == bench && &e.setting == setting)
+            .collect();
+        let unit = rows.first().map(|e| e.unit.as_str()).unwrap_or("");
+        // Verdict counts per mode: the summary line people read first.
+        let mut counts: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
+        for e in &rows {
+            if e.mode != "native" {
+                let v = e.verdict.map_or("no CI", |v| v.as_str());
+                *counts
+                    .entry(format!("{} {}", e.mode, e.image))
+                    .or_default()
+                    .entry(v)
+                    .or_default() += 1;
+            }
+        }
+        for (mode, c) in &counts {
+            let parts: Vec<String> = c.iter().map(|(v, n)| format!("{v} at {n} sizes")).collect();
+            let _ = writeln!(md, "- **{}**: {}", mode.trim(), parts.join(", "));
+        }
+        if !counts.is_empty() {
+            md.push('\n');
+        }
+        let _ = writeln!(
+            md,
+            "| size | mode | image | launches | median ({unit}) | ratio to native | 95% CI | verdict |"
+        );
+        let _ = writeln!(md, "|---:|---|---|---:|---:|---:|---|---|");
+        let mut sizes: Vec<u64> = rows.iter().map(|e| e.size_bytes).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for size in sizes {
+            for e in rows.iter().filter(|e| e.size_bytes == size) {
+                let ci = match (e.ci_low, e.ci_high) {
+                    (Some(a), Some(b)) => format!("[{:.3}, {:.3}]", a, b),
+                    _ if e.mode == "native" => String::new(),
+                    _ => e.note.clone(),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    size_label(size),
+                    e.mode,
+                    e.image,
+                    e.launches,
+                    num(e.median),
+                    e.ratio.map_or(
+                        if e.mode == "native" {
+                            "1".into()
+                        } else {
+                            "-".into()
+                        },
+                        |x| format!("{x:.3}")
+                    ),
+                    ci,
+                    e.verdict.map_or("", |v| v.as_str())
+                );
+            }
+        }
+        md.push('\n');
+        let stem = plot_stem(bench, setting);
+        let links: Vec<String> = [
+            ("value vs size", "value"),
+            ("ratio to native vs size", "ratio"),
+        ]
+        .iter()
+        .filter(|(_, k)| has(&format!("{stem}-{k}.svg")))
+        .map(|(label, k)| format!("[{label}](plots/{stem}-{k}.svg)"))
+        .collect();
+        if !links.is_empty() {
+            let _ = writeln!(md, "Plots: {}\n", links.join(", "));
+        }
+    }
+    let _ = writeln!(md, "## Which libmpi each mode mapped\n");
+    let _ = writeln!(
+        md,
+        "From hybench's `mpi_library`, `mpi_library_inode` and `mpi_library_dev` (rank 0's /proc/self/maps; `uniform`: every rank mapped the same file).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| benchmark | mode | image | MPI profile | library | inode | dev | uniform | container | meaning |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---:|---|---|---|---|");
+    for l in &r.libraries {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | `{}` | {} | {} | {} | {} | {} |",
+            l.benchmark,
+            l.mode,
+            l.image,
+            l.mpi_profile,
+            l.mpi_library,
+            l.inode,
+            l.dev,
+            l.uniform,
+            l.container,
+            l.meaning
+        );
+    }
+    md.push('\n');
+    if !r.failures.is_empty() {
+        let _ = writeln!(md, "## Failed launches\n");
+        for f in &r.failures {
+            let _ = writeln!(
+                md,
+                "- `{}` launch {} ({} {}): {}",
+                f.cell_key, f.launch, f.benchmark, f.mode, f.reason
+            );
+            let tail: Vec<&str> = f.stderr_tail.lines().rev().take(6).collect();
+            if !tail.is_empty() {
+                let _ = writeln!(md, "\n  ```");
+                for line in tail.iter().rev() {
+                    let _ = writeln!(md, "  {line}");
+                }
+                let _ = writeln!(md, "  ```");
+            }
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// A file-name-safe stem for a benchmark and setting.
+pub fn plot_stem(bench: &str, setting: &str) -> String {
+    let mut s = format!("{bench}-{setting}");
+    s = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while s.contains("__") {
+        s = s.replace("__", "_");
+    }
+    s.trim_matches('_').to_owned()
+}
+
+/// The entries as CSV.
+pub fn csv_text(r: &Report) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "benchmark",
+        "setting",
+        "size_bytes",
+        "unit",
+        "mode",
+        "image",
+        "cell_key",
+        "launches",
+        "median",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "verdict",
+        "note",
+        "method",
+    ])?;
+    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for e in &r.entries {
+        w.write_record([
+            e.benchmark.clone(),
+            e.setting.clone(),
+            e.size_bytes.to_string(),
+            e.unit.clone(),
+            e.mode.clone(),
+            e.image.clone(),
+            e.cell_key.clone(),
+            e.launches.to_string(),
+            e.median.to_string(),
+            opt(e.ratio),
+            opt(e.ci_low),
+            opt(e.ci_high),
+            e.verdict.map(|v| v.as_str().to_owned()).unwrap_or_default(),
+            e.note.clone(),
+            r.method.clone(),
+        ])?;
+    }
+    Ok(String::from_utf8(
+        w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?)
+}
+
+/// Writes report.md, report.csv, report.json and plots/ into the run directory.
+pub fn write_all(dir: &Path, opts: Option<Options>) -> anyhow::Result<Report> {
+    let data = load(dir)?;
+    let opts = opts.unwrap_or_else(|| Options::of(&data.scenario));
+    let report = build(&data, &opts)?;
+    let plots = super::plots::write(&dir.join("plots"), &report)?;
+    super::runner::write_atomic(&dir.join("report.md"), markdown(&report, &plots).as_bytes())?;
+    super::runner::write_atomic(&dir.join("report.csv"), csv_text(&report)?.as_bytes())?;
+    super::runner::write_atomic(
+        &dir.join("report.json"),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
+    Ok(report)
+}

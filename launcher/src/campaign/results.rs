@@ -1,0 +1,671 @@
+//! The append-only result store of one campaign run, and how it resumes.
+//!
+//! Three files in the run directory, appended to and never rewritten:
+//!
+//! - `results.csv`: one row per cell x launch x size: the cell's columns, then
+//!   hybench's own schema ([`crate::schema::ResultRow`]);
+//! - `samples.csv`: every timed iteration (cell, launch, then hybench's samples);
+//! - `launches.jsonl`: one [`LaunchRecord`] per finished launch (ok or failed),
+//!   written *after* that launch's rows. It is the done-marker: a launch
+//!   without a record did not happen, whatever rows it left.
+//!
+//! Each record holds the lengths of `results.csv` and `samples.csv` right after
+//! its rows were synced. Resuming (opening) therefore needs no parsing of the
+//! CSV files: it truncates a torn last record line, then cuts both CSV files back
+//! to the lengths in the last record, which removes the rows (whole or torn) of
+//! a launch that was killed before its record. Every write(2) holds whole rows
+//! only (the file is opened with O_APPEND), and each file is synced before the
+//! record that covers it is written, so after `kill -9` at any moment the store
+//! reopens to exactly the launches recorded, no row lost, none duplicated.
+//!
+//! One writer at a time: opening takes an exclusive `flock` on `run.lock`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::scenario::Cell;
+use crate::schema::ResultRow;
+
+pub const RESULTS: &str = "results.csv";
+pub const SAMPLES: &str = "samples.csv";
+pub const LAUNCHES: &str = "launches.jsonl";
+const LOCK: &str = "run.lock";
+
+/// The columns the campaign puts before hybench's own in `results.csv`.
+pub const CELL_COLUMNS: &[&str] = &[
+    "cell_key",
+    "launch",
+    "mode",
+    "image",
+    "mpi_profile",
+    "nodes",
+    "ranks_per_node",
+    "sizes",
+    "extra_env",
+];
+
+/// The columns before hybench's samples columns in `samples.csv`.
+pub const SAMPLE_PREFIX: &str = "cell_key,launch,mode";
+/// hybench's `--samples` header ([`crate::schema::SampleRow`]).
+pub const HYBENCH_SAMPLES_HEADER: &str = "benchmark,size_bytes,rank,iteration,value,unit";
+
+/// How a launch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    Timeout,
+}
+
+/// One finished launch: its done-marker and its launch record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    pub cell_key: String,
+    pub launch: u32,
+    pub benchmark: String,
+    pub mode: String,
+    pub status: Status,
+    /// Why it failed, in one line (exit status, timeout, unreadable output...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The end of its standard error (and output), for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub started_at: String,
+    /// Wall time of the launched command alone.
+    pub duration_s: f64,
+    pub host: String,
+    #[serde(default)]
+    pub slurm_job_id: String,
+    /// The command, as executed (argv vector), and the environment it added.
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// hybrun::launch's plan (container modes), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<serde_json::Value>,
+    pub rows: u64,
+    pub samples: u64,
+    /// Lengths of results.csv and samples.csv after this launch's rows.
+    pub results_end: u64,
+    pub samples_end: u64,
+}
+
+/// The store, open for appending.
+pub struct Store {
+    dir: PathBuf,
+    results: File,
+    samples: File,
+    launches: File,
+    results_end: u64,
+    samples_end: u64,
+    records: Vec<LaunchRecord>,
+    done: HashMap<(String, u32), Status>,
+    /// Appends by this process (for the crash points).
+    appends: u64,
+    _lock: File,
+}
+
+/// The header of results.csv: the cell columns, then hybench's schema.
+pub fn results_header() -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    // Serializing a row writes the header first; keep only that line.
+    let _ = w.serialize(ResultRow::default());
+    let bytes = w.into_inner().unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let hybench = text.lines().next().unwrap_or_default();
+    format!("{},{hybench}\n", CELL_COLUMNS.join(","))
+}
+
+fn samples_header() -> String {
+    format!("{SAMPLE_PREFIX},{HYBENCH_SAMPLES_HEADER}\n")
+}
+
+fn open_append(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("cannot open {} for appending", path.display()))
+}
+
+impl Store {
+    /// Opens (creating) the store in `dir` and recovers it after any crash.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                anyhow::anyhow!(
+                    "{} is in use by another hybrun (campaign run or worker); wait for it, or \
+                     choose another run with --new",
+                    dir.display()
+                )
+            },
+        )?;
+        let mut results = open_append(&dir.join(RESULTS))?;
+        let mut samples = open_append(&dir.join(SAMPLES))?;
+        let mut launches = open_append(&dir.join(LAUNCHES))?;
+
+        let records = recover_records(&mut launches, &dir.join(LAUNCHES))?;
+        let (results_end, samples_end) = match records.last() {
+            Some(r) => (r.results_end, r.samples_end),
+            None => (0, 0),
+        };
+        for (file, end, name) in [
+            (&mut results, results_end, RESULTS),
+            (&mut samples, samples_end, SAMPLES),
+        ] {
+            let len = file.metadata()?.len();
+            if len < end {
+                bail!(
+                    "{}: {} is {len} bytes but {LAUNCHES} records {end}: the file was changed \
+                     outside hybrun; start a fresh run with --new",
+                    dir.display(),
+                    name
+                );
+            }
+            if len > end {
+                // Rows of a launch killed before its record (possibly torn).
+                file.set_len(end)
+                    .with_context(|| format!("cannot truncate {}", dir.join(name).display()))?;
+            }
+        }
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            results,
+            samples,
+            launches,
+            results_end,
+            samples_end,
+            done: records
+                .iter()
+                .map(|r| ((r.cell_key.clone(), r.launch), r.status))
+                .collect(),
+            records,
+            appends: 0,
+            _lock: lock,
+        };
+        if store.results_end == 0 {
+            let h = results_header();
+            write_whole(&mut store.results, h.as_bytes(), RESULTS)?;
+            store.results.sync_data()?;
+            store.results_end = h.len() as u64;
+        }
+        if store.samples_end == 0 {
+            let h = samples_header();
+            write_whole(&mut store.samples, h.as_bytes(), SAMPLES)?;
+            store.samples.sync_data()?;
+            store.samples_end = h.len() as u64;
+        }
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn records(&self) -> &[LaunchRecord] {
+        &self.records
+    }
+
+    /// (cell key, launch) of every recorded launch.
+    pub fn done(&self) -> &HashMap<(String, u32), Status> {
+        &self.done
+    }
+
+    /// Appends one launch: its result rows and samples (whole CSV lines, no
+    /// header), then its record. `record`'s lengths are filled in here.
+    pub fn append(
+        &mut self,
+        results: &[u8],
+        samples: &[u8],
+        mut record: LaunchRecord,
+    ) -> anyhow::Result<()> {
+        for (bytes, name) in [(results, RESULTS), (samples, SAMPLES)] {
+            if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+                bail!("internal error: {name} rows must end with a newline");
+            }
+        }
+        self.appends += 1;
+        let crash = crash_point(self.appends);
+        if crash == Some(Crash::ResultsTorn) {
+            torn_write_and_die(&mut self.results, results);
+        }
+        write_rows(&mut self.results, results, RESULTS)?;
+        if crash == Some(Crash::SamplesTorn) {
+            torn_write_and_die(&mut self.samples, samples);
+        }
+        write_rows(&mut self.samples, samples, SAMPLES)?;
+        // The rows must be on disk before the record that says they are there.
+        if !results.is_empty() {
+            self.results.sync_data().context("sync results.csv")?;
+        }
+        if !samples.is_empty() {
+            self.samples.sync_data().context("sync samples.csv")?;
+        }
+        self.results_end += results.len() as u64;
+        self.samples_end += samples.len() as u64;
+        record.results_end = self.results_end;
+        record.samples_end = self.samples_end;
+        let mut line = serde_json::to_vec(&record)?;
+        line.push(b'\n');
+        if crash == Some(Crash::RecordTorn) {
+            torn_write_and_die(&mut self.launches, &line);
+        }
+        write_whole(&mut self.launches, &line, LAUNCHES)?;
+        self.launches.sync_data().context("sync launches.jsonl")?;
+        if crash == Some(Crash::AfterRecord) {
+            die();
+        }
+        self.done
+            .insert((record.cell_key.clone(), record.launch), record.status);
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+// ---- Crash points, for the resume tests ----
+//
+// `HYBRUN_CAMPAIGN_CRASH=POINT:N` kills this process with SIGKILL (as `kill -9`
+// would) at POINT of its N-th append: half-way through the result rows
+// (`results-torn`), the samples (`samples-torn`), the record line
+// (`record-torn`), or right after the record (`after-record`). External kills
+// cannot hit the inside of one append reliably; these can, every time.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    ResultsTorn,
+    SamplesTorn,
+    RecordTorn,
+    AfterRecord,
+}
+
+fn crash_point(append: u64) -> Option<Crash> {
+    static SPEC: std::sync::OnceLock<Option<(Crash, u64)>> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let text = std::env::var("HYBRUN_CAMPAIGN_CRASH").ok()?;
+        let (point, n) = text.split_once(':')?;
+        let point = match point {
+            "results-torn" => Crash::ResultsTorn,
+            "samples-torn" => Crash::SamplesTorn,
+            "record-torn" => Crash::RecordTorn,
+            "after-record" => Crash::AfterRecord,
+            _ => return None,
+        };
+        Some((point, n.parse().ok()?))
+    });
+    spec.and_then(|(point, n)| (n == append).then_some(point))
+}
+
+fn die() -> ! {
+    // SAFETY: raise(3) of SIGKILL ends the process at once, like `kill -9`.
+    unsafe { libc::raise(libc::SIGKILL) };
+    unreachable!("SIGKILL")
+}
+
+/// Writes the first half of `bytes` (cutting a row, or the line, in two) and dies.
+fn torn_write_and_die(file: &mut File, bytes: &[u8]) -> ! {
+    let _ = file.write_all(&bytes[..bytes.len() / 2]);
+    let _ = file.sync_data();
+    die()
+}
+
+/// Reads launches.jsonl, truncating a torn last line (a record whose write was
+/// cut short: its launch counts as not done).
+fn recover_records(file: &mut File, path: &Path) -> anyhow::Result<Vec<LaunchRecord>> {
+    let mut text = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        file.set_len(complete as u64)
+            .with_context(|| format!("cannot truncate {}", path.display()))?;
+    }
+    let mut records = Vec::new();
+    for (i, line) in text[..complete].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let record: LaunchRecord = serde_json::from_slice(line).with_context(|| {
+            format!(
+                "{} line {}: not a launch record (the file was changed outside hybrun); start a \
+                 fresh run with --new",
+                path.display(),
+                i + 1
+            )
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// One write(2) for the whole buffer (retrying the rest only if the kernel
+/// wrote part of it, e.g. on a full disk, which then fails the next call).
+fn write_whole(file: &mut File, bytes: &[u8], name: &str) -> anyhow::Result<()> {
+    file.write_all(bytes)
+        .with_context(|| format!("cannot append to {name}"))
+}
+
+/// Writes whole rows, at most about 1 MiB per write(2), each write ending at
+/// a row boundary.
+fn write_rows(file: &mut File, bytes: &[u8], name: &str) -> anyhow::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let cut = if rest.len() <= CHUNK {
+            rest.len()
+        } else {
+            rest[..CHUNK]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1)
+        };
+        write_whole(file, &rest[..cut], name)?;
+        rest = &rest[cut..];
+    }
+    Ok(())
+}
+
+/// The cell's columns of a results row, in [`CELL_COLUMNS`] order.
+pub fn cell_fields(cell: &Cell, launch: u32) -> Vec<String> {
+    vec![
+        cell.key.clone(),
+        launch.to_string(),
+        cell.mode.clone(),
+        cell.image
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        cell.mpi.clone(),
+        cell.nodes.to_string(),
+        cell.ranks_per_node.to_string(),
+        cell.sizes.clone().unwrap_or_default(),
+        cell.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";"),
+    ]
+}
+
+/// results.csv rows (no header) for one launch's hybench rows.
+pub fn results_rows(cell: &Cell, launch: u32, rows: &[ResultRow]) -> anyhow::Result<Vec<u8>> {
+    let prefix = cell_fields(cell, launch);
+    let mut out = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    for row in rows {
+        // csv cannot serialize nested structs: serialize the hybench row alone,
+        // read it back as a record, and write the cell's fields before it.
+        let mut one = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        one.serialize(row)?;
+        let bytes = one.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes.as_slice());
+        let mut rec = csv::ByteRecord::new();
+        rdr.read_byte_record(&mut rec)?;
+        let mut full = csv::ByteRecord::from(prefix.clone());
+        full.extend(rec.iter());
+        out.write_byte_record(&full)?;
+    }
+    out.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// samples.csv rows (no header) from hybench's `--samples` file.
+pub fn samples_rows(cell: &Cell, launch: u32, hybench_samples: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut lines = hybench_samples.split(|&b| b == b'\n');
+    let header = lines.next().unwrap_or_default();
+    if header != HYBENCH_SAMPLES_HEADER.as_bytes() {
+        bail!(
+            "hybench's samples file starts with {:?}, expected {HYBENCH_SAMPLES_HEADER:?}: a \
+             different hybench schema",
+            String::from_utf8_lossy(header)
+        );
+    }
+    // Keys and modes are plain words (no CSV quoting needed); hybench's lines
+    // are copied as they are, so the samples cost one pass over the bytes.
+    let prefix = format!("{},{},{},", cell.key, launch, cell.mode);
+    let mut out = Vec::with_capacity(hybench_samples.len() + hybench_samples.len() / 2);
+    for line in lines {
+        if line.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// One row of results.csv, read back.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    pub cell_key: String,
+    pub launch: u32,
+    pub row: ResultRow,
+}
+
+/// Reads results.csv of a run directory.
+pub fn read_results(dir: &Path) -> anyhow::Result<Vec<StoredRow>> {
+    let path = dir.join(RESULTS);
+    let mut rdr =
+        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let headers = rdr.headers()?.clone();
+    let n = CELL_COLUMNS.len();
+    if headers.len() < n || headers.iter().take(n).ne(CELL_COLUMNS.iter().copied()) {
+        bail!("{}: not a campaign results file", path.display());
+    }
+    let hybench_headers: csv::StringRecord = headers.iter().skip(n).collect();
+    let mut out = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.with_context(|| format!("{} row {}", path.display(), i + 2))?;
+        let tail: csv::StringRecord = rec.iter().skip(n).collect();
+        let row: ResultRow = tail
+            .deserialize(Some(&hybench_headers))
+            .with_context(|| format!("{} row {}", path.display(), i + 2))?;
+        out.push(StoredRow {
+            cell_key: rec[0].to_owned(),
+            launch: rec[1]
+                .parse()
+                .with_context(|| format!("{} row {}: launch", path.display(), i + 2))?,
+            row,
+        });
+    }
+    Ok(out)
+}
+
+/// Per-iteration samples of a run: (cell key, launch, benchmark, size) -> values.
+pub type SampleMap = HashMap<(String, u32, u64), Vec<f64>>;
+
+/// Reads samples.csv of a run directory (only what the reports need).
+pub fn read_samples(dir: &Path) -> anyhow::Result<SampleMap> {
+    let path = dir.join(SAMPLES);
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut map: SampleMap = HashMap::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate().skip(1) {
+        if line.is_empty() {
+            continue;
+        }
+        let line = std::str::from_utf8(line)
+            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || anyhow::anyhow!("{} line {}: malformed", path.display(), i + 1);
+        if f.len() != 9 {
+            return Err(bad());
+        }
+        let launch: u32 = f[1].parse().map_err(|_| bad())?;
+        let size: u64 = f[4].parse().map_err(|_| bad())?;
+        let value: f64 = f[7].parse().map_err(|_| bad())?;
+        map.entry((f[0].to_owned(), launch, size))
+            .or_default()
+            .push(value);
+    }
+    Ok(map)
+}
+
+/// Reads the launch records of a run directory without locking it (reports
+/// may read a run that is still going).
+pub fn read_records(dir: &Path) -> anyhow::Result<Vec<LaunchRecord>> {
+    let path = dir.join(LAUNCHES);
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    text[..complete]
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_slice(l).with_context(|| format!("{} line {}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// A record with its results.csv and samples.csv bytes.
+pub type RecordSlice = (LaunchRecord, Vec<u8>, Vec<u8>);
+
+/// The bytes of a shard's results.csv and samples.csv that belong to each of
+/// its records (records in file order): what `--submit` copies into the run's
+/// own store when it collects the jobs' shards.
+pub fn record_slices(dir: &Path) -> anyhow::Result<Vec<RecordSlice>> {
+    let records = read_records(dir)?;
+    let results = std::fs::read(dir.join(RESULTS))?;
+    let samples = std::fs::read(dir.join(SAMPLES))?;
+    let mut r0 = results
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(0, |i| i + 1) as u64;
+    let mut s0 = samples
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(0, |i| i + 1) as u64;
+    let mut out = Vec::new();
+    for r in records {
+        let (r1, s1) = (r.results_end, r.samples_end);
+        if r1 < r0 || s1 < s0 || r1 as usize > results.len() || s1 as usize > samples.len() {
+            bail!("{}: records and CSV files disagree", dir.display());
+        }
+        let rb = results[r0 as usize..r1 as usize].to_vec();
+        let sb = samples[s0 as usize..s1 as usize].to_vec();
+        (r0, s0) = (r1, s1);
+        out.push((r, rb, sb));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, launch: u32) -> LaunchRecord {
+        LaunchRecord {
+            cell_key: key.into(),
+            launch,
+            benchmark: "latency".into(),
+            mode: "native".into(),
+            status: Status::Ok,
+            reason: None,
+            stderr_tail: None,
+            exit_code: Some(0),
+            signal: None,
+            started_at: String::new(),
+            duration_s: 0.0,
+            host: String::new(),
+            slurm_job_id: String::new(),
+            argv: vec![],
+            env: vec![],
+            plan: None,
+            rows: 1,
+            samples: 1,
+            results_end: 0,
+            samples_end: 0,
+        }
+    }
+
+    #[test]
+    fn torn_tails_are_cut_back_to_the_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        {
+            let mut s = Store::open(d).unwrap();
+            s.append(b"a,1\n", b"x\n", record("a", 0)).unwrap();
+        }
+        let len_r = std::fs::metadata(d.join(RESULTS)).unwrap().len();
+        let len_s = std::fs::metadata(d.join(SAMPLES)).unwrap().len();
+        let len_l = std::fs::metadata(d.join(LAUNCHES)).unwrap().len();
+        // A launch killed mid-append: rows (one torn), a torn record.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join(RESULTS))
+            .unwrap();
+        f.write_all(b"b,1\nb,2,tor").unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join(SAMPLES))
+            .unwrap();
+        f.write_all(b"y\n").unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join(LAUNCHES))
+            .unwrap();
+        f.write_all(b"{\"cell_key\":\"b\"").unwrap();
+        drop(f);
+        let s = Store::open(d).unwrap();
+        assert_eq!(s.records().len(), 1);
+        assert_eq!(std::fs::metadata(d.join(RESULTS)).unwrap().len(), len_r);
+        assert_eq!(std::fs::metadata(d.join(SAMPLES)).unwrap().len(), len_s);
+        assert_eq!(std::fs::metadata(d.join(LAUNCHES)).unwrap().len(), len_l);
+        assert!(s.done().contains_key(&("a".to_owned(), 0)));
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Store::open(dir.path()).unwrap();
+        let e = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("in use by another hybrun"), "{e}");
+    }
+
+    #[test]
+    fn shard_slices_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        s.append(b"r1\nr2\n", b"s1\n", record("a", 0)).unwrap();
+        s.append(b"", b"", record("b", 0)).unwrap();
+        s.append(b"r3\n", b"s2\ns3\n", record("c", 1)).unwrap();
+        let slices = record_slices(dir.path()).unwrap();
+        let got: Vec<(&str, &[u8], &[u8])> = slices
+            .iter()
+            .map(|(r, a, b)| (r.cell_key.as_str(), a.as_slice(), b.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", &b"r1\nr2\n"[..], &b"s1\n"[..]),
+                ("b", &b""[..], &b""[..]),
+                ("c", &b"r3\n"[..], &b"s2\ns3\n"[..]),
+            ]
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! `hybrun campaign run|check`, `hybrun report` and `hybrun compare`: the
+//! command-line side of [`hybrun::campaign`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use hybrun::campaign::report::{self, Options};
+use hybrun::campaign::runner::{self, RunOptions};
+use hybrun::campaign::scenario::{self, Environment, Resample};
+use hybrun::campaign::{compare, submit};
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Run (or resume) a scenario: every cell's launches, then the report.
+    Run(RunArgs),
+    /// Check a scenario and print its cells and commands; runs nothing.
+    Check(CheckArgs),
+    /// Run one node count's cells inside an sbatch allocation (`--submit`'s jobs).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario file (TOML; see scenarios/README.md).
+    pub scenario: PathBuf,
+    /// Where runs go: DIR/<campaign>/<run-id>/ (default: results).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+    /// Start a fresh run instead of resuming the scenario's run.
+    #[arg(long, conflicts_with = "run_id")]
+    pub new: bool,
+    /// Resume (or start) this run id.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Submit one sbatch job per node count (all modes of a node count share
+    /// the allocation), wait for them and collect their results.
+    #[arg(long)]
+    pub submit: bool,
+    /// Do not write the report at the end.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    pub scenario: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The run directory (holds scenario.json).
+    pub run_dir: PathBuf,
+    /// The node count whose cells this job runs.
+    #[arg(long)]
+    pub nodes: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run directory: results/<campaign>/<run-id>.
+    pub run_dir: PathBuf,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+    /// What to print on stdout (report.md, .csv and .json are written in any case).
+    #[arg(long, value_parser = ["md", "csv", "json"], default_value = "md")]
+    pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub run_a: PathBuf,
+    pub run_b: PathBuf,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+    #[arg(long, value_parser = ["md", "csv", "json"], default_value = "md")]
+    pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Tolerance band of the verdict, as a fraction (default: the scenario's, else 0.03).
+    #[arg(long, value_name = "FRACTION")]
+    pub tolerance: Option<f64>,
+    /// What the bootstrap resamples (default: the scenario's, else launches).
+    #[arg(long, value_parser = ["launches", "samples"])]
+    pub resample: Option<String>,
+    /// Bootstrap seed (default: the scenario's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl StatsArgs {
+    fn options(&self, base: Options) -> anyhow::Result<Options> {
+        let mut o = base;
+        if let Some(t) = self.tolerance {
+            anyhow::ensure!(
+                t > 0.0 && t < 1.0,
+                "--tolerance {t}: give a fraction in (0, 1), e.g. 0.03"
+            );
+            o.tolerance = t;
+        }
+        if let Some(r) = self.resample.as_deref().and_then(Resample::parse) {
+            o.resample = r;
+        }
+        if let Some(s) = self.seed {
+            o.seed = s;
+        }
+        Ok(o)
+    }
+}
+
+/// main prints only the outermost message of an error; the campaign's
+/// messages add context around causes, so flatten the chain into one line.
+fn flat<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
+pub fn run(command: CampaignCommand) -> anyhow::Result<()> {
+    flat(match command {
+        CampaignCommand::Run(args) => run_campaign(args),
+        CampaignCommand::Check(args) => check(args),
+        CampaignCommand::Worker(args) => submit::worker(&args.run_dir, args.nodes),
+    })
+}
+
+fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
+    let scenario = scenario::load(&args.scenario, &Environment::current())?;
+    let opts = RunOptions {
+        results: args.results,
+        new: args.new,
+        run_id: args.run_id,
+        progress: true,
+        only_nodes: None,
+    };
+    let dir = if args.submit {
+        submit::submit(&scenario, &opts)?
+    } else {
+        runner::run_here(&scenario, &opts)?
+    };
+    if !args.no_report {
+        let r = report::write_all(&dir, None)?;
+        eprintln!(
+            "hybrun: report: {} ({} ok, {} failed launches; also report.csv, report.json, plots/)",
+            dir.join("report.md").display(),
+            r.launches_ok,
+            r.launches_failed
+        );
+    }
+    Ok(())
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let scenario = scenario::load(&args.scenario, &Environment::current())?;
+    let in_alloc = runner::in_allocation();
+    let cells: Vec<&scenario::Cell> = scenario.cells.iter().collect();
+    let local: Vec<&scenario::Cell> = cells
+        .iter()
+        .copied()
+        .filter(|c| in_alloc || c.nodes == 1)
+        .collect();
+    runner::preflight(&scenario, &local, in_alloc)?;
+    let launchers = runner::Launchers::new(&scenario, in_alloc);
+    println!(
+        "# {} (run id {}): {} cells x {} launches, order {:?}, timeout {} s",
+        scenario.name,
+        scenario.run_id(),
+        scenario.cells.len(),
+        scenario.launches,
+        scenario.order,
+        scenario.timeout_s
+    );
+    for cell in &scenario.cells {
+        let line = match launchers.for_cell(cell).prepare(cell, &cell.hybench_args()) {
+            Ok(p) => p.argv.join(" "),
+            Err(e) => format!("(needs an allocation: {e:#})"),
+        };
+        println!("{}\t{}", cell.key, line);
+    }
+    Ok(())
+}
+
+pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    flat(report_inner(args))
+}
+
+fn report_inner(args: ReportArgs) -> anyhow::Result<()> {
+    let data = report::load(&args.run_dir)?;
+    let opts = args.stats.options(Options::of(&data.scenario))?;
+    drop(data);
+    let r = report::write_all(&args.run_dir, Some(opts))?;
+    match args.format.as_str() {
+        "csv" => print!("{}", report::csv_text(&r)?),
+        "json" => println!("{}", serde_json::to_string_pretty(&r)?),
+        _ => {
+            let plots = std::fs::read_dir(args.run_dir.join("plots"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok().map(|e| e.path()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            print!("{}", report::markdown(&r, &plots));
+        }
+    }
+    eprintln!("hybrun: wrote {}", args.run_dir.join("report.md").display());
+    Ok(())
+}
+
+pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    flat(compare_inner(args))
+}
+
+fn compare_inner(args: CompareArgs) -> anyhow::Result<()> {
+    let a = report::load(&args.run_a)?;
+    let opts = args.stats.options(Options::of(&a.scenario))?;
+    drop(a);
+    let c = compare::compare(&args.run_a, &args.run_b, &opts)?;
+    match args.format.as_str() {
+        "csv" => print!("{}", compare::csv_text(&c)?),
+        "json" => println!("{}", serde_json::to_string_pretty(&c)?),
+        _ => print!("{}", compare::markdown(&c)),
+    }
+    Ok(())
+}

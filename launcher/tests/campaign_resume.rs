@@ -1,0 +1,347 @@
+//! A campaign killed at any moment resumes to exactly the launches of a clean
+//! run: no row lost, none duplicated, none torn. With the real hybench under
+//! mpiexec.mpich (tiny sizes and iterations), not a stand-in.
+//!
+//! Kills come two ways: SIGKILL from outside at several moments (mostly
+//! mid-launch), and the store's crash points (`HYBRUN_CAMPAIGN_CRASH`), which
+//! SIGKILL the process half-way through writing result rows, samples or the
+//! done-record: moments an outside kill cannot hit reliably.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hybrun::campaign::results;
+
+const HYBRUN: &str = env!("CARGO_BIN_EXE_hybrun");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// hybench for MPICH and mpiexec.mpich, or None after a loud skip (a failure under CI).
+fn hybench() -> Option<PathBuf> {
+    let path = std::env::var_os("HYBENCH_MPICH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/mpich/release/hybench"));
+    let mpiexec = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("mpiexec.mpich").is_file()));
+    let missing = if !path.is_file() {
+        Some(format!(
+            "{} (run scripts/build-hybench mpich)",
+            path.display()
+        ))
+    } else if !mpiexec {
+        Some("mpiexec.mpich (run scripts/setup)".to_owned())
+    } else {
+        None
+    };
+    match missing {
+        None => Some(path),
+        Some(what) if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => {
+            panic!("required component missing: {what}")
+        }
+        Some(what) => {
+            eprintln!("SKIPPED: {what} is missing");
+            None
+        }
+    }
+}
+
+fn write_scenario(dir: &Path, hybench: &Path) -> PathBuf {
+    let path = dir.join("resume.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "resume"
+launches = 3
+timeout = "60s"
+[hybench]
+mpich = "{}"
+[matrix]
+benchmark = ["latency", "allreduce"]
+mode = ["native"]
+env = [{{ HYB_CELL = "a" }}, {{ HYB_CELL = "b" }}]
+[benchmark.latency]
+sizes = "1:8"
+iterations = 50
+warmup = 5
+[benchmark.allreduce]
+sizes = "4:8"
+iterations = 50
+warmup = 5
+"#,
+            hybench.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn campaign(scenario: &Path, results: &Path) -> Command {
+    let mut c = Command::new(HYBRUN);
+    c.args(["campaign", "run"])
+        .arg(scenario)
+        .arg("--results")
+        .arg(results)
+        .arg("--no-report")
+        .env_remove("HYBRUN_CAMPAIGN_CRASH")
+        .env_remove("SLURM_JOB_ID")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run_to_end(scenario: &Path, results: &Path) -> String {
+    let out = campaign(scenario, results).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "campaign failed: {stderr}");
+    stderr
+}
+
+/// The one run directory under `results/resume/`.
+fn run_dir(results: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(results.join("resume"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one run directory: {dirs:?}");
+    dirs[0].clone()
+}
+
+/// What a run holds, read strictly: every line whole, every row parsed.
+#[derive(Debug, PartialEq)]
+struct State {
+    launches: BTreeSet<(String, u32)>,
+    rows: BTreeSet<(String, u32, u64)>,
+    samples: BTreeMap<(String, u32, u64), usize>,
+}
+
+fn state(dir: &Path) -> State {
+    for name in [results::RESULTS, results::SAMPLES, results::LAUNCHES] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert!(
+            bytes.is_empty() || bytes.ends_with(b"\n"),
+            "{name} ends with a torn line"
+        );
+    }
+    let records = results::read_records(dir).unwrap();
+    let mut launches = BTreeSet::new();
+    for r in &records {
+        assert_eq!(r.status, results::Status::Ok, "launch failed: {r:?}");
+        assert!(
+            launches.insert((r.cell_key.clone(), r.launch)),
+            "launch recorded twice: {} #{}",
+            r.cell_key,
+            r.launch
+        );
+    }
+    let mut rows = BTreeSet::new();
+    for r in results::read_results(dir).unwrap() {
+        let key = (r.cell_key.clone(), r.launch, r.row.size_bytes);
+        assert!(
+            launches.contains(&(r.cell_key.clone(), r.launch)),
+            "row of an unrecorded launch: {key:?}"
+        );
+        assert!(rows.insert(key.clone()), "duplicate row {key:?}");
+    }
+    let text = std::fs::read_to_string(dir.join(results::SAMPLES)).unwrap();
+    let mut samples = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 9, "torn or malformed sample row {line:?}");
+        let key = (
+            f[0].to_owned(),
+            f[1].parse().unwrap(),
+            f[4].parse().unwrap(),
+        );
+        assert!(f[7].parse::<f64>().is_ok(), "sample value in {line:?}");
+        *samples.entry(key).or_insert(0) += 1;
+    }
+    State {
+        launches,
+        rows,
+        samples,
+    }
+}
+
+/// A clean, uninterrupted run: what every resumed run must end up equal to
+/// (same launches, rows and sample counts; the timings differ, of course).
+fn clean() -> Option<&'static (PathBuf, State)> {
+    static CLEAN: OnceLock<Option<(PathBuf, State)>> = OnceLock::new();
+    CLEAN
+        .get_or_init(|| {
+            let hybench = hybench()?;
+            let dir = tempfile::tempdir().unwrap().keep();
+            let scenario = write_scenario(&dir, &hybench);
+            run_to_end(&scenario, &dir.join("results"));
+            let run = run_dir(&dir.join("results"));
+            let s = state(&run);
+            assert_eq!(s.launches.len(), 4 * 3, "4 cells x 3 launches");
+            // latency: sizes 1, 2, 4, 8; allreduce: 4, 8 (floats).
+            assert_eq!(s.rows.len(), 2 * 3 * (4 + 2));
+            for ((key, _, _), n) in &s.samples {
+                let per_size = if key.starts_with("latency") { 50 } else { 100 };
+                assert_eq!(*n, per_size, "samples of {key}");
+            }
+            Some((run, s))
+        })
+        .as_ref()
+}
+
+#[test]
+fn crash_points_inside_appends_resume_to_the_clean_run() {
+    let Some((_, expected)) = clean() else { return };
+    let hybench = hybench().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &hybench);
+    let results = dir.path().join("results");
+    // Each crash at a later append than the launches the previous ones left.
+    for point in [
+        "results-torn:2",
+        "samples-torn:2",
+        "record-torn:1",
+        "after-record:2",
+        "results-torn:1",
+    ] {
+        let out = campaign(&scenario, &results)
+            .env("HYBRUN_CAMPAIGN_CRASH", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "{point}: the crash point kills the campaign: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stderr = run_to_end(&scenario, &results);
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let got = state(&run_dir(&results));
+    assert_eq!(&got, expected);
+}
+
+#[test]
+fn kill_9_at_several_moments_then_resume() {
+    let Some((_, expected)) = clean() else { return };
+    let hybench = hybench().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &hybench);
+    let results = dir.path().join("results");
+    let mut kills = 0;
+    for delay_ms in [150u64, 400, 650, 900, 1300, 1700] {
+        let mut child = campaign(&scenario, &results)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(delay_ms) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGKILL),
+            "{status:?}"
+        );
+        // Whatever the moment, what is on disk is consistent.
+        if results.join("resume").exists() {
+            let partial = state(&run_dir(&results));
+            assert!(partial.launches.is_subset(&expected.launches));
+        }
+    }
+    assert!(kills >= 3, "the kills hit a running campaign ({kills})");
+    run_to_end(&scenario, &results);
+    let run = run_dir(&results);
+    assert_eq!(&state(&run), expected);
+
+    // Run again: nothing left to do, nothing changes.
+    let before = std::fs::read(run.join(results::RESULTS)).unwrap();
+    let stderr = run_to_end(&scenario, &results);
+    assert!(
+        stderr.contains("12 of 12 launches already done"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 launches run"), "{stderr}");
+    assert_eq!(std::fs::read(run.join(results::RESULTS)).unwrap(), before);
+}
+
+#[test]
+fn report_and_compare_of_real_runs() {
+    let Some((clean_run, _)) = clean() else {
+        return;
+    };
+    let hybench = hybench().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &hybench);
+    let results = dir.path().join("results");
+    // --new next to an existing run starts a second one.
+    run_to_end(&scenario, &results);
+    let out = campaign(&scenario, &results).arg("--new").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_dir(results.join("resume")).unwrap().count(),
+        2
+    );
+
+    let out = Command::new(HYBRUN)
+        .arg("report")
+        .arg(clean_run)
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        md.contains("## latency") && md.contains("## allreduce"),
+        "{md}"
+    );
+    assert!(
+        md.contains("resampling launches"),
+        "the method is stated: {md}"
+    );
+    assert!(md.contains("libmpich"), "the mapped library is shown: {md}");
+    for f in ["report.md", "report.csv", "report.json"] {
+        assert!(clean_run.join(f).is_file(), "{f}");
+    }
+    let plots: Vec<_> = std::fs::read_dir(clean_run.join("plots"))
+        .unwrap()
+        .collect();
+    assert!(!plots.is_empty(), "plots written");
+
+    let other = std::fs::read_dir(results.join("resume"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = Command::new(HYBRUN)
+        .args(["compare", "--format", "json"])
+        .arg(clean_run)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 4 cells x (4 or 2 sizes) matched by what they measure.
+    assert_eq!(json["rows"].as_array().unwrap().len(), 2 * (4 + 2));
+    assert!(json["rows"][0]["ci_low"].is_number(), "{json}");
+}
