@@ -70,6 +70,13 @@ pub struct CommonArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Switch the fabric guard off: with a fast fabric in the site file ([fabric]
+    /// kind psm2|opx|verbs|ucx), hybrun sets variables that make the MPI fail
+    /// rather than fall back to TCP (OMPI_MCA_btl=^tcp, UCX_TLS=^tcp, FI_PROVIDER,
+    /// ...); this flag leaves the MPI free to use TCP (with a warning).
+    #[arg(long)]
+    pub allow_tcp: bool,
+
     /// The image (SIF file, SquashFS or directory); none for --mode native.
     #[arg(value_name = "IMAGE")]
     pub image: Option<PathBuf>,
@@ -147,6 +154,11 @@ pub struct ExecArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Set by `hybrun run` for its per-rank wrapper: the image was checked before
+    /// the job started, so the ranks do not check it again.
+    #[arg(long, hide = true)]
+    pub skip_gate: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -170,6 +182,8 @@ fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
         bind_dir: common.bind_dir.clone(),
         oversubscribe: false,
         force: common.force,
+        allow_tcp: common.allow_tcp,
+        skip_gate: false,
         dry_run,
         image: common.image.clone(),
         command: common.command.clone(),
@@ -201,6 +215,8 @@ fn json_document(planned: &Planned, command: &Rendered) -> serde_json::Value {
         "warnings": planned.warnings,
         "site": planned.site.path,
         "mpi_profile": planned.profile,
+        "compatibility": planned.gate,
+        "fabric_guard": planned.fabric_guard,
     })
 }
 
@@ -330,7 +346,8 @@ fn restore_signals(previous: Handlers) {
 /// `hybrun exec`: plans this rank and replaces itself with the runtime.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     let dry_run = args.dry_run || args.json;
-    let req = request(&args.common, Geometry::default(), dry_run);
+    let mut req = request(&args.common, Geometry::default(), dry_run);
+    req.skip_gate = args.skip_gate;
     let host = Host::current();
     let planned = planner::plan_exec(&req, &host)?;
     warn(&planned);

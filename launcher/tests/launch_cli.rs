@@ -109,6 +109,16 @@ library = "/usr/lib/x86_64-linux-gnu/libmpi.so.40"
     }
 }
 
+/// Makes `image` (a directory) an image with an MPI: the host's libmpich, copied,
+/// so that the compatibility gate of hybrid mode lets it through.
+fn with_mpi(image: &std::path::Path) {
+    let host = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libmpich.so.12")
+        .expect("host MPICH (scripts/setup installs libmpich-dev)");
+    let dir = image.join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(host, dir.join("libmpich.so.12")).expect("copy libmpich");
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -490,6 +500,7 @@ fn charliecloud_skips_the_image_policy_and_refuses_sif() {
     let w = World::new();
     let dir_image = w.root.join("allowed_evil/img");
     std::fs::create_dir_all(dir_image.join("opt")).expect("mkdir");
+    with_mpi(&dir_image);
     let out = w.run(&[
         "run",
         "--site",
@@ -591,6 +602,7 @@ fn exec_joins_charliecloud_ranks_per_node_and_job() {
     w.fake("ch-run");
     let image = w.root.join("img");
     std::fs::create_dir_all(&image).expect("mkdir");
+    with_mpi(&image);
     let out = w
         .hybrun(&[
             "exec",
@@ -666,6 +678,7 @@ fn exec_replaces_itself_with_the_runtime() {
     w.fake("ch-run");
     let image = w.root.join("img");
     std::fs::create_dir_all(&image).expect("mkdir");
+    with_mpi(&image);
     let out = w.run(&[
         "exec",
         "--site",

@@ -119,6 +119,11 @@ pub enum SrunPmi {
         srun: String,
         plugins: Vec<String>,
     },
+    /// Not asked: the `--mpi=` plugin a planned launch uses (`hybrun run`'s gate),
+    /// judged against the MPI that will start under it.
+    Launch {
+        plugin: String,
+    },
 }
 
 /// The glibc the host MPI's library closure needs.
@@ -238,7 +243,7 @@ fn explicit_host_mpi(path: &Path) -> Result<HostMpi, HostError> {
 }
 
 /// Runs a command with a deadline; its stdout and stderr, or None when it cannot run.
-fn run_with_timeout(program: &Path, args: &[&str], limit: Duration) -> Option<(bool, String)> {
+pub fn run_with_timeout(program: &Path, args: &[&str], limit: Duration) -> Option<(bool, String)> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -266,7 +271,7 @@ fn run_with_timeout(program: &Path, args: &[&str], limit: Duration) -> Option<(b
 }
 
 /// Finds a program in PATH.
-fn which(program: &str) -> Option<PathBuf> {
+pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(program))
@@ -374,7 +379,8 @@ fn detect_host_mpi(notes: &mut Vec<String>) -> Vec<HostMpi> {
     found
 }
 
-fn host_glibc() -> Option<GlibcVersion> {
+/// The host's glibc version (the highest GLIBC_x.y its libc.so.6 defines).
+pub fn host_glibc() -> Option<GlibcVersion> {
     let libc = [
         "/lib/x86_64-linux-gnu/libc.so.6",
         "/lib/aarch64-linux-gnu/libc.so.6",
@@ -402,7 +408,8 @@ pub fn parse_nvidia_version(text: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn nvidia_driver() -> Option<Driver> {
+/// The host's NVIDIA driver: /proc/driver/nvidia/version, else libcuda's file name.
+pub fn nvidia_driver() -> Option<Driver> {
     let proc_file = "/proc/driver/nvidia/version";
     if let Ok(text) = fs::read_to_string(proc_file) {
         if let Some(version) = parse_nvidia_version(&text) {
@@ -491,7 +498,8 @@ fn srun_pmi(choice: &SrunChoice) -> SrunPmi {
     }
 }
 
-fn fabric_devices() -> Vec<String> {
+/// Fast-network device files present on this host.
+pub fn fabric_devices() -> Vec<String> {
     let mut found = Vec::new();
     if Path::new("/dev/infiniband").is_dir() {
         found.push("/dev/infiniband".to_owned());
@@ -588,30 +596,63 @@ fn read_ld_so_conf(path: &Path, dirs: &mut Vec<PathBuf>, depth: usize) {
 /// has ~150).
 const MAX_CLOSURE_FILES: usize = 1000;
 
-/// The highest GLIBC_x.y that the host library `root` and everything bind mode would
-/// bind with it need: its DT_NEEDED closure (RUNPATH, ld.so.conf and standard
-/// directories, no ldd), plus the plugin directories its libraries load from (UCX
-/// transports, libfabric providers, Open MPI components), glibc's own libraries
-/// excluded (they come from the image).
-pub fn glibc_requirement(root: &Path) -> GlibcRequirement {
+/// One library file of a DT_NEEDED closure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClosureFile {
+    /// The canonical file.
+    pub path: PathBuf,
+    pub soname: Option<String>,
+    /// Its DT_NEEDED names (glibc's own included, as the file lists them).
+    pub needed: Vec<String>,
+    /// The highest GLIBC_x.y it needs, and from which glibc library.
+    pub glibc: Option<GlibcVersion>,
+    /// Read from a plugin directory (dlopen()ed, not DT_NEEDED).
+    pub plugin: bool,
+}
+
+/// The DT_NEEDED closure of some host libraries, glibc's own libraries excluded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Closure {
+    /// In the order found (breadth first from the roots).
+    pub files: Vec<ClosureFile>,
+    /// DT_NEEDED names not found in the library directories.
+    pub unresolved: Vec<String>,
+    /// Plugin directories whose files were added (UCX, libfabric, Open MPI, PMIx).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Whether the walk stopped at its file limit.
+    pub truncated: bool,
+}
+
+/// The closure of the host libraries `roots` as the loader would resolve it (RUNPATH,
+/// $ORIGIN, ld.so.conf and standard directories; read from the ELF files, no ldd),
+/// plus the plugin directories its libraries load from (UCX transports, libfabric
+/// providers, verbs drivers, Open MPI and PMIx components), glibc's own libraries
+/// excluded (in bind mode they come from the image). Shared by bind mode's glibc rule
+/// and `hybrun doctor`.
+pub fn library_closure(roots: &[PathBuf]) -> Closure {
     let dirs = loader_dirs();
-    let mut queue: VecDeque<PathBuf> = VecDeque::new();
+    let mut queue: VecDeque<(PathBuf, bool)> = VecDeque::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut unresolved = BTreeSet::new();
-    let mut best: Option<(GlibcVersion, String)> = None;
-    let mut files = 0;
-    if let Ok(real) = fs::canonicalize(root) {
-        queue.push_back(real);
+    let mut closure = Closure::default();
+    for root in roots {
+        if let Ok(real) = fs::canonicalize(root) {
+            queue.push_back((real, false));
+        }
     }
     let mut plugin_dirs_done: HashSet<PathBuf> = HashSet::new();
-    while let Some(path) = queue.pop_front() {
-        if !seen.insert(path.clone()) || files >= MAX_CLOSURE_FILES {
+    while let Some((path, plugin)) = queue.pop_front() {
+        if seen.contains(&path) {
             continue;
         }
+        if closure.files.len() >= MAX_CLOSURE_FILES {
+            closure.truncated = true;
+            break;
+        }
+        seen.insert(path.clone());
         let Ok(file) = File::open(&path) else {
             continue;
         };
-        files += 1;
         let Ok(info) = ElfReader::new(file).info() else {
             continue;
         };
@@ -619,18 +660,13 @@ pub fn glibc_requirement(root: &Path) -> GlibcRequirement {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let Some((v, _)) = max_glibc_from(&info) {
-            if best.as_ref().is_none_or(|(b, _)| v > *b) {
-                best = Some((v, info.soname.clone().unwrap_or(name.clone())));
-            }
-        }
         let origin = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for needed in &info.needed {
             if is_glibc_library(needed) {
                 continue;
             }
             match resolve_needed(needed, &info.runpath, &origin, &dirs) {
-                Some(p) => queue.push_back(p),
+                Some(p) => queue.push_back((p, false)),
                 None => {
                     unresolved.insert(needed.clone());
                 }
@@ -648,15 +684,45 @@ pub fn glibc_requirement(root: &Path) -> GlibcRequirement {
                     .filter_map(|p| fs::canonicalize(p).ok())
                     .collect();
                 plugins.sort();
-                queue.extend(plugins);
+                closure.plugin_dirs.push(plugin_dir);
+                queue.extend(plugins.into_iter().map(|p| (p, true)));
+            }
+        }
+        closure.files.push(ClosureFile {
+            path,
+            glibc: max_glibc_from(&info).map(|(v, _)| v),
+            soname: info.soname,
+            needed: info.needed,
+            plugin,
+        });
+    }
+    closure.unresolved = unresolved.into_iter().collect();
+    closure
+}
+
+/// The highest GLIBC_x.y that the host library `root` and everything bind mode would
+/// bind with it need (its [`library_closure`]).
+pub fn glibc_requirement(root: &Path) -> GlibcRequirement {
+    let closure = library_closure(&[root.to_path_buf()]);
+    let mut best: Option<(GlibcVersion, String)> = None;
+    for f in &closure.files {
+        if let Some(v) = &f.glibc {
+            if best.as_ref().is_none_or(|(b, _)| v > b) {
+                let name = f.soname.clone().unwrap_or_else(|| {
+                    f.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                });
+                best = Some((v.clone(), name));
             }
         }
     }
     GlibcRequirement {
         needed_by: best.as_ref().map(|(_, by)| by.clone()),
         max: best.map(|(v, _)| v),
-        files,
-        unresolved: unresolved.into_iter().collect(),
+        files: closure.files.len(),
+        unresolved: closure.unresolved,
     }
 }
 
@@ -675,8 +741,18 @@ fn plugin_dirs_of(name: &str, dir: &Path) -> Vec<PathBuf> {
         "libucs" => vec![dir.join("ucx")],
         "libfabric" => vec![dir.join("libfabric")],
         "libibverbs" => vec![dir.join("libibverbs")],
-        "libmpi" | "libopen-pal" => vec![dir.join("openmpi"), dir.join("openmpi3")],
-        "libpmix" => vec![dir.join("pmix"), dir.join("pmix2")],
+        // Debian/Ubuntu keep the components one level deeper:
+        // <libdir>/openmpi/lib/openmpi3 and <libdir>/pmix2/lib/pmix.
+        "libmpi" | "libopen-pal" => vec![
+            dir.join("openmpi"),
+            dir.join("openmpi3"),
+            dir.join("openmpi/lib/openmpi3"),
+        ],
+        "libpmix" => vec![
+            dir.join("pmix"),
+            dir.join("pmix2"),
+            dir.join("pmix2/lib/pmix"),
+        ],
         _ => Vec::new(),
     }
 }
@@ -750,6 +826,25 @@ fn pmi_reason(verdict: &mut Verdict, m: &MpiLibrary, whose: &str, srun: &SrunPmi
                 wanted.join("|")
             ),
         ),
+        SrunPmi::Launch { plugin } => {
+            if wanted.iter().any(|w| w == plugin) {
+                verdict.add(
+                    Status::Ok,
+                    format!("{whose} {} starts under srun --mpi={plugin}", m.describe()),
+                );
+            } else {
+                verdict.add(
+                    Status::Fail,
+                    format!(
+                        "{whose} {} needs srun --mpi={} but this launch uses --mpi={plugin}; \
+                         use --mpi {} (or the MPI profile of that MPI)",
+                        m.describe(),
+                        wanted.join(" or "),
+                        wanted[0]
+                    ),
+                );
+            }
+        }
         SrunPmi::Plugins { plugins, .. } => match wanted.iter().find(|w| plugins.iter().any(|p| p == *w)) {
             Some(w) => verdict.add(
                 Status::Ok,
@@ -893,6 +988,7 @@ impl CheckReport {
             SrunPmi::Absent => "no srun".to_owned(),
             SrunPmi::Failed { .. } => "srun --mpi=list failed".to_owned(),
             SrunPmi::Plugins { plugins, .. } => format!("srun --mpi: {}", plugins.join(", ")),
+            SrunPmi::Launch { plugin } => format!("launch with srun --mpi={plugin}"),
         };
         out.push_str(&format!(
             "Host:  {host_mpi}, glibc {}, NVIDIA driver {}, {srun}\n",

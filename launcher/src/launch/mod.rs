@@ -10,6 +10,8 @@
 //! - [`env`]: environment rules and how each runtime receives a variable;
 //! - [`pmi`]: srun's `--mpi=` choice and PMIx glue per rank;
 //! - [`bind`]: bind mode's host library bundle;
+//! - [`gate`]: the image compatibility check before a launch;
+//! - [`fabric_guard`]: variables that keep the MPI off TCP on a fast fabric;
 //! - [`policy`]: the image path policy (allowed directory);
 //! - [`record`]: the launch record;
 //! - [`quote`]: POSIX shell quoting for `--dry-run`;
@@ -17,6 +19,8 @@
 
 pub mod bind;
 pub mod env;
+pub mod fabric_guard;
+pub mod gate;
 pub mod plan;
 pub mod planner;
 pub mod pmi;

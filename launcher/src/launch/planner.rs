@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use super::LaunchError;
 use super::bind::{self, Bundle, PluginRequest};
 use super::env;
+use super::fabric_guard::{self, FabricGuard, Flavour};
+use super::gate::{self, GateInput, GateRecord};
 use super::plan::{
     Bind, Dialect, EnvOp, Geometry, InsideLauncher, Join, LaunchPlan, Launcher, LauncherKind, Mode,
     MpiAbi, MpiPlugin, PerRank, RankPlan, Runtime, Version,
@@ -48,6 +50,11 @@ pub struct Request {
     pub bind_dir: Option<PathBuf>,
     pub oversubscribe: bool,
     pub force: bool,
+    /// `--allow-tcp`: no fabric guard (see [`super::fabric_guard`]).
+    pub allow_tcp: bool,
+    /// The per-rank wrapper of `hybrun run`, which judged the image before the job
+    /// started: no second image check on every rank.
+    pub skip_gate: bool,
     pub dry_run: bool,
     pub image: Option<PathBuf>,
     pub command: Vec<OsString>,
@@ -144,6 +151,10 @@ pub struct Planned {
     /// For a wrapped launch: the rank plan as it resolves on this host (what
     /// `hybrun exec` will run, give or take per-rank facts).
     pub rank_here: Option<RankPlan>,
+    /// The compatibility gate's verdict (hybrid and bind mode with an image).
+    pub gate: Option<GateRecord>,
+    /// The fabric guard's variables (or why it is off).
+    pub fabric_guard: Option<FabricGuard>,
 }
 
 /// Who plans the rank.
@@ -159,6 +170,8 @@ enum Role {
 struct Notes {
     notes: Vec<String>,
     warnings: Vec<String>,
+    gate: Option<GateRecord>,
+    fabric_guard: Option<FabricGuard>,
 }
 
 /// Plans a whole job (`hybrun run`).
@@ -215,6 +228,7 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         mode,
         profile: &profile,
         role: Role::Job,
+        plugin: mpi,
     };
     let rank = plan_rank(&mut rank_ctx, &mut notes)?;
     let (rank_plan, image, bundle) = rank;
@@ -310,6 +324,8 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         profile: profile.map(|(name, _)| name),
         warnings: notes.warnings,
         rank_here,
+        gate: notes.gate,
+        fabric_guard: notes.fabric_guard,
     })
 }
 
@@ -326,6 +342,10 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         mode,
         profile: &profile,
         role: Role::Rank,
+        // The plugin `hybrun run` chose (passed as --mpi), else the profile's.
+        plugin: req
+            .mpi
+            .or_else(|| profile.as_ref().and_then(|(_, p)| p.pmi)),
     };
     let (rank, image, bundle) = plan_rank(&mut ctx, &mut notes)?;
     Ok(Planned {
@@ -350,6 +370,8 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         profile: profile.map(|(name, _)| name),
         warnings: notes.warnings,
         rank_here: None,
+        gate: notes.gate,
+        fabric_guard: notes.fabric_guard,
     })
 }
 
@@ -524,6 +546,8 @@ struct RankContext<'a> {
     mode: Mode,
     profile: &'a Profile,
     role: Role,
+    /// srun's `--mpi=` plugin, when known.
+    plugin: Option<MpiPlugin>,
 }
 
 /// Plans one rank: runtime, image (checked), binds, environment, GPUs, join.
@@ -557,6 +581,29 @@ fn plan_rank(
         }
         (_, Some(path)) => Some(check_image(path, &runtime, site, notes)?),
     };
+
+    // The compatibility gate (hybrun::image::check), before anything is prepared.
+    // Bind mode without a profile library is refused by bind mode itself, with the
+    // key to set.
+    let host_library = ctx
+        .profile
+        .as_ref()
+        .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from));
+    let bind_unjudgeable = ctx.mode == Mode::Bind && host_library.is_none();
+    if let (Some(img), false, false) = (&image, req.skip_gate, bind_unjudgeable) {
+        let input = GateInput {
+            mode: ctx.mode,
+            image: &img.canonical,
+            host_library: host_library.as_deref(),
+            plugin: ctx.plugin,
+            force: req.force,
+        };
+        if let Some((record, warnings)) = gate::gate(&input)? {
+            notes.warnings.extend(warnings);
+            notes.notes.extend(record.note.clone());
+            notes.gate = Some(record);
+        }
+    }
 
     // Binds: the site's, the user's.
     let mut binds: Vec<Bind> = Vec::new();
@@ -609,6 +656,36 @@ fn plan_rank(
             )?;
         }
     }
+
+    // The fabric guard: no silent fallback to TCP on a fast fabric.
+    if let Some((pname, p)) = ctx.profile {
+        if let Some(text) = p.flavour.as_deref().filter(|t| Flavour::parse(t).is_none()) {
+            return Err(site_value(
+                site,
+                &format!("[mpi.{pname}] flavour"),
+                format!("{text:?} is not mpich, mvapich2, cray-mpich, openmpi or intel"),
+            ));
+        }
+    }
+    let guard = fabric_guard_for(ctx, &changes);
+    if let Some(off) = &guard.off {
+        if guard.fabric.is_some() && guard.flavour.is_some() {
+            notes.warnings.push(format!(
+                "fabric guard off ({off}): over [fabric] kind = {:?} the MPI may fall back to \
+                 TCP between nodes without an error",
+                guard.fabric.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    for (name, value) in &guard.set {
+        set(&mut changes, name, value.into(), "fabric guard")?;
+    }
+    for (name, (value, by)) in &guard.kept {
+        notes.notes.push(format!(
+            "fabric guard: {name}={value} kept as set by {by} (the guard's value not applied)"
+        ));
+    }
+    notes.fabric_guard = Some(guard);
 
     // Bind mode: the host MPI bundle.
     let mut bundle = None;
@@ -774,6 +851,45 @@ fn plan_rank(
         command: req.command.clone(),
     };
     Ok((rank, image, bundle))
+}
+
+/// The fabric guard of this rank: the site's fabric, the profile's flavour, and
+/// what is already set (by the environment hybrun runs in, the site, the profile,
+/// or `--env`).
+fn fabric_guard_for(ctx: &RankContext<'_>, changes: &[super::plan::EnvChange]) -> FabricGuard {
+    let flavour = ctx.profile.as_ref().map(|(_, p)| {
+        p.flavour
+            .as_deref()
+            .and_then(Flavour::parse)
+            .unwrap_or_else(|| Flavour::from_abi(p.abi))
+    });
+    let user: Vec<(String, String)> = ctx
+        .req
+        .env
+        .iter()
+        .filter_map(|a| env::parse_assignment(a).ok())
+        .map(|(n, v)| (n, v.to_string_lossy().into_owned()))
+        .collect();
+    fabric_guard::compute(
+        ctx.site.config.fabric.kind.as_deref(),
+        flavour,
+        ctx.req.allow_tcp,
+        |name| {
+            if let Some((_, v)) = user.iter().rev().find(|(n, _)| n == name) {
+                return Some((v.clone(), "--env".into()));
+            }
+            if let Some(c) = changes.iter().rev().find(|c| c.name == name) {
+                let value = match &c.op {
+                    EnvOp::Set(v) => v.to_string_lossy().into_owned(),
+                    EnvOp::Unset => "(unset)".into(),
+                };
+                return Some((value, c.why.clone()));
+            }
+            ctx.host
+                .var(name)
+                .map(|v| (v, "the environment hybrun runs in".into()))
+        },
+    )
 }
 
 /// The GPU this rank uses, when it sees several and its local rank is known:
@@ -1292,6 +1408,11 @@ fn exec_args(
     if req.force {
         args.push("--force".into());
     }
+    if req.allow_tcp {
+        args.push("--allow-tcp".into());
+    }
+    // `hybrun run` judged the image already, on the submit host.
+    args.push("--skip-gate".into());
     if let Some(image) = &rank.image {
         args.push(image.clone().into_os_string());
     }

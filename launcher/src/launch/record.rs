@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::LaunchError;
 use super::bind::{Bundle, hex};
+use super::fabric_guard::FabricGuard;
+use super::gate::GateRecord;
 use super::plan::{Bind, LaunchPlan, Rendered};
 use super::planner::{Host, Planned};
 use super::policy::{CheckedImage, ImageKind};
@@ -93,6 +95,12 @@ pub struct Record {
     pub environment: EnvironmentDiff,
     pub host_libraries: Vec<HostLibrary>,
     pub slurm: Option<SlurmIds>,
+    /// The image check before the launch (hybrid and bind mode), with what
+    /// `--force` overrode.
+    pub compatibility: Option<GateRecord>,
+    /// The fabric guard: the variables it set, the user's values it kept, or why
+    /// it is off.
+    pub fabric_guard: Option<FabricGuard>,
 }
 
 /// The launcher's environment change, plus the rank's changes by delivery.
@@ -252,6 +260,8 @@ impl Record {
                 planned.profile_library.as_deref(),
             ),
             slurm,
+            compatibility: planned.gate.clone(),
+            fabric_guard: planned.fabric_guard.clone(),
         })
     }
 

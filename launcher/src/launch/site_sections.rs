@@ -59,6 +59,10 @@ pub struct LauncherSection {
 pub struct MpiProfileSection {
     /// `mpich` (MPICH ABI: MPICH, Intel MPI, Cray MPICH, MVAPICH2) or `openmpi`.
     pub abi: MpiAbi,
+    /// The implementation, where the ABI does not say it: `mpich` (also MVAPICH2,
+    /// Cray MPICH), `openmpi` or `intel` (Intel MPI). It decides the fabric guard's
+    /// variables. Default: from `abi`.
+    pub flavour: Option<String>,
     /// srun's `--mpi=` for this MPI: `pmi2`, `pmix` or `none`. Default: pmi2 for
     /// the MPICH ABI, pmix for Open MPI.
     pub pmi: Option<MpiPlugin>,

@@ -1,0 +1,284 @@
+//! The fabric guard: when the site file names a fast fabric (`[fabric] kind`), every
+//! rank gets the variables that make its MPI fail instead of silently falling back
+//! to TCP when the fast path cannot be opened (a missing device, a provider that did
+//! not load, a container without the fabric libraries). A job that errors out is
+//! found in minutes; one that runs over TCP at a tenth of the bandwidth is found
+//! when someone reads the numbers.
+//!
+//! | fabric `kind` | Open MPI | MPICH (ch4:ofi / ch4:ucx) | Intel MPI |
+//! |---|---|---|---|
+//! | `psm2` (Omni-Path) | `OMPI_MCA_pml=cm` `OMPI_MCA_mtl=psm2` `OMPI_MCA_btl=^tcp` | `FI_PROVIDER=psm2` `UCX_TLS=^tcp` | `I_MPI_FABRICS=shm:ofi` `FI_PROVIDER=psm2` |
+//! | `opx` (Omni-Path, Cornelis OPX) | `OMPI_MCA_pml=cm` `OMPI_MCA_mtl=ofi` `OMPI_MCA_btl=^tcp` `FI_PROVIDER=opx` | `FI_PROVIDER=opx` `UCX_TLS=^tcp` | `I_MPI_FABRICS=shm:ofi` `FI_PROVIDER=opx` |
+//! | `verbs` (InfiniBand through libfabric) | `OMPI_MCA_pml=cm` `OMPI_MCA_mtl=ofi` `OMPI_MCA_btl=^tcp` `FI_PROVIDER=verbs` | `FI_PROVIDER=verbs` `UCX_TLS=^tcp` | `I_MPI_FABRICS=shm:ofi` `FI_PROVIDER=verbs` |
+//! | `ucx` (InfiniBand/RoCE through UCX) | `OMPI_MCA_pml=ucx` `OMPI_MCA_btl=^tcp` `UCX_TLS=^tcp` | `UCX_TLS=^tcp` | `I_MPI_FABRICS=shm:ofi` `FI_PROVIDER=mlx` `UCX_TLS=^tcp` |
+//!
+//! Why these: Open MPI picks its point-to-point layer (`pml`) by priority and falls
+//! back to `ob1` over the `tcp` BTL; naming the pml (and the mtl under `cm`) makes
+//! the fast one mandatory, and `btl=^tcp` removes the fallback. `FI_PROVIDER`
+//! restricts libfabric to the named provider, so it cannot pick `tcp` or `sockets`
+//! (libfabric still layers its utility providers, e.g. `ofi_rxm`, over it). UCX's
+//! `UCX_TLS=^tcp` excludes its TCP transport; shared memory and the network
+//! transports stay. MPICH may be built on either libfabric or UCX, so it gets both
+//! (the one its build does not use is ignored); on Omni-Path a UCX MPICH has no fast
+//! transport at all, and `^tcp` makes that an error instead of a slow job. Intel MPI
+//! takes `I_MPI_FABRICS=shm:ofi` and the libfabric provider (`mlx`, its UCX-based
+//! one, on InfiniBand).
+//!
+//! Other kinds (`tcp`, `none`, an unknown name) turn the guard off. Variables the
+//! user already has (in the environment hybrun runs in, `--env`, the site's `[env]`
+//! or `[fabric] env`, the MPI profile's `env`) are kept and reported, never
+//! overwritten. `--allow-tcp` turns the guard off, with a warning.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::plan::MpiAbi;
+
+/// The MPI implementation, as far as the guard cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// MPICH and MPICH-ABI MPIs that read MPICH's variables (MVAPICH2, Cray MPICH).
+    Mpich,
+    OpenMpi,
+    /// Intel MPI (MPICH ABI, its own fabric selection).
+    IntelMpi,
+}
+
+impl Flavour {
+    /// From a profile's `flavour` key (or, without one, its ABI).
+    pub fn parse(text: &str) -> Option<Flavour> {
+        match text {
+            "mpich" | "mvapich2" | "cray-mpich" => Some(Flavour::Mpich),
+            "openmpi" => Some(Flavour::OpenMpi),
+            "intel" | "intelmpi" | "impi" => Some(Flavour::IntelMpi),
+            _ => None,
+        }
+    }
+
+    pub fn from_abi(abi: MpiAbi) -> Flavour {
+        match abi {
+            MpiAbi::Mpich => Flavour::Mpich,
+            MpiAbi::Openmpi => Flavour::OpenMpi,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Mpich => "mpich",
+            Flavour::OpenMpi => "openmpi",
+            Flavour::IntelMpi => "intelmpi",
+        }
+    }
+}
+
+/// The variables that keep `flavour` off TCP on `fabric` (a `[fabric] kind`);
+/// None when the fabric is not one the guard knows as fast.
+pub fn guard_vars(flavour: Flavour, fabric: &str) -> Option<Vec<(&'static str, &'static str)>> {
+    let provider = match fabric {
+        "psm2" => "psm2",
+        "opx" => "opx",
+        "verbs" => "verbs",
+        "ucx" => "mlx",
+        _ => return None,
+    };
+    let vars = match (flavour, fabric) {
+        (Flavour::OpenMpi, "psm2") => vec![
+            ("OMPI_MCA_pml", "cm"),
+            ("OMPI_MCA_mtl", "psm2"),
+            ("OMPI_MCA_btl", "^tcp"),
+        ],
+        (Flavour::OpenMpi, "ucx") => vec![
+            ("OMPI_MCA_pml", "ucx"),
+            ("OMPI_MCA_btl", "^tcp"),
+            ("UCX_TLS", "^tcp"),
+        ],
+        (Flavour::OpenMpi, _) => vec![
+            ("OMPI_MCA_pml", "cm"),
+            ("OMPI_MCA_mtl", "ofi"),
+            ("OMPI_MCA_btl", "^tcp"),
+            ("FI_PROVIDER", provider),
+        ],
+        (Flavour::Mpich, "ucx") => vec![("UCX_TLS", "^tcp")],
+        (Flavour::Mpich, _) => vec![("FI_PROVIDER", provider), ("UCX_TLS", "^tcp")],
+        (Flavour::IntelMpi, "ucx") => vec![
+            ("I_MPI_FABRICS", "shm:ofi"),
+            ("FI_PROVIDER", provider),
+            ("UCX_TLS", "^tcp"),
+        ],
+        (Flavour::IntelMpi, _) => vec![("I_MPI_FABRICS", "shm:ofi"), ("FI_PROVIDER", provider)],
+    };
+    Some(vars)
+}
+
+/// The guard of one launch, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FabricGuard {
+    /// `[fabric] kind`, when the site names one.
+    pub fabric: Option<String>,
+    pub flavour: Option<Flavour>,
+    /// Whether hybrun set any variable.
+    pub active: bool,
+    /// Variables the guard set.
+    pub set: BTreeMap<String, String>,
+    /// Variables the guard would set that were already set: name -> (value kept, by whom).
+    pub kept: BTreeMap<String, (String, String)>,
+    /// Why the guard is off, when it is.
+    pub off: Option<String>,
+}
+
+/// Computes the guard. `existing` says whether (and by whom, with which value) a
+/// variable is already set; `allow_tcp` is `--allow-tcp`.
+pub fn compute(
+    fabric: Option<&str>,
+    flavour: Option<Flavour>,
+    allow_tcp: bool,
+    existing: impl Fn(&str) -> Option<(String, String)>,
+) -> FabricGuard {
+    let mut guard = FabricGuard {
+        fabric: fabric.map(str::to_owned),
+        flavour,
+        ..FabricGuard::default()
+    };
+    let Some(kind) = fabric else {
+        guard.off = Some("no [fabric] kind in the site file".into());
+        return guard;
+    };
+    let Some(flavour) = flavour else {
+        guard.off = Some("no MPI profile: the MPI flavour is unknown".into());
+        return guard;
+    };
+    let Some(vars) = guard_vars(flavour, kind) else {
+        guard.off = Some(format!(
+            "[fabric] kind = {kind:?} is not a fast fabric the guard knows (psm2, opx, verbs, ucx)"
+        ));
+        return guard;
+    };
+    if allow_tcp {
+        guard.off = Some("--allow-tcp".into());
+        return guard;
+    }
+    for (name, value) in vars {
+        match existing(name) {
+            Some(kept) => {
+                guard.kept.insert(name.to_owned(), kept);
+            }
+            None => {
+                guard.set.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+    guard.active = !guard.set.is_empty();
+    guard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(flavour: Flavour, fabric: &str) -> BTreeMap<String, String> {
+        compute(Some(fabric), Some(flavour), false, |_| None).set
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn open_mpi_per_fabric() {
+        assert_eq!(
+            vars(Flavour::OpenMpi, "psm2"),
+            map(&[
+                ("OMPI_MCA_btl", "^tcp"),
+                ("OMPI_MCA_mtl", "psm2"),
+                ("OMPI_MCA_pml", "cm")
+            ])
+        );
+        assert_eq!(
+            vars(Flavour::OpenMpi, "opx"),
+            map(&[
+                ("FI_PROVIDER", "opx"),
+                ("OMPI_MCA_btl", "^tcp"),
+                ("OMPI_MCA_mtl", "ofi"),
+                ("OMPI_MCA_pml", "cm")
+            ])
+        );
+        assert_eq!(
+            vars(Flavour::OpenMpi, "ucx"),
+            map(&[
+                ("OMPI_MCA_btl", "^tcp"),
+                ("OMPI_MCA_pml", "ucx"),
+                ("UCX_TLS", "^tcp")
+            ])
+        );
+        assert_eq!(vars(Flavour::OpenMpi, "verbs")["FI_PROVIDER"], "verbs");
+    }
+
+    #[test]
+    fn mpich_and_intel_per_fabric() {
+        assert_eq!(
+            vars(Flavour::Mpich, "psm2"),
+            map(&[("FI_PROVIDER", "psm2"), ("UCX_TLS", "^tcp")])
+        );
+        assert_eq!(vars(Flavour::Mpich, "ucx"), map(&[("UCX_TLS", "^tcp")]));
+        assert_eq!(
+            vars(Flavour::IntelMpi, "opx"),
+            map(&[("FI_PROVIDER", "opx"), ("I_MPI_FABRICS", "shm:ofi")])
+        );
+        assert_eq!(
+            vars(Flavour::IntelMpi, "ucx"),
+            map(&[
+                ("FI_PROVIDER", "mlx"),
+                ("I_MPI_FABRICS", "shm:ofi"),
+                ("UCX_TLS", "^tcp")
+            ])
+        );
+    }
+
+    #[test]
+    fn no_tcp_anywhere_in_what_is_set() {
+        for flavour in [Flavour::Mpich, Flavour::OpenMpi, Flavour::IntelMpi] {
+            for fabric in ["psm2", "opx", "verbs", "ucx"] {
+                for (name, value) in vars(flavour, fabric) {
+                    assert!(
+                        !value.contains("tcp") || value == "^tcp",
+                        "{flavour:?}/{fabric}: {name}={value}"
+                    );
+                    assert!(!value.contains("sockets"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn off_without_fast_fabric_or_with_allow_tcp() {
+        let g = compute(None, Some(Flavour::Mpich), false, |_| None);
+        assert!(!g.active && g.set.is_empty());
+        assert!(g.off.unwrap().contains("no [fabric] kind"));
+        let g = compute(Some("tcp"), Some(Flavour::OpenMpi), false, |_| None);
+        assert!(!g.active && g.off.unwrap().contains("not a fast fabric"));
+        let g = compute(Some("psm2"), Some(Flavour::OpenMpi), true, |_| None);
+        assert!(!g.active && g.set.is_empty());
+        assert_eq!(g.off.as_deref(), Some("--allow-tcp"));
+        let g = compute(Some("psm2"), None, false, |_| None);
+        assert!(!g.active);
+    }
+
+    #[test]
+    fn user_values_are_kept_and_reported() {
+        let g = compute(Some("psm2"), Some(Flavour::OpenMpi), false, |name| {
+            (name == "OMPI_MCA_btl").then(|| ("self,vader,tcp".to_owned(), "user".to_owned()))
+        });
+        assert!(g.active);
+        assert!(!g.set.contains_key("OMPI_MCA_btl"));
+        assert_eq!(
+            g.kept["OMPI_MCA_btl"],
+            ("self,vader,tcp".to_owned(), "user".to_owned())
+        );
+        assert_eq!(g.set["OMPI_MCA_pml"], "cm");
+    }
+}

@@ -1,0 +1,171 @@
+//! The compatibility gate of `hybrun run` and `hybrun exec`: before anything is
+//! launched, the image is judged by [`crate::image::check`] for the requested mode
+//! (hybrid or bind) against the chosen MPI profile's host library, and a FAIL
+//! refuses the launch with the reasons (an MPI ABI the host MPI cannot replace in
+//! bind mode, host libraries that need a newer glibc than the image has, no MPI in
+//! the image, an image MPI that does not start under the planned `srun --mpi=`).
+//! `--force` launches anyway, with a warning that names what was overridden. The
+//! verdict goes into the launch record either way.
+//!
+//! Images hybrun cannot read (a format it does not know) are not refused here:
+//! the runtime is the judge of those, and the record says the gate could not look.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::LaunchError;
+use super::plan::{Mode, MpiPlugin};
+use crate::image::abi::AbiMode;
+use crate::image::check::{
+    self, HostFacts, HostMpiChoice, LaunchMode, Reason, SrunPmi, Status, fabric_devices,
+    host_glibc, nvidia_driver,
+};
+use crate::image::contents::Image;
+use crate::image::detect;
+
+/// What the gate found, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateRecord {
+    /// The mode judged (hybrid or bind).
+    pub mode: &'static str,
+    /// OK, WARN or FAIL; None when the image could not be read.
+    pub status: Option<Status>,
+    pub reasons: Vec<Reason>,
+    /// The image's MPI library, as detected.
+    pub image_mpi: Option<String>,
+    /// The host MPI library judged against (the profile's `library`).
+    pub host_mpi: Option<String>,
+    /// FAIL reasons that `--force` launched past.
+    pub overridden: Vec<String>,
+    /// Why the gate could not judge (unreadable image), if so.
+    pub note: Option<String>,
+}
+
+/// What the gate needs to know about the launch.
+pub struct GateInput<'a> {
+    pub mode: Mode,
+    /// The image, as checked by the path policy (canonical).
+    pub image: &'a Path,
+    /// The MPI profile's host library, when it names one.
+    pub host_library: Option<&'a Path>,
+    /// srun's `--mpi=` plugin, when srun starts the ranks.
+    pub plugin: Option<MpiPlugin>,
+    pub force: bool,
+}
+
+/// Judges the image; Ok with the record (and warnings for the user) when the launch
+/// may go on, Err when it is refused.
+pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, LaunchError> {
+    let launch_mode = match input.mode {
+        Mode::Hybrid => LaunchMode::Hybrid,
+        Mode::Bind => LaunchMode::Bind,
+        // Native has no image; inside runs the image's own mpiexec, which the
+        // runtime and the image decide alone.
+        Mode::Native | Mode::Inside => return Ok(None),
+    };
+    let mut record = GateRecord {
+        mode: launch_mode.name(),
+        status: None,
+        reasons: Vec::new(),
+        image_mpi: None,
+        host_mpi: (input.mode == Mode::Bind)
+            .then_some(input.host_library)
+            .flatten()
+            .map(|p| p.display().to_string()),
+        overridden: Vec::new(),
+        note: None,
+    };
+    let mut warnings = Vec::new();
+    let contents = match Image::open(input.image).and_then(|image| detect::detect(&image)) {
+        Ok(contents) => contents,
+        Err(e) => {
+            // Not a refusal: the runtime judges formats hybrun does not read. The
+            // record and the plan's notes say that the gate could not look.
+            record.note = Some(format!(
+                "compatibility not checked: hybrun cannot read the image: {e}"
+            ));
+            return Ok(Some((record, warnings)));
+        }
+    };
+    record.image_mpi = contents.primary_mpi().map(|m| m.describe());
+    let mut pre = Vec::new();
+    // The host MPI matters in bind mode only (hybrid runs the image's own).
+    let choice = match (launch_mode, input.host_library) {
+        (LaunchMode::Bind, Some(lib)) => HostMpiChoice::Path(lib.to_path_buf()),
+        _ => HostMpiChoice::None,
+    };
+    let host_mpi = match check::host_facts(&choice, &check::SrunChoice::None) {
+        Ok(facts) => facts.mpi,
+        Err(e) => {
+            pre.push(Reason {
+                status: Status::Fail,
+                text: format!("the MPI profile's library: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    let host = HostFacts {
+        mpi: host_mpi,
+        notes: Vec::new(),
+        glibc: host_glibc(),
+        driver: nvidia_driver(),
+        // The plugin the plan chose stands in for `srun --mpi=list`: the rank's MPI
+        // must start under it, whatever else this Slurm offers.
+        srun: match input.plugin {
+            Some(plugin) => SrunPmi::Launch {
+                plugin: plugin.name().to_owned(),
+            },
+            None => SrunPmi::Absent,
+        },
+        fabric_devices: fabric_devices(),
+    };
+    let report = check::check(contents, host, &[launch_mode], AbiMode::default());
+    let mut verdict = report
+        .verdicts
+        .into_iter()
+        .next()
+        .ok_or_else(|| LaunchError::Refused {
+            message: "internal: the image check gave no verdict".into(),
+        })?;
+    if input.plugin.is_none() {
+        // Not an srun launch: the PMI rule's "srun not found" is no finding here.
+        verdict
+            .reasons
+            .retain(|r| !r.text.starts_with("srun not found on this host"));
+    }
+    let mut reasons = pre;
+    reasons.extend(verdict.reasons);
+    let status = reasons.iter().map(|r| r.status).max().unwrap_or(Status::Ok);
+    record.status = Some(status);
+    let fails: Vec<String> = reasons
+        .iter()
+        .filter(|r| r.status == Status::Fail)
+        .map(|r| r.text.clone())
+        .collect();
+    for r in reasons.iter().filter(|r| r.status == Status::Warn) {
+        warnings.push(format!("image check ({} mode): {}", record.mode, r.text));
+    }
+    record.reasons = reasons;
+    if !fails.is_empty() {
+        if !input.force {
+            return Err(LaunchError::Refused {
+                message: format!(
+                    "refusing to launch: image {} cannot run in {} mode here: {}; nothing was \
+                     launched (`hybrun image check {}` shows every mode; --force launches anyway)",
+                    input.image.display(),
+                    record.mode,
+                    fails.join("; "),
+                    input.image.display()
+                ),
+            });
+        }
+        warnings.push(format!(
+            "--force: launching despite the image check ({} mode): {}",
+            record.mode,
+            fails.join("; ")
+        ));
+        record.overridden = fails;
+    }
+    Ok(Some((record, warnings)))
+}
