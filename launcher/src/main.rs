@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 
 mod cli_campaign;
+mod cli_doctor;
 mod cli_image;
 mod cli_run;
 
@@ -23,6 +24,10 @@ enum Command {
     /// Run one rank (after srun, e.g. in your own batch script): computes the
     /// runtime command for this rank and replaces itself with it.
     Exec(cli_run::ExecArgs),
+    /// What this host offers a launch (MPI and its library closure, fabric, Slurm,
+    /// runtime, GPUs, topology), each OK/WARN/MISSING with a fix; --json,
+    /// --emit-site (a draft site file).
+    Doctor(cli_doctor::DoctorArgs),
     /// Benchmark campaigns: a scenario's matrix of launches (native and
     /// container modes), interleaved, resumable.
     #[command(subcommand)]
@@ -40,6 +45,7 @@ fn main() {
         Some(Command::Image(command)) => cli_image::run(command),
         Some(Command::Run(args)) => cli_run::run(args),
         Some(Command::Exec(args)) => cli_run::exec(args),
+        Some(Command::Doctor(args)) => cli_doctor::run(args),
         Some(Command::Campaign(command)) => cli_campaign::run(command),
         Some(Command::Report(args)) => cli_campaign::report(args),
         Some(Command::Compare(args)) => cli_campaign::compare(args),
