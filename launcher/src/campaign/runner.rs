@@ -916,12 +916,12 @@ pub fn execute(
 
 /// `hybrun campaign run` without `--submit`: the whole campaign here.
 pub fn run_here(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf> {
-    let dir = run_dir(scenario, opts)?;
     let cells: Vec<usize> = (0..scenario.cells.len())
         .filter(|&i| opts.only_nodes.is_none_or(|n| scenario.cells[i].nodes == n))
         .collect();
     let refs: Vec<&Cell> = cells.iter().map(|&i| &scenario.cells[i]).collect();
     preflight(scenario, &refs, in_allocation())?;
+    let dir = run_dir(scenario, opts)?;
     store_scenario(&dir, scenario)?;
     let mut store = Store::open(&dir)?;
     begin_manifest(&dir, scenario)?;

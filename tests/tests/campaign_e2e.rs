@@ -1,0 +1,160 @@
+//! `hybrun campaign run --submit` end to end on the project's local Slurm
+//! cluster (3 nodes): one sbatch job per node count, native and hybrid cells
+//! of a node count in the same allocation, srun starting the ranks (MPICH,
+//! pmi2), every cell collected into the run, and a second run resuming with
+//! nothing left to submit.
+//!
+//! Needs: the cluster (scripts/cluster), ch-run, the MPICH hybench build, the
+//! mpich test image (built here on first use), hybrun built in this target
+//! directory. A missing piece fails under CI and skips loudly elsewhere.
+//!
+//! The cluster's nodes share one kernel and /dev/shm, so MPICH/UCX takes ranks
+//! of different nodes for one host and tries shared memory between separate
+//! containers: the scenario sets `UCX_POSIX_USE_PROC_LINK=n` for every cell
+//! (PLATFORM.md), native included, so the modes stay comparable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use hybrun::campaign::results;
+use hybrun_e2e::{Mpi, cluster, describe, on_path, repo_root, require, run_with_timeout};
+
+/// hybrun as built next to this test (target/<profile>/hybrun).
+fn hybrun_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("hybrun");
+    path.is_file().then_some(path)
+}
+
+#[test]
+fn submit_runs_every_node_count_in_its_own_allocation_and_collects_all_cells() {
+    let Some(hybrun) = hybrun_binary() else {
+        require("the hybrun binary", false, "cargo build -p hybrun");
+        return;
+    };
+    if !require("ch-run", on_path("ch-run"), "run scripts/setup") {
+        return;
+    }
+    let Some(hybench) = Mpi::Mpich.require_hybench() else {
+        return;
+    };
+    let Some(slurm_conf) = cluster() else { return };
+    let image = repo_root().join("target/images/mpich");
+    if !image.join("app/hybench").is_file() {
+        let out = Command::new(repo_root().join("scripts/make-test-images"))
+            .arg("mpich")
+            .env("HYBRUN", &hybrun)
+            .output()
+            .expect("scripts/make-test-images");
+        if !require(
+            "the mpich test image",
+            out.status.success(),
+            &String::from_utf8_lossy(&out.stderr),
+        ) {
+            return;
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("submit.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"name = "submit-e2e"
+launches = 2
+timeout = "90s"
+site = "{site}"
+runtime = "charliecloud"
+[matrix]
+benchmark = ["allreduce"]
+mode = ["native", "hybrid"]
+nodes = [2, 3]
+ranks_per_node = [1]
+image = ["{image}"]
+env = [{{ UCX_POSIX_USE_PROC_LINK = "n" }}]
+[benchmark.allreduce]
+sizes = "4:64"
+iterations = 50
+warmup = 5
+"#,
+            site = repo_root().join("scenarios/site-local.toml").display(),
+            image = image.display()
+        ),
+    )
+    .unwrap();
+    let results_dir = dir.path().join("results");
+    let mut cmd = Command::new(&hybrun);
+    cmd.args(["campaign", "run", "--submit"])
+        .arg(&scenario)
+        .arg("--results")
+        .arg(&results_dir)
+        .env("SLURM_CONF", &slurm_conf)
+        .env("HYBENCH_MPICH", &hybench)
+        .env(
+            "USER",
+            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        )
+        .env_remove("SLURM_JOB_ID");
+    let out = run_with_timeout(&cmd, Duration::from_secs(400));
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("submitted job").count(), 2, "{stderr}");
+
+    let run = std::fs::read_dir(results_dir.join("submit-e2e"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let records = results::read_records(&run).unwrap();
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r.status != results::Status::Ok)
+        .collect();
+    assert!(failed.is_empty(), "failed launches: {failed:#?}");
+    // 2 node counts x 2 modes x 2 launches, each once.
+    let keys: BTreeSet<(String, u32)> = records
+        .iter()
+        .map(|r| (r.cell_key.clone(), r.launch))
+        .collect();
+    assert_eq!((records.len(), keys.len()), (8, 8), "{keys:?}");
+    // All modes of a node count share one allocation; the node counts differ.
+    let mut jobs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &records {
+        let nodes = r.cell_key.split('.').nth(2).unwrap().to_owned();
+        jobs.entry(nodes)
+            .or_default()
+            .insert(r.slurm_job_id.clone());
+    }
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    for ids in jobs.values() {
+        assert_eq!(ids.len(), 1, "one allocation per node count: {jobs:?}");
+        assert!(!ids.iter().next().unwrap().is_empty());
+    }
+    assert_ne!(jobs["2x1"], jobs["3x1"]);
+    // hybench saw the ranks on as many nodes as the cell asked, in every mode.
+    for row in results::read_results(&run).unwrap() {
+        let want: u32 = if row.cell_key.contains(".3x1.") { 3 } else { 2 };
+        assert_eq!(
+            (row.row.comm_size, row.row.nodes),
+            (want, want),
+            "{}",
+            row.cell_key
+        );
+        assert!(!row.row.slurm_job_id.is_empty());
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["slurm_jobs"]["n2"].is_string(), "{manifest}");
+    assert!(manifest["slurm_jobs"]["n3"].is_string(), "{manifest}");
+    assert!(run.join("report.md").is_file());
+
+    // The same command again: everything is done, nothing is submitted.
+    let out = run_with_timeout(&cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("submitted job"), "{stderr}");
+    assert_eq!(results::read_records(&run).unwrap().len(), 8);
+}
