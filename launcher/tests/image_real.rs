@@ -487,3 +487,61 @@ fn truncated_and_corrupt_squashfs_give_errors() {
     }
     eprintln!("{errors} of 300 corrupted images refused at open");
 }
+
+#[test]
+fn check_takes_the_host_mpi_from_a_site_profile() {
+    let Some(dir) = images() else { return };
+    if !Path::new(HOST_MPICH).exists() || !Path::new(HOST_OPENMPI).exists() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "[mpi.mpich]\nabi = \"mpich\"\nlibrary = \"{HOST_MPICH}\"\n\n\
+             [mpi.openmpi]\nabi = \"openmpi\"\nlibrary = \"{HOST_OPENMPI}\"\n"
+        ),
+    )
+    .unwrap();
+    let site = site.to_str().unwrap();
+    let mpich = dir.join("mpich.sif");
+    let mpich = mpich.to_str().unwrap();
+    let bind = |profile: &str| {
+        check_json(&[
+            mpich,
+            "--mode",
+            "bind",
+            "--site",
+            site,
+            "--mpi-profile",
+            profile,
+        ])
+    };
+    let (code, report) = bind("mpich");
+    assert_eq!(code, 0, "{}", reasons(verdict(&report, "bind")));
+    let (code, report) = bind("openmpi");
+    assert_eq!(
+        code, 1,
+        "the Open MPI profile cannot replace the image's MPICH"
+    );
+    assert!(reasons(verdict(&report, "bind")).contains("different ABI"));
+    // An unknown profile names the file and the profiles it has.
+    let (code, _, stderr) = hybrun(&[
+        "image",
+        "check",
+        "--srun",
+        "none",
+        mpich,
+        "--site",
+        site,
+        "--mpi-profile",
+        "nope",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("unknown MPI profile `nope`"), "{stderr}");
+    assert!(
+        stderr.contains("known profiles: mpich, openmpi"),
+        "{stderr}"
+    );
+}

@@ -52,8 +52,15 @@ pub struct CheckArgs {
     /// The host MPI library to compare with (e.g. /usr/lib/x86_64-linux-gnu/libmpich.so.12),
     /// or "none" for a host without MPI. Default: found through ldconfig -p, mpicc
     /// -show and pkg-config.
-    #[arg(long, value_name = "PATH_TO_LIBMPI")]
+    #[arg(long, value_name = "PATH_TO_LIBMPI", conflicts_with = "mpi_profile")]
     pub host_mpi: Option<String>,
+    /// Judge against the host library of this MPI profile of the site file
+    /// (`[mpi.NAME] library`), as `hybrun run --mpi-profile NAME` would bind it.
+    #[arg(long, value_name = "NAME")]
+    pub mpi_profile: Option<String>,
+    /// The site file (default: $HYBRUN_SITE, then /etc/hybrun/site.toml).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
     /// The srun to ask for PMI plugins (`srun --mpi=list`), or "none" to skip.
     /// Default: srun from PATH.
     #[arg(long, value_name = "PATH")]
@@ -170,14 +177,41 @@ pub fn inspect_contents(path: &PathBuf, json: bool, list: bool) -> anyhow::Resul
     Ok(text)
 }
 
+/// The host MPI library that the site's profile `name` names.
+fn profile_library(site: Option<&std::path::Path>, name: &str) -> anyhow::Result<PathBuf> {
+    let site = crate::site::Site::load(site)?;
+    let file = site
+        .path
+        .as_ref()
+        .map_or_else(|| "no site file".to_string(), |p| p.display().to_string());
+    let Some(profile) = site.config.mpi.get(name) else {
+        let known: Vec<&str> = site.config.mpi.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "unknown MPI profile `{name}` ({file}); known profiles: {}; add a [mpi.{name}] section to the site file",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let Some(lib) = &profile.library else {
+        anyhow::bail!(
+            "MPI profile `{name}` ({file}) names no `library`; set [mpi.{name}] library = \"/path/to/libmpi.so.N\""
+        );
+    };
+    Ok(PathBuf::from(lib))
+}
+
 /// `hybrun image check`.
 pub fn check(args: &CheckArgs) -> anyhow::Result<CheckOutcome> {
     let image = Image::open(&args.image)?;
     let contents = detect::detect(&image)?;
-    let host_mpi = match args.host_mpi.as_deref() {
-        None => HostMpiChoice::Detect,
-        Some("none") => HostMpiChoice::None,
-        Some(p) => HostMpiChoice::Path(PathBuf::from(p)),
+    let host_mpi = match (args.host_mpi.as_deref(), args.mpi_profile.as_deref()) {
+        (_, Some(name)) => HostMpiChoice::Path(profile_library(args.site.as_deref(), name)?),
+        (None, None) => HostMpiChoice::Detect,
+        (Some("none"), None) => HostMpiChoice::None,
+        (Some(p), None) => HostMpiChoice::Path(PathBuf::from(p)),
     };
     let srun = match args.srun.as_deref() {
         None => SrunChoice::Detect,
