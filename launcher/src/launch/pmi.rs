@@ -20,6 +20,20 @@
 //! another release does not read: they are mapped to the client's MCA variables
 //! `PMIX_MCA_ptl`, `PMIX_MCA_psec`, `PMIX_MCA_gds` (unless already set), so the
 //! client picks only components the server offers.
+//!
+//! # Open MPI 4's session directory
+//!
+//! Slurm's PMIx plugin publishes job-level `PMIX_TMPDIR`/`PMIX_NSDIR`/
+//! `PMIX_PROCDIR` (`<TmpFS>/spmix_appdir_<uid>_<job>.<step>[/<rank>]`, host paths),
+//! and Open MPI 4.1's `ess/pmi` adopts them as its session directories unless
+//! `orte_top_session_dir` is already set (`ess_pmi_module.c`: an MCA value
+//! overrides the RM's; `orte_tmpdir_base` and `TMPDIR` do not). In a container
+//! that host directory does not exist and the read-only image refuses the mkdir
+//! (strace: `mkdir("/work") = EROFS`), so MPI_Init aborts with `ORTE_ERROR_LOG
+//! session_dir.c:107`. The rank therefore gets
+//! `OMPI_MCA_orte_top_session_dir=/tmp/hybrun-ompi.<uid>` (the runtimes bind the
+//! host's /tmp; Open MPI creates the rest with mode 0700 and removes its job
+//! directories at MPI_Finalize), unless the user set it.
 
 use std::path::{Path, PathBuf};
 
@@ -100,7 +114,8 @@ pub fn choose(
 /// What one rank adds under a PMIx server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PmixGlue {
-    /// `PMIX_MCA_*` variables to set (name, value).
+    /// `PMIX_MCA_*` (and Open MPI's session directory) variables to set (name,
+    /// value).
     pub env: Vec<(String, String)>,
     /// Host directories to bind at the same path.
     pub dirs: Vec<PathBuf>,
@@ -113,6 +128,10 @@ pub const PMIX_MCA_MAP: [(&str, &str); 3] = [
     ("PMIX_GDS_MODULE", "PMIX_MCA_gds"),
 ];
 
+/// Open MPI 4's session directory root; set, it wins over the directories the
+/// PMIx server announces (see the module documentation).
+pub const OMPI_TOP_SESSION_DIR: &str = "OMPI_MCA_orte_top_session_dir";
+
 /// The PMIx glue of this rank, from its environment (`lookup`); None when the
 /// rank was not started by a PMIx server (no `PMIX_NAMESPACE`/`PMIX_RANK`).
 pub fn pmix_glue(lookup: impl Fn(&str) -> Option<String>) -> Option<PmixGlue> {
@@ -124,6 +143,12 @@ pub fn pmix_glue(lookup: impl Fn(&str) -> Option<String>) -> Option<PmixGlue> {
                 glue.env.push((client.to_owned(), value));
             }
         }
+    }
+    if lookup(OMPI_TOP_SESSION_DIR).is_none() {
+        glue.env.push((
+            OMPI_TOP_SESSION_DIR.to_owned(),
+            format!("/tmp/hybrun-ompi.{}", rustix::process::getuid().as_raw()),
+        ));
     }
     let mut add = |dir: PathBuf| {
         if dir.is_absolute() && dir.is_dir() && !glue.dirs.iter().any(|d| dir.starts_with(d)) {
@@ -218,11 +243,26 @@ mod tests {
         .into_iter()
         .collect();
         let glue = pmix_glue(|k| env.get(k).cloned()).expect("pmix");
-        // psec is already set by the user: kept.
+        // psec is already set by the user: kept. Open MPI's session directory
+        // moves off the server's host path.
+        let uid = rustix::process::getuid().as_raw();
         assert_eq!(
             glue.env,
-            vec![("PMIX_MCA_gds".to_owned(), "ds21,ds12,hash".to_owned())]
+            vec![
+                ("PMIX_MCA_gds".to_owned(), "ds21,ds12,hash".to_owned()),
+                (
+                    OMPI_TOP_SESSION_DIR.to_owned(),
+                    format!("/tmp/hybrun-ompi.{uid}")
+                ),
+            ]
         );
+        // The user's choice stands.
+        let mine = |k: &str| match k {
+            OMPI_TOP_SESSION_DIR => Some("/scratch/me".to_owned()),
+            _ => env.get(k).cloned(),
+        };
+        let glue = pmix_glue(mine).expect("pmix");
+        assert!(glue.env.iter().all(|(k, _)| k != OMPI_TOP_SESSION_DIR));
         assert_eq!(glue.dirs, vec![server]);
         assert!(pmix_glue(|_| None).is_none());
     }
