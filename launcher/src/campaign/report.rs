@@ -548,7 +548,10 @@ pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
             }
         }
         for (mode, c) in &counts {
-            let parts: Vec<String> = c.iter().map(|(v, n)| format!("{v} at {n} sizes")).collect();
+            let parts: Vec<String> = c
+                .iter()
+                .map(|(v, n)| format!("{v} at {n} size{}", if *n == 1 { "" } else { "s" }))
+                .collect();
             let _ = writeln!(md, "- **{}**: {}", mode.trim(), parts.join(", "));
         }
         if !counts.is_empty() {
