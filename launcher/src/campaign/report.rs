@@ -230,7 +230,6 @@ pub fn analyse(data: &RunData, opts: &Options, samples: Option<&SampleMap>) -> V
         for size in sizes {
             let cs = &table[&(cell.key.as_str(), size)];
             let mine = values(cs, &cell.key, opts.resample, samples);
-            let launch_medians: Vec<f64> = cs.per_launch.iter().map(|&(_, m)| m).collect();
             let mut e = Entry {
                 benchmark: cell.benchmark.clone(),
                 setting: cell.setting(),
@@ -242,7 +241,9 @@ pub fn analyse(data: &RunData, opts: &Options, samples: Option<&SampleMap>) -> V
                 image: cell.image_label(),
                 cell_key: cell.key.clone(),
                 launches: cs.per_launch.len(),
-                median: stats::median(&launch_medians).unwrap_or(f64::NAN),
+                // The median of what the CI resamples, so the ratio shown is
+                // the ratio of the medians shown.
+                median: stats::median(&mine).unwrap_or(f64::NAN),
                 ratio: None,
                 ci_low: None,
                 ci_high: None,
@@ -267,10 +268,7 @@ pub fn analyse(data: &RunData, opts: &Options, samples: Option<&SampleMap>) -> V
                                     Some(Verdict::of(&ci, opts.tolerance, e.higher_is_better));
                             }
                             Err(why) => {
-                                let native_median = stats::median(
-                                    &ncs.per_launch.iter().map(|&(_, m)| m).collect::<Vec<_>>(),
-                                );
-                                e.ratio = native_median.map(|n| e.median / n);
+                                e.ratio = stats::median(&theirs).map(|n| e.median / n);
                                 e.note = why;
                             }
                         }
@@ -733,4 +731,111 @@ pub fn write_all(dir: &Path, opts: Option<Options>) -> anyhow::Result<Report> {
         &serde_json::to_vec_pretty(&report)?,
     )?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::results::{LaunchRecord, Store, results_rows};
+    use crate::campaign::runner::{schedule, store_scenario};
+    use crate::campaign::scenario::{Environment, Order, parse};
+    use crate::schema::{ResultRow, SCHEMA_VERSION};
+
+    fn scenario(dir: &Path) -> Scenario {
+        std::fs::create_dir_all(dir.join("img")).unwrap();
+        std::fs::write(dir.join("hybench"), "").unwrap();
+        let mut env = Environment::default();
+        env.hybench_override
+            .insert("mpich".into(), dir.join("hybench"));
+        let text = "name = \"t\"\n[stop]\nci_width = 0.05\nmax_launches = 9\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\", \"hybrid\"]\nimage = [\"img\"]\n";
+        parse(text, &dir.join("s.toml"), &env).unwrap()
+    }
+
+    /// A run whose native launches measure `native` and hybrid ones `hybrid`.
+    fn run_with(dir: &Path, native: &[f64], hybrid: &[f64]) -> Scenario {
+        let s = scenario(dir);
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        store_scenario(&run, &s).unwrap();
+        let mut store = Store::open(&run).unwrap();
+        for (cell, values) in [(&s.cells[0], native), (&s.cells[1], hybrid)] {
+            for (launch, &v) in values.iter().enumerate() {
+                let row = ResultRow {
+                    benchmark: "latency".into(),
+                    size_bytes: 8,
+                    median: v,
+                    schema_version: SCHEMA_VERSION,
+                    ..Default::default()
+                };
+                let rows = results_rows(cell, launch as u32, &[row]).unwrap();
+                let record = LaunchRecord {
+                    cell_key: cell.key.clone(),
+                    launch: launch as u32,
+                    benchmark: cell.benchmark.clone(),
+                    mode: cell.mode.clone(),
+                    status: Status::Ok,
+                    reason: None,
+                    stderr_tail: None,
+                    exit_code: Some(0),
+                    signal: None,
+                    started_at: String::new(),
+                    duration_s: 0.0,
+                    host: String::new(),
+                    slurm_job_id: String::new(),
+                    argv: vec![],
+                    env: vec![],
+                    plan: None,
+                    rows: 1,
+                    samples: 0,
+                    results_end: 0,
+                    samples_end: 0,
+                };
+                store.append(&rows, b"", record).unwrap();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn stop_rule_asks_for_launches_until_the_ci_is_narrow() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_with(dir.path(), &[1.0, 1.01, 0.99], &[1.0, 1.5, 2.0]);
+        let wide = groups_needing_launches(&s, &dir.path().join("run"), &[0, 1], 0.05).unwrap();
+        assert_eq!(wide, HashSet::from([s.cells[0].group_key()]));
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_with(dir.path(), &[1.0, 1.001, 0.999], &[1.1, 1.1, 1.101]);
+        let wide = groups_needing_launches(&s, &dir.path().join("run"), &[0, 1], 0.05).unwrap();
+        assert!(wide.is_empty(), "{wide:?}");
+        // And the report reads the same run: hybrid is 10% slower, beyond ±3%.
+        let data = load(&dir.path().join("run")).unwrap();
+        let entries = analyse(&data, &Options::of(&s), None);
+        let hybrid = entries.iter().find(|e| e.mode == "hybrid").unwrap();
+        assert_eq!(hybrid.verdict, Some(Verdict::Slower));
+        assert!((hybrid.ratio.unwrap() - 1.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn schedules_interleave_or_shuffle_reproducibly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = scenario(dir.path());
+        assert_eq!(
+            schedule(&s, &[0, 1], 0, 2, 0),
+            vec![(0, 0), (1, 0), (0, 1), (1, 1)],
+            "A/B/A/B"
+        );
+        s.order = Order::Shuffled;
+        let a = schedule(&s, &[0, 1], 0, 20, 0);
+        assert_eq!(a, schedule(&s, &[0, 1], 0, 20, 0), "same seed, same order");
+        assert_ne!(
+            a,
+            schedule(&s, &[0, 1], 0, 20, 1),
+            "another round, another order"
+        );
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        let mut want: Vec<(usize, u32)> = (0..20).flat_map(|l| [(0, l), (1, l)]).collect();
+        want.sort_unstable();
+        assert_eq!(sorted, want, "every (cell, launch) once");
+    }
 }
