@@ -30,6 +30,9 @@ impl World {
             std::fs::create_dir_all(dir).expect("mkdir");
         }
         std::fs::write(allowed.join("app.sif"), b"image").expect("image");
+        // An Open MPI library with no component directory next to it.
+        std::fs::create_dir_all(root.join("bare")).expect("mkdir");
+        std::fs::write(root.join("bare/libmpi.so.40"), b"not a library").expect("lib");
         std::fs::write(root.join("allowed_evil/evil.sif"), b"image").expect("image");
         std::os::unix::fs::symlink(
             root.join("allowed_evil/evil.sif"),
@@ -57,8 +60,13 @@ library = "/usr/lib/x86_64-linux-gnu/libmpich.so.12"
 abi = "openmpi"
 pmi = "pmix"
 library = "/usr/lib/x86_64-linux-gnu/libmpi.so.40"
+
+[mpi.openmpi-bare]
+abi = "openmpi"
+library = "{bare}/libmpi.so.40"
 "#,
-                allowed = allowed.display()
+                allowed = allowed.display(),
+                bare = root.join("bare").display()
             ),
         )
         .expect("site");
@@ -402,14 +410,20 @@ fn bad_input_is_refused_with_nothing_launched() {
         &w,
         &[
             "--mpi-profile",
-            "openmpi",
+            "openmpi-bare",
             "--mode",
             "bind",
             &image,
             "--",
             "/x",
         ],
-        &["bind with Open MPI", "--mode hybrid"],
+        // Bind mode with Open MPI needs the host's component directory: none
+        // next to this library, so refused with the key to set.
+        &[
+            "[mpi.openmpi-bare] plugin_dirs",
+            "MCA component directory",
+            "OMPI_MCA_mca_base_component_path",
+        ],
     );
     // No command: clap's usage error (exit 2), nothing launched.
     let out = w.run(&[

@@ -20,9 +20,10 @@
 //! libmpi.so.40's inode. It crosses nodes over TCP here (no fast fabric on this
 //! machine), so the test site file names no fabric and the fabric guard stays
 //! off (asserted from the record). Open MPI runs as root only with
-//! OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM). Bind mode with Open MPI is refused by hybrun
-//! (its components and help files are found through its install prefix); the
-//! refusal is asserted.
+//! OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM). Open MPI bind mode must map the host's
+//! libmpi.so.40 AND the host's MCA components: asserted from hybench's CSV
+//! (inode) and from Open MPI's own component log (`OMPI_MCA_mca_base_verbose`
+//! prints the path of every component it opens).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -148,6 +149,12 @@ fn site_file(work: &Path, records: &Path) -> PathBuf {
 /// `hybrun run` of hybench `bench` in `mode` over 2 nodes (one for `inside`), CSV
 /// into a bound directory; returns the rows and the launch record.
 fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
+    launch_with(s, mode, ranks, bench, &[]).0
+}
+
+/// [`launch`] with extra `--env` assignments; also returns the launch's stdout
+/// and stderr.
+fn launch_with(s: &Setup, mode: &str, ranks: u32, bench: &[&str], env: &[&str]) -> (Run, String) {
     let work = tempfile::tempdir_in(repo_root().join("target")).expect("work dir");
     let out_dir = work.path().join("out");
     let records = work.path().join("records");
@@ -169,6 +176,9 @@ fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
         cmd.args(["-N", "2", "-t", "3"]);
     }
     cmd.args(["--env", "UCX_POSIX_USE_PROC_LINK=n"]);
+    for assignment in env {
+        cmd.args(["--env", assignment]);
+    }
     let output = if mode == "native" {
         cmd.arg("--").arg(&s.hybench);
         out_dir.join("result.csv").to_string_lossy().into_owned()
@@ -221,10 +231,18 @@ fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
         docs.push(doc);
     }
     assert_eq!(docs.len(), 1, "one record per run");
-    Run {
-        rows,
-        records: docs,
-    }
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        Run {
+            rows,
+            records: docs,
+        },
+        log,
+    )
 }
 
 fn inode(path: &Path) -> u64 {
@@ -355,37 +373,58 @@ fn openmpi_hybrid_mode_maps_the_containers_libmpi() {
     assert_eq!(run.records[0]["plan"]["launcher"]["mpi"], "pmix");
 }
 
+/// The host's Open MPI entirely: libmpi.so.40 (the host file's inode, at the
+/// bind directory) and its MCA components from the bound host component
+/// directory (`OMPI_MCA_mca_base_component_path`), not the image's copies at
+/// /usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3.
 #[test]
-fn openmpi_bind_mode_is_refused_with_the_reason() {
+fn openmpi_bind_mode_maps_the_host_libmpi_and_components() {
     let Some(s) = setup_for(Mpi::OpenMpi) else {
         return;
     };
-    let work = tempfile::tempdir_in(repo_root().join("target")).expect("work dir");
-    let records = work.path().join("records");
-    let site = site_file(work.path(), &records);
-    let mut cmd = Command::new(&s.hybrun);
-    cmd.env("SLURM_CONF", &s.slurm_conf)
-        .env("USER", "root")
-        .args(["run", "--site", site.to_str().expect("utf-8")])
-        .args([
-            "--mode",
-            "bind",
-            "--mpi-profile",
-            "openmpi",
-            "-N",
-            "2",
-            "-n",
-            "2",
-        ])
-        .arg(&s.image)
-        .args(["--", "/app/hybench", "latency"]);
-    let out = run_with_timeout(&cmd, LIMIT);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
-    assert!(
-        err.contains("--mode bind with Open MPI (profile openmpi) is not supported yet")
-            && err.contains("install prefix"),
-        "{err}"
+    let (run, log) = launch_with(
+        &s,
+        "bind",
+        2,
+        &LATENCY,
+        &["OMPI_MCA_mca_base_verbose=stdout,level:40"],
     );
-    assert!(!records.exists(), "nothing launched, nothing recorded");
+    let host = inode(Path::new(HOST_LIBMPI_OPENMPI));
+    for r in &run.rows {
+        assert_eq!(
+            r.mpi_library,
+            format!("{BIND_DIR}/libmpi.so.40"),
+            "loaded from the bind directory"
+        );
+        assert_eq!(
+            r.mpi_library_inode, host,
+            "the host's libmpi.so.40 (a hard link to it), not the image's"
+        );
+    }
+    // Open MPI's component log: "examining dynamic pml MCA component "ob1" at
+    // path <dir>/mca_pml_ob1", once per rank, from the bound host directory.
+    let ob1: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("MCA component \"ob1\" at path"))
+        .collect();
+    assert!(ob1.len() >= 2, "no pml/ob1 in the component log:\n{log}");
+    for line in &ob1 {
+        assert!(
+            line.contains(&format!("{BIND_DIR}/openmpi-components/mca_pml_ob1")),
+            "{line}"
+        );
+    }
+    assert!(
+        !log.contains("at path /usr/lib/x86_64-linux-gnu/openmpi"),
+        "a component came from the image:\n{log}"
+    );
+    let record = &run.records[0];
+    let mapped = &record["host_libraries"][0];
+    assert_eq!(mapped["role"], "mpi");
+    assert_eq!(mapped["soname"], "libmpi.so.40");
+    assert_eq!(mapped["ino"], host);
+    assert_eq!(record["plan"]["launcher"]["mpi"], "pmix");
+    // The gate judged the image in bind mode.
+    assert_eq!(record["compatibility"]["mode"], "bind");
+    assert_ne!(record["compatibility"]["status"], "FAIL");
 }

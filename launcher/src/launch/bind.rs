@@ -13,6 +13,36 @@
 //! `<bind dir>/ucx`) and the site's `[fabric] plugin_dirs`; the closures of the
 //! plugins are added too.
 //!
+//! # Open MPI
+//!
+//! Open MPI finds its MCA components, help files and parameter files through its
+//! install directories, not through the library path, so the library closure
+//! alone leaves a container with the host's libmpi.so.40 loading the IMAGE's
+//! components (or none). For an Open MPI profile the bundle therefore also
+//! carries (see [`openmpi_layout`], found next to the profile's `library`;
+//! the site may list its own in `[mpi.NAME] plugin_dirs` / `data_dirs`):
+//!
+//! - the component directory (Debian: `<libdir>/openmpi/lib/openmpi3`,
+//!   upstream: `<libdir>/openmpi`), pointed at by
+//!   `OMPI_MCA_mca_base_component_path` (`ompi_info --all --parsable`: the
+//!   variable `mca_base_component_path`, default the pkglibdir);
+//! - PMIx's component directory (`<dir of libpmix>/pmix`), pointed at by
+//!   `PMIX_MCA_mca_base_component_path` (PMIx 4.2 reads the same variable; its
+//!   `pmix-mca-params.conf` sets it to the host path, and the environment wins
+//!   over the file);
+//! - the help texts (`<prefix>/share/openmpi`, `<pmix prefix>/share/pmix`) and
+//!   Open MPI's parameter file directory (`/etc/openmpi`, `<prefix>/etc`),
+//!   pointed at by `OPAL_PKGDATADIR`, `PMIX_PKGDATADIR` and `OPAL_SYSCONFDIR`
+//!   (the `installdirs/env` components of Open MPI 4.1.4 and PMIx 4.2 read
+//!   these, `strings libopen-pal.so.40 libpmix.so.2`; each overrides its own
+//!   directory whatever the image's `OPAL_PREFIX` says).
+//!
+//! The components' own DT_NEEDED closures (libpmix, libucp, libfabric,
+//! libmca_common_*, ...) join the bundle's libraries; their RUNPATH names host
+//! paths, but LD_LIBRARY_PATH (the bind directory) is searched before RUNPATH.
+//! A component whose dependencies the host cannot resolve cannot load on the
+//! host either: it is bound without its closure and listed in `unloadable`.
+//!
 //! The closure is resolved by the host's dynamic loader (`ld.so --list`, which
 //! reads the ELF headers and applies the host's search rules without running the
 //! library's code); when the image module's ELF helpers land, they replace it.
@@ -69,6 +99,9 @@ pub struct BundleDir {
     pub host: PathBuf,
     /// The variable that points the library at it (None: found by location).
     pub env: Option<String>,
+    /// A data directory (help texts, parameter files): bound whole, no closure.
+    #[serde(default)]
+    pub data: bool,
 }
 
 /// The host side of bind mode.
@@ -78,13 +111,182 @@ pub struct Bundle {
     pub dirs: Vec<BundleDir>,
     /// glibc-family libraries the closure reached and that were left out.
     pub excluded: Vec<String>,
+    /// Plugins whose dependencies the host loader cannot resolve (they cannot
+    /// load on the host either): bound, but without a closure.
+    #[serde(default)]
+    pub unloadable: Vec<String>,
 }
 
-/// A plugin directory requested by the site: host path and variable.
-#[derive(Debug, Clone)]
+/// A plugin (or data) directory requested by the site or the MPI's layout:
+/// host path, variable, name under the bind directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginRequest {
     pub host: PathBuf,
     pub env: Option<String>,
+    /// Its name under the bind directory (default: the host directory's name).
+    pub name: Option<String>,
+    /// Data files (bound whole), not dlopen()ed plugins.
+    pub data: bool,
+}
+
+impl PluginRequest {
+    fn new(host: PathBuf, env: &str, name: &str, data: bool) -> PluginRequest {
+        PluginRequest {
+            host,
+            env: Some(env.to_owned()),
+            name: Some(name.to_owned()),
+            data,
+        }
+    }
+}
+
+/// Open MPI's install directories as found from its library: what bind mode
+/// binds besides the closure (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenMpiLayout {
+    /// Component directories (Open MPI's, PMIx's).
+    pub plugins: Vec<PluginRequest>,
+    /// Help and parameter file directories.
+    pub data: Vec<PluginRequest>,
+    /// Where each one was looked for, for messages.
+    pub looked: Vec<String>,
+}
+
+/// Whether `dir` holds a file whose name starts with `prefix` and ends with
+/// `suffix`.
+fn has_file(dir: &Path, prefix: &str, suffix: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
+        })
+    })
+}
+
+/// Finds Open MPI's component, help and parameter directories, and PMIx's,
+/// from the Open MPI library `library` (libmpi.so.40): the layouts of Debian
+/// (`--libdir=<prefix>/lib/<triplet>/openmpi/lib`, PMIx in `<triplet>/pmix2`)
+/// and of upstream installs (`<prefix>/lib/openmpi`, `<prefix>/share/openmpi`,
+/// `<prefix>/etc`). PMIx is found as the library the `pmix` component loads.
+pub fn openmpi_layout(library: &Path) -> OpenMpiLayout {
+    let mut layout = OpenMpiLayout::default();
+    let canonical = std::fs::canonicalize(library).unwrap_or_else(|_| library.to_owned());
+    let mut libdirs: Vec<PathBuf> = Vec::new();
+    for lib in [library, canonical.as_path()] {
+        if let Some(dir) = lib.parent() {
+            if !libdirs.iter().any(|d| d == dir) {
+                libdirs.push(dir.to_owned());
+            }
+        }
+    }
+    // Components: the pkglibdir, `<libdir>/openmpi` upstream.
+    let candidates: Vec<PathBuf> = libdirs
+        .iter()
+        .flat_map(|d| {
+            [
+                d.join("openmpi"),
+                d.join("openmpi/lib/openmpi3"),
+                d.join("openmpi/lib/openmpi"),
+            ]
+        })
+        .collect();
+    let components = candidates
+        .iter()
+        .find(|d| has_file(d, "mca_", ".so"))
+        .cloned();
+    layout.looked.push(format!(
+        "components (mca_*.so) in {}",
+        candidates
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let ancestors: Vec<PathBuf> = libdirs
+        .iter()
+        .flat_map(|d| d.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
+        .collect();
+    // Help texts: `<prefix>/share/openmpi` (Debian: /usr/share/openmpi).
+    if let Some(dir) = ancestors
+        .iter()
+        .map(|a| a.join("share/openmpi"))
+        .find(|d| has_file(d, "help-", ".txt"))
+    {
+        layout.data.push(PluginRequest::new(
+            dir,
+            "OPAL_PKGDATADIR",
+            "openmpi-data",
+            true,
+        ));
+    }
+    // Parameter files: `<prefix>/etc/openmpi-mca-params.conf`, Debian's
+    // /etc/openmpi (never all of /etc).
+    if let Some(dir) = ancestors
+        .iter()
+        .flat_map(|a| {
+            let flat = (a != Path::new("/")).then(|| a.join("etc"));
+            flat.into_iter().chain([a.join("etc/openmpi")])
+        })
+        .find(|d| d.join("openmpi-mca-params.conf").is_file())
+    {
+        layout.data.push(PluginRequest::new(
+            dir,
+            "OPAL_SYSCONFDIR",
+            "openmpi-etc",
+            true,
+        ));
+    }
+    let Some(components) = components else {
+        return layout;
+    };
+    // PMIx: the library the external PMIx component loads (Open MPI 4.1's
+    // internal PMIx is linked into its component: nothing more to bind).
+    let pmix_lib = std::fs::read_dir(&components)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("mca_pmix_") && n.ends_with(".so"))
+        })
+        .filter_map(|p| loader_list(&p).ok())
+        .flatten()
+        .find(|(name, _)| name.starts_with("libpmix.so"))
+        .and_then(|(_, path)| std::fs::canonicalize(path).ok());
+    layout.plugins.push(PluginRequest::new(
+        components,
+        "OMPI_MCA_mca_base_component_path",
+        "openmpi-components",
+        false,
+    ));
+    let Some(pmix_dir) = pmix_lib.as_deref().and_then(Path::parent) else {
+        return layout;
+    };
+    let pmix_components = pmix_dir.join("pmix");
+    if has_file(&pmix_components, "", ".so") {
+        layout.plugins.push(PluginRequest::new(
+            pmix_components,
+            "PMIX_MCA_mca_base_component_path",
+            "pmix-components",
+            false,
+        ));
+    }
+    if let Some(dir) = pmix_dir
+        .ancestors()
+        .map(|a| a.join("share/pmix"))
+        .find(|d| has_file(d, "help-", ".txt"))
+    {
+        layout.data.push(PluginRequest::new(
+            dir,
+            "PMIX_PKGDATADIR",
+            "pmix-data",
+            true,
+        ));
+    }
+    layout
 }
 
 /// Resolves the bundle of `roots` (MPI library first) and `plugins`, through the
@@ -144,34 +346,75 @@ fn resolve_uncached(roots: &[PathBuf], plugins: &[PluginRequest]) -> Result<Bund
             add(&mut bundle, needed.0, &needed.1)?;
         }
     }
-    // UCX loads its transports from `<dir of libucs>/ucx`.
+    let add_dir = |bundle: &mut Bundle, dir: BundleDir| -> Result<bool, LaunchError> {
+        match bundle.dirs.iter().find(|d| d.name == dir.name) {
+            Some(d) if d.host == dir.host => Ok(false),
+            Some(d) => Err(LaunchError::BundleConflict {
+                name: dir.name.clone(),
+                first: d.host.display().to_string(),
+                second: dir.host.display().to_string(),
+            }),
+            None => {
+                bundle.dirs.push(dir);
+                Ok(true)
+            }
+        }
+    };
+    for plugin in plugins {
+        let host = std::fs::canonicalize(&plugin.host).map_err(|source| LaunchError::BundleIo {
+            path: plugin.host.display().to_string(),
+            source,
+        })?;
+        let name = match &plugin.name {
+            Some(name) => name.clone(),
+            None => file_name(&host)?,
+        };
+        let dir = BundleDir {
+            name,
+            host: host.clone(),
+            env: plugin.env.clone(),
+            data: plugin.data,
+        };
+        if add_dir(&mut bundle, dir)? && !plugin.data {
+            plugin_files.extend(plugin_libraries(&host)?);
+        }
+    }
+    let mut close = |bundle: &mut Bundle, files: Vec<PathBuf>| -> Result<(), LaunchError> {
+        for plugin in files {
+            match loader_list(&plugin) {
+                Ok(list) => {
+                    for needed in list {
+                        add(bundle, needed.0, &needed.1)?;
+                    }
+                }
+                // Cannot load on the host either (e.g. a CUDA component
+                // without libcuda): bound, without a closure.
+                Err(LaunchError::Loader { .. }) => {
+                    bundle.unloadable.push(plugin.display().to_string())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    close(&mut bundle, plugin_files)?;
+    // UCX loads its transports from `<dir of libucs>/ucx`; libucs may come in
+    // with the MPI library or with a component (Open MPI's pml/ucx).
     let ucx = bundle
         .libs
         .iter()
         .find(|l| l.name.starts_with("libucs.so"))
         .and_then(|l| l.host.parent().map(|d| d.join("ucx")))
         .filter(|d| d.is_dir());
-    let mut dirs: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     if let Some(ucx) = ucx {
-        dirs.push(("ucx".into(), ucx, None));
-    }
-    for plugin in plugins {
-        let host = std::fs::canonicalize(&plugin.host).map_err(|source| LaunchError::BundleIo {
-            path: plugin.host.display().to_string(),
-            source,
-        })?;
-        let name = file_name(&host)?;
-        dirs.push((name, host, plugin.env.clone()));
-    }
-    for (name, host, env) in dirs {
-        plugin_files.extend(plugin_libraries(&host)?);
-        if !bundle.dirs.iter().any(|d| d.name == name) {
-            bundle.dirs.push(BundleDir { name, host, env });
-        }
-    }
-    for plugin in plugin_files {
-        for needed in loader_list(&plugin)? {
-            add(&mut bundle, needed.0, &needed.1)?;
+        let dir = BundleDir {
+            name: "ucx".into(),
+            host: ucx.clone(),
+            env: None,
+            data: false,
+        };
+        if add_dir(&mut bundle, dir)? {
+            close(&mut bundle, plugin_libraries(&ucx)?)?;
         }
     }
     // A plugin that needs another plugin (UCX's rdmacm transport needs its ib
@@ -296,8 +539,12 @@ fn cache_key(roots: &[PathBuf], plugins: &[PluginRequest]) -> Result<String, Lau
     for plugin in plugins {
         stat(&mut hash, &plugin.host)?;
         hash.update(plugin.env.as_deref().unwrap_or("").as_bytes());
-        for file in plugin_libraries(&plugin.host)? {
-            stat(&mut hash, &file)?;
+        hash.update(plugin.name.as_deref().unwrap_or("").as_bytes());
+        hash.update([u8::from(plugin.data), 0]);
+        if !plugin.data {
+            for file in plugin_libraries(&plugin.host)? {
+                stat(&mut hash, &file)?;
+            }
         }
     }
     // ld.so.cache may be absent (then it does not matter).
@@ -308,7 +555,7 @@ fn cache_key(roots: &[PathBuf], plugins: &[PluginRequest]) -> Result<String, Lau
             .unwrap_or_default()
             .as_encoded_bytes(),
     );
-    hash.update(b"bundle-v1");
+    hash.update(b"bundle-v2");
     Ok(hex(&hash.finalize()))
 }
 
@@ -330,6 +577,35 @@ fn write_cache(dir: &Path, key: &str, bundle: &Bundle) -> std::io::Result<()> {
     temp.write_all(&serde_json::to_vec_pretty(bundle).map_err(std::io::Error::other)?)?;
     temp.persist(dir.join(format!("bundle-{key}.json")))
         .map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `src` as the tree `dst`: directories made, files placed by `place` (hard
+/// links), symbolic links kept as links.
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    place: &mut dyn FnMut(&Path, &Path) -> Result<(), LaunchError>,
+) -> Result<(), LaunchError> {
+    let io = |path: &Path, source| LaunchError::BundleIo {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir(dst).map_err(|e| io(dst, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| io(src, e))? {
+        let entry = entry.map_err(|e| io(src, e))?;
+        let path = entry.path();
+        let target = dst.join(entry.file_name());
+        let kind = entry.file_type().map_err(|e| io(&path, e))?;
+        if kind.is_symlink() {
+            let link = std::fs::read_link(&path).map_err(|e| io(&path, e))?;
+            std::os::unix::fs::symlink(link, &target).map_err(|e| io(&target, e))?;
+        } else if kind.is_dir() {
+            copy_tree(&path, &target, place)?;
+        } else if kind.is_file() {
+            place(&path, &target)?;
+        }
+    }
     Ok(())
 }
 
@@ -409,6 +685,10 @@ impl Bundle {
         }
         for dir in &self.dirs {
             let sub = temp.path().join(&dir.name);
+            if dir.data {
+                copy_tree(&dir.host, &sub, &mut place)?;
+                continue;
+            }
             std::fs::create_dir(&sub).map_err(|e| io(&sub, e))?;
             for file in plugin_libraries(&dir.host)? {
                 if let Some(name) = file.file_name() {
@@ -503,5 +783,53 @@ mod tests {
         assert!(bundle.libs.iter().all(|l| !is_glibc_family(&l.name)));
         assert!(bundle.excluded.iter().any(|n| n == "libc.so.6"));
         assert!(bundle.dirs.iter().any(|d| d.name == "ucx"));
+    }
+
+    #[test]
+    fn host_openmpi_layout_and_bundle() {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libmpi.so.40");
+        if !lib.exists() || std::env::consts::ARCH != "x86_64" {
+            return; // Open MPI not installed here (scripts/setup installs it).
+        }
+        let layout = openmpi_layout(lib);
+        let env: Vec<&str> = layout
+            .plugins
+            .iter()
+            .chain(&layout.data)
+            .filter_map(|r| r.env.as_deref())
+            .collect();
+        for var in [
+            "OMPI_MCA_mca_base_component_path",
+            "PMIX_MCA_mca_base_component_path",
+            "OPAL_PKGDATADIR",
+            "OPAL_SYSCONFDIR",
+            "PMIX_PKGDATADIR",
+        ] {
+            assert!(env.contains(&var), "{var} not in {env:?}");
+        }
+        let mut requests = layout.plugins.clone();
+        requests.extend(layout.data.iter().cloned());
+        let bundle = resolve(&[lib.to_owned()], &requests, None).expect("bundle");
+        // The components' closure: PMIx comes in with the pmix component.
+        assert!(bundle.libs.iter().any(|l| l.name == "libpmix.so.2"));
+        assert!(bundle.libs.iter().all(|l| !is_glibc_family(&l.name)));
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (dir, _) = bundle.materialize(tmp.path()).expect("materialize");
+        assert!(dir.join("libmpi.so.40").is_file());
+        assert!(dir.join("openmpi-components/mca_pml_ob1.so").is_file());
+        assert!(
+            dir.join("openmpi-data/amca-param-sets").is_dir(),
+            "data trees whole"
+        );
+        assert!(dir.join("openmpi-etc/openmpi-mca-params.conf").is_file());
+        // A name used twice for two directories is an error, not a silent drop.
+        let twice = vec![
+            PluginRequest::new(layout.data[0].host.clone(), "A", "x", true),
+            PluginRequest::new(layout.plugins[0].host.clone(), "B", "x", false),
+        ];
+        assert!(matches!(
+            resolve(&[lib.to_owned()], &twice, None),
+            Err(LaunchError::BundleConflict { .. })
+        ));
     }
 }

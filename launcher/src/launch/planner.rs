@@ -1183,18 +1183,6 @@ fn bind_mode(
                   profile with `library`)"
             .into(),
     })?;
-    if p.abi == MpiAbi::Openmpi && !ctx.req.force {
-        // Open MPI finds its MCA components, help files and PMIx through its
-        // compiled-in prefix, which in the container is the container's (or
-        // nothing): binding the library closure alone is not enough.
-        return Err(LaunchError::Refused {
-            message: format!(
-                "--mode bind with Open MPI (profile {pname}) is not supported yet: its MCA \
-                 component directory and help files are found through its install prefix, \
-                 which bind mode does not bind; use --mode hybrid, or --force to try"
-            ),
-        });
-    }
     let library = p.library.as_ref().ok_or_else(|| {
         site_value(
             site,
@@ -1215,16 +1203,59 @@ fn bind_mode(
             ));
         }
     }
-    let plugins: Vec<PluginRequest> = site
-        .config
-        .fabric
-        .plugin_dirs
-        .iter()
-        .map(|d| PluginRequest {
-            host: d.src.clone().into(),
-            env: d.env.clone(),
-        })
-        .collect();
+    let request = |d: &super::site_sections::PluginDir, data: bool| PluginRequest {
+        host: d.src.clone().into(),
+        env: d.env.clone(),
+        name: d.name.clone(),
+        data,
+    };
+    // The MPI's own plugin and data directories: the profile's, else (Open MPI)
+    // its layout found next to the library. Open MPI finds its components,
+    // help and parameter files through its install directories, not the library
+    // path: without them the host's libmpi.so.40 would load the image's
+    // components (or none). See bind.rs.
+    let mut plugins: Vec<PluginRequest> = Vec::new();
+    let layout = (p.abi == MpiAbi::Openmpi && (p.plugin_dirs.is_none() || p.data_dirs.is_none()))
+        .then(|| bind::openmpi_layout(Path::new(library)));
+    match (&p.plugin_dirs, &layout) {
+        (Some(dirs), _) => plugins.extend(dirs.iter().map(|d| request(d, false))),
+        (None, Some(layout)) => {
+            if !layout
+                .plugins
+                .iter()
+                .any(|r| r.env.as_deref() == Some("OMPI_MCA_mca_base_component_path"))
+            {
+                // Truly unsupported: a host Open MPI whose components hybrun
+                // cannot find would run the image's components.
+                return Err(site_value(
+                    site,
+                    &format!("[mpi.{pname}] plugin_dirs"),
+                    format!(
+                        "bind mode with Open MPI needs the host's MCA component directory, and \
+                         none was found next to {library} (looked for {}): set plugin_dirs = \
+                         [{{ src = \"<pkglibdir>\", env = \"OMPI_MCA_mca_base_component_path\" \
+                         }}] (ompi_info --all --parsable | grep component_path), or \
+                         plugin_dirs = [] for an Open MPI built with --disable-dlopen",
+                        layout.looked.join("; ")
+                    ),
+                ));
+            }
+            plugins.extend(layout.plugins.iter().cloned());
+        }
+        (None, None) => {}
+    }
+    match (&p.data_dirs, &layout) {
+        (Some(dirs), _) => plugins.extend(dirs.iter().map(|d| request(d, true))),
+        (None, Some(layout)) => plugins.extend(layout.data.iter().cloned()),
+        (None, None) => {}
+    }
+    plugins.extend(
+        site.config
+            .fabric
+            .plugin_dirs
+            .iter()
+            .map(|d| request(d, false)),
+    );
     let cache = ctx.host.cache_dir();
     let bundle = bind::resolve(&roots, &plugins, cache.as_deref())?;
     let bind_dir = ctx
@@ -1240,6 +1271,25 @@ fn bind_mode(
         bind_dir.display(),
         bundle.excluded.join(", ")
     ));
+    for dir in &bundle.dirs {
+        notes.notes.push(format!(
+            "bind mode: {} at {}{}",
+            dir.host.display(),
+            bind_dir.join(&dir.name).display(),
+            dir.env
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+    }
+    if !bundle.unloadable.is_empty() {
+        notes.notes.push(format!(
+            "bind mode: {} plugins need libraries the host cannot resolve (they cannot load \
+             on the host either), bound without their closure: {}",
+            bundle.unloadable.len(),
+            bundle.unloadable.join(", ")
+        ));
+    }
     let mut binds = Vec::new();
     match runtime {
         Runtime::Charliecloud { .. } => {

@@ -80,6 +80,16 @@ pub struct MpiProfileSection {
     /// Variables set in the ranks when this profile is used.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Bind mode: directories of components the MPI dlopen()s (bound with the
+    /// closure of every `*.so` in them), each with the variable that points the
+    /// MPI at its container path. Default for `abi = "openmpi"`: Open MPI's and
+    /// PMIx's component directories, found next to `library` (see
+    /// `hybrun::launch::bind::openmpi_layout`); none for the MPICH ABI.
+    pub plugin_dirs: Option<Vec<PluginDir>>,
+    /// Bind mode: directories of data files (help texts, MCA parameter files),
+    /// bound whole, each with its variable. Default for `abi = "openmpi"`: Open
+    /// MPI's and PMIx's help directories and Open MPI's configuration directory.
+    pub data_dirs: Option<Vec<PluginDir>>,
 }
 
 /// A directory of dlopen()ed plugins bound beside the bind-mode libraries, with
@@ -91,6 +101,8 @@ pub struct PluginDir {
     pub src: String,
     /// Variable set to its container path, e.g. FI_PROVIDER_PATH.
     pub env: Option<String>,
+    /// Its name under the bind directory. Default: the last component of `src`.
+    pub name: Option<String>,
 }
 
 /// `[fabric]`: the interconnect's user-space side.
