@@ -18,6 +18,63 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plot: {e:?}")
 }
 
+// Macros rather than functions: the two charts have different coordinate
+// types (log-log and log-linear), which plotters spells out in long generics.
+
+/// A white chart on an SVG file with the size axis below, log-scaled.
+macro_rules! chart {
+    ($root:expr, $caption:expr, $x:expr, $y:expr, $ydesc:expr) => {{
+        $root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&$root)
+            .caption($caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d($x.log_scale(), $y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("message size (bytes)")
+            .y_desc($ydesc)
+            .x_label_formatter(&|x| size_label(x.round() as u64))
+            .draw()
+            .map_err(err)?;
+        chart
+    }};
+}
+
+/// One series: line, points and its legend entry.
+macro_rules! series_line {
+    ($chart:expr, $xy:expr, $color:expr, $name:expr) => {{
+        let color: RGBColor = $color;
+        let xy: Vec<(f64, f64)> = $xy;
+        $chart
+            .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label($name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        $chart
+            .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }};
+}
+
+/// The legend, then the file.
+macro_rules! finish {
+    ($chart:expr, $root:expr) => {{
+        $chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(err)?;
+        $root.present().map_err(err)?;
+    }};
+}
+
 /// The sections (benchmark, setting) in report order, with their entries.
 fn sections(report: &Report) -> Vec<((String, String), Vec<&Entry>)> {
     let mut out: Vec<((String, String), Vec<&Entry>)> = Vec::new();
@@ -89,52 +146,21 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
             let path = dir.join(format!("{stem}-value.svg"));
             {
                 let root = SVGBackend::new(&path, SIZE).into_drawing_area();
-                root.fill(&WHITE).map_err(err)?;
-                let mut chart = ChartBuilder::on(&root)
-                    .caption(
-                        format!("{bench}: median per mode ({setting})"),
-                        ("sans-serif", 18),
-                    )
-                    .margin(12)
-                    .x_label_area_size(45)
-                    .y_label_area_size(70)
-                    .build_cartesian_2d(
-                        xr.clone().log_scale(),
-                        ((ylo / 1.3)..(yhi * 1.3)).log_scale(),
-                    )
-                    .map_err(err)?;
-                chart
-                    .configure_mesh()
-                    .x_desc("message size (bytes)")
-                    .y_desc(unit.as_str())
-                    .x_label_formatter(&|x| size_label(x.round() as u64))
-                    .draw()
-                    .map_err(err)?;
+                let mut chart = chart!(
+                    root,
+                    format!("{bench}: median per mode ({setting})"),
+                    xr.clone(),
+                    ((ylo / 1.3)..(yhi * 1.3)).log_scale(),
+                    unit.as_str()
+                );
                 for (i, (name, points)) in s.iter().enumerate() {
-                    let color = COLORS[i % COLORS.len()];
-                    let xy: Vec<(f64, f64)> = points
+                    let xy = points
                         .iter()
                         .map(|e| (e.size_bytes as f64, e.median))
                         .collect();
-                    chart
-                        .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
-                        .map_err(err)?
-                        .label(name.as_str())
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                        });
-                    chart
-                        .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                        .map_err(err)?;
+                    series_line!(chart, xy, COLORS[i % COLORS.len()], name.as_str());
                 }
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .draw()
-                    .map_err(err)?;
-                root.present().map_err(err)?;
+                finish!(chart, root);
             }
             written.push(path);
         }
@@ -164,24 +190,13 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         let path = dir.join(format!("{stem}-ratio.svg"));
         {
             let root = SVGBackend::new(&path, SIZE).into_drawing_area();
-            root.fill(&WHITE).map_err(err)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(
-                    format!("{bench}: ratio to native, 95% CI ({setting})"),
-                    ("sans-serif", 18),
-                )
-                .margin(12)
-                .x_label_area_size(45)
-                .y_label_area_size(70)
-                .build_cartesian_2d(xr.clone().log_scale(), (lo - pad)..(hi + pad))
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("message size (bytes)")
-                .y_desc("mode / native")
-                .x_label_formatter(&|x| size_label(x.round() as u64))
-                .draw()
-                .map_err(err)?;
+            let mut chart = chart!(
+                root,
+                format!("{bench}: ratio to native, 95% CI ({setting})"),
+                xr.clone(),
+                (lo - pad)..(hi + pad),
+                "mode / native"
+            );
             let (x0, x1) = (xr.start, xr.end);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
@@ -221,28 +236,11 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
                     .iter()
                     .filter_map(|e| e.ratio.map(|r| (e.size_bytes as f64, r)))
                     .collect();
-                if xy.is_empty() {
-                    continue;
+                if !xy.is_empty() {
+                    series_line!(chart, xy, color, name.as_str());
                 }
-                chart
-                    .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
-                    .map_err(err)?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
-                chart
-                    .draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                    .map_err(err)?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperLeft)
-                .draw()
-                .map_err(err)?;
-            root.present().map_err(err)?;
+            finish!(chart, root);
         }
         written.push(path);
     }

@@ -656,17 +656,10 @@ pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
 
 /// A file-name-safe stem for a benchmark and setting.
 pub fn plot_stem(bench: &str, setting: &str) -> String {
-    let mut s = format!("{bench}-{setting}");
-    s = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut s = format!("{bench}-{setting}").replace(
+        |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+        "_",
+    );
     while s.contains("__") {
         s = s.replace("__", "_");
     }
@@ -736,7 +729,7 @@ pub fn write_all(dir: &Path, opts: Option<Options>) -> anyhow::Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaign::results::{LaunchRecord, Store, results_rows};
+    use crate::campaign::results::{Store, results_rows, test_record};
     use crate::campaign::runner::{schedule, store_scenario};
     use crate::campaign::scenario::{Environment, Order, parse};
     use crate::schema::{ResultRow, SCHEMA_VERSION};
@@ -768,28 +761,7 @@ mod tests {
                     ..Default::default()
                 };
                 let rows = results_rows(cell, launch as u32, &[row]).unwrap();
-                let record = LaunchRecord {
-                    cell_key: cell.key.clone(),
-                    launch: launch as u32,
-                    benchmark: cell.benchmark.clone(),
-                    mode: cell.mode.clone(),
-                    status: Status::Ok,
-                    reason: None,
-                    stderr_tail: None,
-                    exit_code: Some(0),
-                    signal: None,
-                    started_at: String::new(),
-                    duration_s: 0.0,
-                    host: String::new(),
-                    slurm_job_id: String::new(),
-                    argv: vec![],
-                    env: vec![],
-                    plan: None,
-                    rows: 1,
-                    samples: 0,
-                    results_end: 0,
-                    samples_end: 0,
-                };
+                let record = test_record(&cell.key, launch as u32);
                 store.append(&rows, b"", record).unwrap();
             }
         }

@@ -574,33 +574,39 @@ pub fn record_slices(dir: &Path) -> anyhow::Result<Vec<RecordSlice>> {
     Ok(out)
 }
 
+/// An ok launch record with nothing else in it (tests).
+#[cfg(test)]
+pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
+    LaunchRecord {
+        cell_key: key.into(),
+        launch,
+        benchmark: "latency".into(),
+        mode: "native".into(),
+        status: Status::Ok,
+        reason: None,
+        stderr_tail: None,
+        exit_code: Some(0),
+        signal: None,
+        started_at: String::new(),
+        duration_s: 0.0,
+        host: String::new(),
+        slurm_job_id: String::new(),
+        argv: vec![],
+        env: vec![],
+        plan: None,
+        rows: 1,
+        samples: 1,
+        results_end: 0,
+        samples_end: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(key: &str, launch: u32) -> LaunchRecord {
-        LaunchRecord {
-            cell_key: key.into(),
-            launch,
-            benchmark: "latency".into(),
-            mode: "native".into(),
-            status: Status::Ok,
-            reason: None,
-            stderr_tail: None,
-            exit_code: Some(0),
-            signal: None,
-            started_at: String::new(),
-            duration_s: 0.0,
-            host: String::new(),
-            slurm_job_id: String::new(),
-            argv: vec![],
-            env: vec![],
-            plan: None,
-            rows: 1,
-            samples: 1,
-            results_end: 0,
-            samples_end: 0,
-        }
+        test_record(key, launch)
     }
 
     #[test]
