@@ -387,7 +387,10 @@ fn openmpi_bind_mode_maps_the_host_libmpi_and_components() {
         "bind",
         2,
         &LATENCY,
-        &["OMPI_MCA_mca_base_verbose=stdout,level:40"],
+        &[
+            "OMPI_MCA_mca_base_verbose=stdout,level:40",
+            "PMIX_MCA_mca_base_verbose=stdout,level:40",
+        ],
     );
     let host = inode(Path::new(HOST_LIBMPI_OPENMPI));
     for r in &run.rows {
@@ -414,8 +417,13 @@ fn openmpi_bind_mode_maps_the_host_libmpi_and_components() {
             "{line}"
         );
     }
+    // PMIx's components too (PMIx searches its pkglibdir first: PMIX_PKGLIBDIR).
     assert!(
-        !log.contains("at path /usr/lib/x86_64-linux-gnu/openmpi"),
+        log.contains(&format!("at path {BIND_DIR}/pmix-components/")),
+        "no PMIx component from the bound dir:\n{log}"
+    );
+    assert!(
+        !log.contains("at path /usr/lib/x86_64-linux-gnu/"),
         "a component came from the image:\n{log}"
     );
     let record = &run.records[0];

@@ -29,7 +29,8 @@
 //! - PMIx's component directory (`<dir of libpmix>/pmix`), pointed at by
 //!   `PMIX_MCA_mca_base_component_path` (PMIx 4.2 reads the same variable; its
 //!   `pmix-mca-params.conf` sets it to the host path, and the environment wins
-//!   over the file);
+//!   over the file) and `PMIX_PKGLIBDIR` (PMIx searches its pkglibdir first,
+//!   whatever the component path says);
 //! - the help texts (`<prefix>/share/openmpi`, `<pmix prefix>/share/pmix`) and
 //!   Open MPI's parameter file directory (`/etc/openmpi`, `<prefix>/etc`),
 //!   pointed at by `OPAL_PKGDATADIR`, `PMIX_PKGDATADIR` and `OPAL_SYSCONFDIR`
@@ -632,10 +633,23 @@ impl Bundle {
 
     /// The variables of the plugin directories, pointing into `bind_dir`.
     pub fn plugin_env(&self, bind_dir: &Path) -> Vec<(String, PathBuf)> {
-        self.dirs
+        let mut vars = Vec::new();
+        for (name, path) in self
+            .dirs
             .iter()
             .filter_map(|d| d.env.clone().map(|e| (e, bind_dir.join(&d.name))))
-            .collect()
+        {
+            // PMIx 4.2 searches `pmix@<its pkglibdir>` BEFORE the component
+            // path ("mca: base: opening components at pmix@/usr/lib/x86_64-
+            // linux-gnu/pmix2/lib/pmix:<component_path>" with
+            // PMIX_MCA_mca_base_verbose), so an image with PMIx at the host's
+            // path would load its own components: move the pkglibdir too.
+            if name == "PMIX_MCA_mca_base_component_path" {
+                vars.push(("PMIX_PKGLIBDIR".to_owned(), path.clone()));
+            }
+            vars.push((name, path));
+        }
+        vars
     }
 
     /// Where [`Bundle::materialize`] puts this bundle under `root`: a name that
