@@ -77,6 +77,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub allow_tcp: bool,
 
+    /// `hybrun exec` leaves each rank's CPU affinity as Slurm or mpiexec set it
+    /// (by default it narrows it to the CPUs near the rank's GPU or the fabric
+    /// NIC; site switch: [gpu] bind_cpus).
+    #[arg(long)]
+    pub no_cpu_bind: bool,
+
     /// The image (SIF file, SquashFS or directory); none for --mode native.
     #[arg(value_name = "IMAGE")]
     pub image: Option<PathBuf>,
@@ -184,6 +190,7 @@ fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
         force: common.force,
         allow_tcp: common.allow_tcp,
         skip_gate: false,
+        no_cpu_bind: common.no_cpu_bind,
         dry_run,
         image: common.image.clone(),
         command: common.command.clone(),
@@ -217,6 +224,7 @@ fn json_document(planned: &Planned, command: &Rendered) -> serde_json::Value {
         "mpi_profile": planned.profile,
         "compatibility": planned.gate,
         "fabric_guard": planned.fabric_guard,
+        "cpu_binding": planned.cpu_binding,
     })
 }
 
@@ -361,6 +369,16 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     }
     if args.dry_run {
         return print_dry_run(&planned, &command, "exec");
+    }
+    // Bind before the exec: the runtime and the container's rank inherit the
+    // affinity (it is only ever narrowed within what the launcher allowed).
+    if let Some(binding) = planned.cpu_binding.as_ref().filter(|b| !b.cpus.is_empty()) {
+        if let Err(e) = hybrun::placement::set_affinity(&binding.cpus) {
+            eprintln!(
+                "hybrun: warning: CPU binding not applied ({}): {e}",
+                binding.why
+            );
+        }
     }
     use std::os::unix::process::CommandExt;
     let error = command.command()?.exec();

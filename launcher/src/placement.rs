@@ -273,6 +273,183 @@ pub fn near_binding(allowed: &[usize], near: &[usize]) -> Option<Vec<usize>> {
     Some(if both.is_empty() { near.to_vec() } else { both })
 }
 
+/// The PCI bus ids of the NVIDIA GPUs the driver knows, in PCI bus order (the
+/// order of CUDA's ordinals under `CUDA_DEVICE_ORDER=PCI_BUS_ID`), read from
+/// `<proc_root>/driver/nvidia/gpus/<bus id>/` (one directory per GPU, whose
+/// `information` file also gives the bus location and "Device Minor"). No CUDA,
+/// no NVML. Empty when the driver is not loaded.
+pub fn nvidia_bus_ids_in(proc_root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(proc_root.join("driver/nvidia/gpus")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(normalize_bus_id))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The locality of a network adapter under `sysfs_root`: an RDMA device
+/// (`class/infiniband/<nic>`: mlx5_0, hfi1_0 for Omni-Path) or, failing that, a
+/// network interface (`class/net/<nic>`).
+pub fn nic_locality_in(sysfs_root: &Path, nic: &str) -> Result<PciLocality, String> {
+    if nic.is_empty() || nic.contains('/') || nic.starts_with('.') {
+        return Err(format!("`{nic}` is not a network device name"));
+    }
+    let mut tried = Vec::new();
+    for class in ["class/infiniband", "class/net"] {
+        let dir = sysfs_root.join(class).join(nic).join("device");
+        let list_path = dir.join("local_cpulist");
+        match std::fs::read_to_string(&list_path) {
+            Ok(text) => {
+                let local_cpus =
+                    parse_cpulist(&text).map_err(|e| format!("{}: {e}", list_path.display()))?;
+                let numa_node = std::fs::read_to_string(dir.join("numa_node"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .and_then(|n| u32::try_from(n).ok());
+                return Ok(PciLocality {
+                    local_cpus,
+                    numa_node,
+                });
+            }
+            Err(_) => tried.push(list_path.display().to_string()),
+        }
+    }
+    Err(format!("cannot read {}", tried.join(" or ")))
+}
+
+/// The only RDMA device under `sysfs_root` (`class/infiniband/*`), when there
+/// is exactly one (with several, which one a rank uses is the MPI's choice).
+pub fn sole_rdma_device_in(sysfs_root: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sysfs_root.join("class/infiniband"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    (names.len() == 1).then(|| names.remove(0))
+}
+
+/// What to do with a rank's CPU affinity given the CPUs it may use (as Slurm or
+/// mpiexec left them) and the CPUs near its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuBindDecision {
+    /// Narrow the affinity to these CPUs (allowed and near the device).
+    Bind(Vec<usize>),
+    /// Leave it: the device's locality is unknown.
+    Unknown,
+    /// Leave it: every allowed CPU is already near the device (one NUMA node).
+    Covered,
+    /// Leave it, with a warning: the launcher bound the rank to CPUs none of
+    /// which is near the device, and hybrun never widens a launcher's binding.
+    Disjoint,
+}
+
+/// The binding for a rank: [`near_binding`] restricted so that it never widens
+/// `allowed` (a binding Slurm or mpiexec chose).
+pub fn cpu_bind_decision(allowed: &[usize], device_cpus: &[usize]) -> CpuBindDecision {
+    if device_cpus.is_empty() || allowed.is_empty() {
+        return CpuBindDecision::Unknown;
+    }
+    match Binding::classify(allowed, device_cpus) {
+        Binding::Near => CpuBindDecision::Covered,
+        Binding::Far => CpuBindDecision::Disjoint,
+        Binding::Unknown => CpuBindDecision::Unknown,
+        Binding::Partial => match near_binding(allowed, device_cpus) {
+            Some(cpus) if cpus.iter().all(|c| allowed.contains(c)) => CpuBindDecision::Bind(cpus),
+            _ => CpuBindDecision::Disjoint,
+        },
+    }
+}
+
+/// What `hybrun exec` decided about a rank's CPUs, for the dry run and the log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CpuBinding {
+    /// The device the rank was bound near: `GPU 0000:17:00.0`, `NIC hfi1_0`;
+    /// empty when none was identified.
+    pub device: String,
+    /// CPUs near the device (a CPU list), empty when unknown.
+    pub device_cpus: String,
+    /// CPUs the rank could use before (sched_getaffinity).
+    pub allowed_cpus: String,
+    /// The CPUs the rank is bound to, or None when the affinity is left alone.
+    pub bind_to: Option<String>,
+    /// Why: what was bound, or why nothing was.
+    pub why: String,
+    /// The CPUs to bind to, as numbers.
+    #[serde(skip)]
+    pub cpus: Vec<usize>,
+    /// Whether `why` is a warning (the launcher's binding kept, far from the device).
+    #[serde(skip)]
+    pub warn: bool,
+}
+
+impl CpuBinding {
+    /// No binding, for a reason.
+    pub fn none(why: impl Into<String>) -> CpuBinding {
+        CpuBinding {
+            device: String::new(),
+            device_cpus: String::new(),
+            allowed_cpus: String::new(),
+            bind_to: None,
+            why: why.into(),
+            cpus: Vec::new(),
+            warn: false,
+        }
+    }
+
+    /// The binding near `device`, whose locality is `locality` (or why it is unknown).
+    pub fn near(
+        device: &str,
+        locality: Result<PciLocality, String>,
+        allowed: &[usize],
+    ) -> CpuBinding {
+        let mut b = CpuBinding::none("");
+        b.device = device.to_owned();
+        b.allowed_cpus = format_cpulist(allowed);
+        let near = match locality {
+            Ok(l) => l.local_cpus,
+            Err(e) => {
+                b.why = format!("no binding: locality unknown for {device} ({e})");
+                return b;
+            }
+        };
+        b.device_cpus = format_cpulist(&near);
+        match cpu_bind_decision(allowed, &near) {
+            CpuBindDecision::Bind(cpus) => {
+                b.why = format!(
+                    "bound to CPUs {} near {device} (of allowed {})",
+                    format_cpulist(&cpus),
+                    b.allowed_cpus
+                );
+                b.bind_to = Some(format_cpulist(&cpus));
+                b.cpus = cpus;
+            }
+            CpuBindDecision::Unknown => {
+                b.why = format!("no binding: locality unknown for {device} (no CPUs listed)");
+            }
+            CpuBindDecision::Covered => {
+                b.why = format!(
+                    "no binding: single NUMA node: the CPUs near {device} ({}) cover all \
+                     allowed CPUs ({})",
+                    b.device_cpus, b.allowed_cpus
+                );
+            }
+            CpuBindDecision::Disjoint => {
+                b.warn = true;
+                b.why = format!(
+                    "no binding: the launcher bound this rank to CPUs {}, none of them near \
+                     {device} ({}); keeping the launcher's binding (hybrun never widens it)",
+                    b.allowed_cpus, b.device_cpus
+                );
+            }
+        }
+        b
+    }
+}
+
 /// Where one rank runs relative to its GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -463,6 +640,75 @@ mod tests {
         assert_eq!(near_binding(&[0, 50], &near), Some(vec![50]));
         assert_eq!(near_binding(&[0, 1], &near), Some(near.clone()));
         assert_eq!(near_binding(&[0, 1], &[]), None);
+    }
+
+    #[test]
+    fn bind_decisions_never_widen() {
+        let near = parse_cpulist("48-95").unwrap();
+        assert_eq!(
+            cpu_bind_decision(&[0, 50, 51], &near),
+            CpuBindDecision::Bind(vec![50, 51])
+        );
+        assert_eq!(
+            cpu_bind_decision(&[50, 51], &near),
+            CpuBindDecision::Covered
+        );
+        assert_eq!(cpu_bind_decision(&[0, 1], &near), CpuBindDecision::Disjoint);
+        assert_eq!(cpu_bind_decision(&[0, 1], &[]), CpuBindDecision::Unknown);
+        assert_eq!(cpu_bind_decision(&[], &near), CpuBindDecision::Unknown);
+        let all: Vec<usize> = (0..96).collect();
+        let b = CpuBinding::near(
+            "GPU 0000:c1:00.0",
+            Ok(PciLocality {
+                local_cpus: near.clone(),
+                numa_node: Some(1),
+            }),
+            &all,
+        );
+        assert_eq!(b.bind_to.as_deref(), Some("48-95"));
+        assert_eq!(b.cpus, near);
+        let b = CpuBinding::near("NIC hfi1_0", Ok(PciLocality::default()), &[0, 1]);
+        assert!(
+            b.bind_to.is_none() && b.why.contains("locality unknown"),
+            "{}",
+            b.why
+        );
+        let b = CpuBinding::near(
+            "NIC hfi1_0",
+            Ok(PciLocality {
+                local_cpus: near,
+                numa_node: None,
+            }),
+            &[0, 1],
+        );
+        assert!(
+            b.warn && b.why.contains("keeping the launcher's binding"),
+            "{}",
+            b.why
+        );
+    }
+
+    #[test]
+    fn nvidia_and_nic_from_fake_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ["0000:c1:00.0", "0000:17:00.0", "junk"] {
+            std::fs::create_dir_all(dir.path().join("driver/nvidia/gpus").join(id)).unwrap();
+        }
+        assert_eq!(
+            nvidia_bus_ids_in(dir.path()),
+            ["0000:17:00.0", "0000:c1:00.0"]
+        );
+        assert!(nvidia_bus_ids_in(&dir.path().join("none")).is_empty());
+        let dev = dir.path().join("class/infiniband/hfi1_0/device");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("local_cpulist"), "0-23\n").unwrap();
+        assert_eq!(
+            nic_locality_in(dir.path(), "hfi1_0").unwrap().local_cpus,
+            (0..24).collect::<Vec<_>>()
+        );
+        assert_eq!(sole_rdma_device_in(dir.path()).as_deref(), Some("hfi1_0"));
+        assert!(nic_locality_in(dir.path(), "mlx5_0").is_err());
+        assert!(nic_locality_in(dir.path(), "../x").is_err());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use super::plan::{
 use super::pmi;
 use super::policy::{self, AllowedDir, CheckedImage, ImageKind};
 use super::site_sections::MpiProfileSection;
+use crate::placement::CpuBinding;
 use crate::site::Site;
 
 /// What the user asked for, independent of how the command line spells it.
@@ -55,6 +56,8 @@ pub struct Request {
     /// The per-rank wrapper of `hybrun run`, which judged the image before the job
     /// started: no second image check on every rank.
     pub skip_gate: bool,
+    /// `--no-cpu-bind`: `hybrun exec` leaves the rank's CPU affinity alone.
+    pub no_cpu_bind: bool,
     pub dry_run: bool,
     pub image: Option<PathBuf>,
     pub command: Vec<OsString>,
@@ -155,6 +158,9 @@ pub struct Planned {
     pub gate: Option<GateRecord>,
     /// The fabric guard's variables (or why it is off).
     pub fabric_guard: Option<FabricGuard>,
+    /// `hybrun exec`: the CPUs this rank is bound to before the runtime starts
+    /// (or why none), applied by the caller with `placement::set_affinity`.
+    pub cpu_binding: Option<CpuBinding>,
 }
 
 /// Who plans the rank.
@@ -172,6 +178,9 @@ struct Notes {
     warnings: Vec<String>,
     gate: Option<GateRecord>,
     fabric_guard: Option<FabricGuard>,
+    /// The CUDA device hybrun chose for this rank, and why its ordinal cannot
+    /// be mapped to a PCI bus id (when it cannot).
+    gpu: Option<(String, Option<String>)>,
 }
 
 /// Plans a whole job (`hybrun run`).
@@ -326,6 +335,7 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         rank_here,
         gate: notes.gate,
         fabric_guard: notes.fabric_guard,
+        cpu_binding: None,
     })
 }
 
@@ -348,6 +358,24 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
             .or_else(|| profile.as_ref().and_then(|(_, p)| p.pmi)),
     };
     let (rank, image, bundle) = plan_rank(&mut ctx, &mut notes)?;
+    let binding = if req.no_cpu_bind {
+        CpuBinding::none("no binding: --no-cpu-bind")
+    } else if !site.config.gpu.bind_cpus.unwrap_or(true) {
+        CpuBinding::none("no binding: [gpu] bind_cpus = false")
+    } else {
+        let target = BindTarget {
+            gpu: notes.gpu.as_ref().map(|(d, _)| d.as_str()),
+            gpu_unmappable: notes.gpu.as_ref().and_then(|(_, why)| why.as_deref()),
+            nic: site.config.fabric.nic.as_deref(),
+            fabric_kind: site.config.fabric.kind.as_deref(),
+        };
+        let allowed = crate::placement::current_affinity().unwrap_or_default();
+        cpu_binding_in(&target, Path::new("/sys"), Path::new("/proc"), &allowed)
+    };
+    if binding.warn {
+        notes.warnings.push(binding.why.clone());
+    }
+    notes.notes.push(format!("CPU binding: {}", binding.why));
     Ok(Planned {
         plan: LaunchPlan {
             geometry: req.geometry.clone(),
@@ -372,6 +400,7 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         rank_here: None,
         gate: notes.gate,
         fabric_guard: notes.fabric_guard,
+        cpu_binding: Some(binding),
     })
 }
 
@@ -782,10 +811,43 @@ fn plan_rank(
             set(
                 &mut changes,
                 "CUDA_VISIBLE_DEVICES",
-                device.into(),
+                device.as_str().into(),
                 "GPU per rank",
             )?;
             notes.notes.push(why);
+            // CUDA numbers GPUs fastest first by default; in PCI bus order they
+            // match /proc/driver/nvidia/gpus, which is how hybrun finds the
+            // chosen GPU's PCI locality (for the CPU binding) without CUDA or
+            // NVML. The same order for every rank also keeps the mapping stable.
+            let given = changes
+                .iter()
+                .rev()
+                .find(|c| c.name == "CUDA_DEVICE_ORDER")
+                .map(|c| match &c.op {
+                    EnvOp::Set(v) => (v.to_string_lossy().into_owned(), c.why.clone()),
+                    EnvOp::Unset => (String::new(), c.why.clone()),
+                })
+                .or_else(|| {
+                    ctx.host
+                        .var("CUDA_DEVICE_ORDER")
+                        .map(|v| (v, "the environment hybrun runs in".to_owned()))
+                });
+            let unmappable = match given {
+                None => {
+                    set(
+                        &mut changes,
+                        "CUDA_DEVICE_ORDER",
+                        "PCI_BUS_ID".into(),
+                        "GPU per rank (CUDA ordinals in PCI bus order, as hybrun maps them)",
+                    )?;
+                    None
+                }
+                Some((v, _)) if v == "PCI_BUS_ID" => None,
+                Some((v, by)) => Some(format!(
+                    "CUDA_DEVICE_ORDER={v:?} (set by {by}): CUDA ordinals are not in PCI bus order"
+                )),
+            };
+            notes.gpu = Some((device, unmappable));
         }
     }
 
@@ -936,6 +998,85 @@ fn gpu_for_rank(host: &Host) -> Option<(String, String)> {
             devices.len()
         ),
     ))
+}
+
+/// The device a rank's CPUs are bound near (see [`cpu_binding_in`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindTarget<'a> {
+    /// The CUDA_VISIBLE_DEVICES entry hybrun chose for the rank.
+    pub gpu: Option<&'a str>,
+    /// Why that entry's ordinal is not in PCI bus order, when it is not.
+    pub gpu_unmappable: Option<&'a str>,
+    /// `[fabric] nic`.
+    pub nic: Option<&'a str>,
+    /// `[fabric] kind`.
+    pub fabric_kind: Option<&'a str>,
+}
+
+/// The CPU binding of a rank that may run on `allowed`: near its GPU when hybrun
+/// chose one (ordinal N = the Nth GPU of `<proc_root>/driver/nvidia/gpus` in bus
+/// order, its locality from `<sysfs_root>/bus/pci/devices`), else near the
+/// fabric's NIC. Never wider than `allowed` (see `placement::cpu_bind_decision`).
+pub fn cpu_binding_in(
+    target: &BindTarget<'_>,
+    sysfs_root: &Path,
+    proc_root: &Path,
+    allowed: &[usize],
+) -> CpuBinding {
+    use crate::placement;
+    if let Some(device) = target.gpu {
+        let label = format!("GPU CUDA_VISIBLE_DEVICES={device}");
+        if let Some(why) = target.gpu_unmappable {
+            return CpuBinding::near(&label, Err(why.to_owned()), allowed);
+        }
+        let Ok(ordinal) = device.parse::<usize>() else {
+            return CpuBinding::near(
+                &label,
+                Err("a GPU UUID or MIG name: its bus id needs NVML".to_owned()),
+                allowed,
+            );
+        };
+        let ids = placement::nvidia_bus_ids_in(proc_root);
+        return match ids.get(ordinal) {
+            Some(id) => CpuBinding::near(
+                &format!("GPU {id} (CUDA device {ordinal})"),
+                placement::pci_locality_in(sysfs_root, id),
+                allowed,
+            ),
+            None => CpuBinding::near(
+                &label,
+                Err(format!(
+                    "{} lists {} GPUs",
+                    proc_root.join("driver/nvidia/gpus").display(),
+                    ids.len()
+                )),
+                allowed,
+            ),
+        };
+    }
+    let fast = target
+        .fabric_kind
+        .is_some_and(|k| !matches!(k, "tcp" | "none" | ""));
+    let nic = match target.nic {
+        Some(nic) => Some(nic.to_owned()),
+        None if fast => placement::sole_rdma_device_in(sysfs_root),
+        None => None,
+    };
+    match nic {
+        Some(nic) => CpuBinding::near(
+            &format!("NIC {nic}"),
+            placement::nic_locality_in(sysfs_root, &nic),
+            allowed,
+        ),
+        None => {
+            let mut b = CpuBinding::none(
+                "no binding: locality unknown (no GPU chosen for this rank, and no fabric NIC: \
+                 set [fabric] nic)",
+            );
+            b.allowed_cpus = placement::format_cpulist(allowed);
+            b
+        }
+    }
 }
 
 /// Whether `path` (absolute) is a directory inside the directory image `root`.
@@ -1460,6 +1601,9 @@ fn exec_args(
     }
     if req.allow_tcp {
         args.push("--allow-tcp".into());
+    }
+    if req.no_cpu_bind {
+        args.push("--no-cpu-bind".into());
     }
     // `hybrun run` judged the image already, on the submit host.
     args.push("--skip-gate".into());

@@ -124,6 +124,11 @@ pub struct FabricSection {
     /// Variables set in every rank (e.g. FI_PROVIDER = "psm2").
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The network adapter the ranks use (`hfi1_0`, `mlx5_0`: a name under
+    /// /sys/class/infiniband, else /sys/class/net): `hybrun exec` binds a rank
+    /// without a GPU to the CPUs near it. Default: the only RDMA device of the
+    /// node, when `kind` is a fast fabric and there is exactly one.
+    pub nic: Option<String>,
 }
 
 /// `[gpu]`: the GPUs of the site.
@@ -137,6 +142,10 @@ pub struct GpuSection {
     /// modulo their number, as `hybrun::placement` rules), by narrowing
     /// CUDA_VISIBLE_DEVICES. Default: true.
     pub per_rank: Option<bool>,
+    /// Whether `hybrun exec` binds each rank to the CPUs near its GPU (or, with
+    /// no GPU chosen, near the `[fabric]` NIC), within the CPUs Slurm or mpiexec
+    /// allowed it (`--no-cpu-bind` for one launch). Default: true.
+    pub bind_cpus: Option<bool>,
 }
 
 /// One site bind.
