@@ -810,6 +810,56 @@ impl Progress {
     }
 }
 
+/// Kill what a killed campaign of this run left running. A campaign killed
+/// with SIGKILL takes its launcher with it (PR_SET_PDEATHSIG), but a launcher's
+/// own children can outlive it (hydra's pmi proxy and ranks blocked in
+/// MPI_Init, seen here): left alone they would share the cores with the
+/// resumed run's measurements. They are recognised by the scratch directory in
+/// their argv, `hybrun-campaign-<run id>-<pid>/`, whose pid is a campaign that
+/// no longer exists (a live one, e.g. a concurrent --submit worker, is spared).
+fn reap_orphans(run_id: &str) {
+    let marker = format!("hybrun-campaign-{run_id}-");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let Some(at) = cmdline.find(&marker) else {
+            continue;
+        };
+        let owner: String = cmdline[at + marker.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if owner.parse::<u32>().is_ok_and(|owner| !alive(owner)) {
+            // SAFETY: kill(2) on a pid we just read; a vanished pid is harmless.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Runs (or resumes) the campaign's launches into `store`. `cells` selects
 /// the cells (all, or one node count's for a `--submit` worker); `also_done`
 /// are launches recorded elsewhere (the run's own store, for a worker).
@@ -822,6 +872,7 @@ pub fn execute(
 ) -> anyhow::Result<Summary> {
     let in_alloc = in_allocation();
     let launchers = Launchers::new(scenario, in_alloc);
+    reap_orphans(&scenario.run_id());
     let scratch = std::env::temp_dir().join(format!(
         "hybrun-campaign-{}-{}",
         scenario.run_id(),
