@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use clap::Args;
 use hybrun::image::abi::{AbiFamily, Implementation};
@@ -232,33 +232,13 @@ pub struct Report {
 /// exit success and stdout+stderr, or None when it cannot start.
 fn probe(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Option<(bool, String)> {
     let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args);
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut child = command.spawn().ok()?;
-    let limit = Duration::from_secs(15);
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                // Ours to end: spawned just above.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Some((false, format!("timed out after {} s", limit.as_secs())));
-            }
-        }
-    }
-    let out = child.wait_with_output().ok()?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    Some((out.status.success(), text.trim().to_owned()))
+    let (ok, text) =
+        hybrun::image::check::run_command_with_timeout(command, Duration::from_secs(15))?;
+    Some((ok, text.trim().to_owned()))
 }
 
 fn last_line(text: &str) -> String {

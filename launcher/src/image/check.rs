@@ -244,8 +244,15 @@ fn explicit_host_mpi(path: &Path) -> Result<HostMpi, HostError> {
 
 /// Runs a command with a deadline; its stdout and stderr, or None when it cannot run.
 pub fn run_with_timeout(program: &Path, args: &[&str], limit: Duration) -> Option<(bool, String)> {
-    let mut child = Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args);
+    run_command_with_timeout(command, limit)
+}
+
+/// Runs a prepared command (stdin closed, output captured) with a deadline: its
+/// exit success and stdout followed by stderr, or None when it cannot start.
+pub fn run_command_with_timeout(mut command: Command, limit: Duration) -> Option<(bool, String)> {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
