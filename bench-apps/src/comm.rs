@@ -77,12 +77,15 @@ impl World {
         };
     }
 
-    /// Post `reqs.len()` non-blocking sends of the same buffer, then wait for all.
+    /// Post one MPI_Isend of `buf` per request slot.
+    ///
+    /// # Safety
+    /// `buf` must stay valid, and unmodified, until every request completes.
     #[inline]
-    pub fn send_window(&self, buf: &[u8], dest: i32, tag: i32, reqs: &mut [ffi::MPI_Request]) {
-        // SAFETY: every request is completed by Waitall before `buf` is released.
-        unsafe {
-            for r in reqs.iter_mut() {
+    unsafe fn post_sends(&self, buf: &[u8], dest: i32, tag: i32, reqs: &mut [ffi::MPI_Request]) {
+        for r in reqs.iter_mut() {
+            // SAFETY: the caller keeps `buf` alive until the requests complete.
+            unsafe {
                 ffi::MPI_Isend(
                     buf.as_ptr() as *const c_void,
                     len_i32(buf.len()),
@@ -91,23 +94,20 @@ impl World {
                     tag,
                     self.comm,
                     r,
-                );
-            }
-            ffi::MPI_Waitall(
-                len_i32(reqs.len()),
-                reqs.as_mut_ptr(),
-                ffi::RSMPI_STATUSES_IGNORE,
-            );
+                )
+            };
         }
     }
 
-    /// Post `reqs.len()` non-blocking receives into the same buffer (the OSU
-    /// method), then wait for all.
+    /// Post one MPI_Irecv into the same `buf` per request slot (the OSU method).
+    ///
+    /// # Safety
+    /// `buf` must stay valid, and not be read or written, until every request completes.
     #[inline]
-    pub fn recv_window(&self, buf: &mut [u8], src: i32, tag: i32, reqs: &mut [ffi::MPI_Request]) {
-        // SAFETY: every request is completed by Waitall before `buf` is released.
-        unsafe {
-            for r in reqs.iter_mut() {
+    unsafe fn post_recvs(&self, buf: &mut [u8], src: i32, tag: i32, reqs: &mut [ffi::MPI_Request]) {
+        for r in reqs.iter_mut() {
+            // SAFETY: the caller keeps `buf` alive and untouched until completion.
+            unsafe {
                 ffi::MPI_Irecv(
                     buf.as_mut_ptr() as *mut c_void,
                     len_i32(buf.len()),
@@ -116,14 +116,39 @@ impl World {
                     tag,
                     self.comm,
                     r,
-                );
-            }
+                )
+            };
+        }
+    }
+
+    /// Complete every request.
+    #[inline]
+    fn wait_all(reqs: &mut [ffi::MPI_Request]) {
+        // SAFETY: the slice holds valid (or null) requests.
+        unsafe {
             ffi::MPI_Waitall(
                 len_i32(reqs.len()),
                 reqs.as_mut_ptr(),
                 ffi::RSMPI_STATUSES_IGNORE,
-            );
-        }
+            )
+        };
+    }
+
+    /// Post `reqs.len()` non-blocking sends of the same buffer, then wait for all.
+    #[inline]
+    pub fn send_window(&self, buf: &[u8], dest: i32, tag: i32, reqs: &mut [ffi::MPI_Request]) {
+        // SAFETY: every request is completed by wait_all before `buf` is released.
+        unsafe { self.post_sends(buf, dest, tag, reqs) };
+        Self::wait_all(reqs);
+    }
+
+    /// Post `reqs.len()` non-blocking receives into the same buffer (the OSU
+    /// method), then wait for all.
+    #[inline]
+    pub fn recv_window(&self, buf: &mut [u8], src: i32, tag: i32, reqs: &mut [ffi::MPI_Request]) {
+        // SAFETY: every request is completed by wait_all before `buf` is released.
+        unsafe { self.post_recvs(buf, src, tag, reqs) };
+        Self::wait_all(reqs);
     }
 
     /// Bidirectional window (osu_bibw): post the receives, then the sends,
@@ -142,39 +167,11 @@ impl World {
     ) {
         // SAFETY: both request arrays are completed before the buffers are released.
         unsafe {
-            for r in recv_reqs.iter_mut() {
-                ffi::MPI_Irecv(
-                    rbuf.as_mut_ptr() as *mut c_void,
-                    len_i32(rbuf.len()),
-                    ffi::RSMPI_UINT8_T,
-                    peer,
-                    recv_tag,
-                    self.comm,
-                    r,
-                );
-            }
-            for r in send_reqs.iter_mut() {
-                ffi::MPI_Isend(
-                    sbuf.as_ptr() as *const c_void,
-                    len_i32(sbuf.len()),
-                    ffi::RSMPI_UINT8_T,
-                    peer,
-                    send_tag,
-                    self.comm,
-                    r,
-                );
-            }
-            ffi::MPI_Waitall(
-                len_i32(send_reqs.len()),
-                send_reqs.as_mut_ptr(),
-                ffi::RSMPI_STATUSES_IGNORE,
-            );
-            ffi::MPI_Waitall(
-                len_i32(recv_reqs.len()),
-                recv_reqs.as_mut_ptr(),
-                ffi::RSMPI_STATUSES_IGNORE,
-            );
+            self.post_recvs(rbuf, peer, recv_tag, recv_reqs);
+            self.post_sends(sbuf, peer, send_tag, send_reqs);
         }
+        Self::wait_all(send_reqs);
+        Self::wait_all(recv_reqs);
     }
 
     pub fn new_requests(n: usize) -> Vec<ffi::MPI_Request> {
