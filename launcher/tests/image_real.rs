@@ -6,6 +6,8 @@
 //! The images are built on first use (seconds) when target/images lacks them. If they
 //! cannot be built, the tests fail under CI (env CI set) and print SKIPPED otherwise.
 
+mod old_glibc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -372,31 +374,8 @@ fn old_image_glibc_fails_bind() {
     std::fs::copy(&real, libdir.join(real_name)).unwrap();
     std::os::unix::fs::symlink(real_name, libdir.join("libmpich.so.12")).unwrap();
     // The stand-in glibc: one symbol at version GLIBC_2.17.
-    let src = tmp.path().join("c.c");
-    let map = tmp.path().join("v.map");
-    std::fs::write(&src, "int fake_glibc_symbol(void) { return 0; }\n").unwrap();
-    std::fs::write(
-        &map,
-        "GLIBC_2.17 { global: fake_glibc_symbol; local: *; };\n",
-    )
-    .unwrap();
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libc.so.6"])
-        .arg(format!("-Wl,--version-script={}", map.display()))
-        .arg("-o")
-        .arg(libdir.join("libc.so.6"))
-        .arg(&src)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        other => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cc is needed under CI: {other:?}"
-            );
-            eprintln!("SKIPPED: cannot build the stand-in libc.so.6 with cc ({other:?})");
-            return;
-        }
+    if !old_glibc::build_old_libc(tmp.path(), &libdir) {
+        return;
     }
     let contents = contents_of(&root);
     assert_eq!(

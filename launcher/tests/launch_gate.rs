@@ -3,6 +3,8 @@
 //! under CI): refusals with the reason and nothing launched, `--force` with a
 //! warning that names what it overrode, and the verdict in the launch record.
 
+mod old_glibc;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -305,31 +307,8 @@ fn old_glibc_image_is_refused_in_bind_mode() {
     let real_name = real.file_name().expect("name");
     std::fs::copy(&real, libdir.join(real_name)).expect("copy");
     std::os::unix::fs::symlink(real_name, libdir.join("libmpich.so.12")).expect("link");
-    let src = w.root.join("c.c");
-    let map = w.root.join("v.map");
-    std::fs::write(&src, "int fake_glibc_symbol(void) { return 0; }\n").expect("c");
-    std::fs::write(
-        &map,
-        "GLIBC_2.17 { global: fake_glibc_symbol; local: *; };\n",
-    )
-    .expect("map");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libc.so.6"])
-        .arg(format!("-Wl,--version-script={}", map.display()))
-        .arg("-o")
-        .arg(libdir.join("libc.so.6"))
-        .arg(&src)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        other => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cc is needed under CI: {other:?}"
-            );
-            eprintln!("SKIPPED: cannot build the stand-in libc.so.6 with cc ({other:?})");
-            return;
-        }
+    if !old_glibc::build_old_libc(&w.root, &libdir) {
+        return;
     }
     let out = w.run_image("bind", "mpich", &root, &["--dry-run"]);
     assert_refused(
