@@ -101,7 +101,7 @@ fn run(cli: &Cli, world: &World) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
 
-    let started_at = started_at();
+    let started_at = hybrun::launch::record::now_utc();
     let collected = meta::collect(world, started_at);
     let clock = ClockKind::detect();
     // Every rank must agree on the clock kind (they share the binary and, in
@@ -174,30 +174,4 @@ fn run(cli: &Cli, world: &World) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// Current UTC time as RFC 3339 (seconds), without pulling in a date crate.
-fn started_at() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

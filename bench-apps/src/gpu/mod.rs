@@ -449,7 +449,7 @@ fn run(cli: &Cli, ranks: &Ranks) -> ExitCode {
     if let Err(code) = agree(ranks, opened) {
         return code;
     }
-    let started_at = crate::started_at();
+    let started_at = hybrun::launch::record::now_utc();
     let setup = match agree(ranks, setup(c)) {
         Ok(s) => s,
         Err(code) => return code,
