@@ -460,6 +460,35 @@ pub fn samples_rows(cell: &Cell, launch: u32, hybench_samples: &[u8]) -> anyhow:
     Ok(out)
 }
 
+/// The bytes of `results.csv` or `samples.csv` (`name`) that the recorded
+/// launches cover: the header and every row up to the last record's length.
+/// Anything past it belongs to a launch that has not written its record yet
+/// (still running, or killed: then the next resume cuts it off), may end in a
+/// torn row, and is not a result, so readers never see it.
+pub fn committed(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(name);
+    let mut bytes =
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let records = read_records(dir)?;
+    let end = match records.last() {
+        Some(r) if name == RESULTS => r.results_end,
+        Some(r) if name == SAMPLES => r.samples_end,
+        Some(_) => bail!("internal error: {name} is not a campaign CSV file"),
+        // No launch recorded yet: the header alone, if it is whole.
+        None => bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1) as u64,
+    };
+    if (bytes.len() as u64) < end {
+        bail!(
+            "{}: {name} is {} bytes but {LAUNCHES} records {end}: the file was changed outside \
+             hybrun",
+            dir.display(),
+            bytes.len()
+        );
+    }
+    bytes.truncate(end as usize);
+    Ok(bytes)
+}
+
 /// One row of results.csv, read back.
 #[derive(Debug, Clone)]
 pub struct StoredRow {
@@ -471,8 +500,8 @@ pub struct StoredRow {
 /// Reads results.csv of a run directory.
 pub fn read_results(dir: &Path) -> anyhow::Result<Vec<StoredRow>> {
     let path = dir.join(RESULTS);
-    let mut rdr =
-        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = committed(dir, RESULTS)?;
+    let mut rdr = csv::Reader::from_reader(bytes.as_slice());
     let headers = rdr.headers()?.clone();
     let n = CELL_COLUMNS.len();
     if headers.len() < n || headers.iter().take(n).ne(CELL_COLUMNS.iter().copied()) {
@@ -503,7 +532,7 @@ pub type SampleMap = HashMap<(String, u32, u64), Vec<f64>>;
 /// Reads samples.csv of a run directory (only what the reports need).
 pub fn read_samples(dir: &Path) -> anyhow::Result<SampleMap> {
     let path = dir.join(SAMPLES);
-    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = committed(dir, SAMPLES)?;
     let mut map: SampleMap = HashMap::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate().skip(1) {
         if line.is_empty() {
@@ -643,6 +672,43 @@ mod tests {
         assert_eq!(std::fs::metadata(d.join(SAMPLES)).unwrap().len(), len_s);
         assert_eq!(std::fs::metadata(d.join(LAUNCHES)).unwrap().len(), len_l);
         assert!(s.done().contains_key(&("a".to_owned(), 0)));
+    }
+
+    #[test]
+    fn readers_see_only_what_the_records_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let header_only = |name| {
+            let b = committed(d, name).unwrap();
+            assert!(b.ends_with(b"\n") && b.iter().filter(|&&c| c == b'\n').count() == 1);
+        };
+        {
+            let _s = Store::open(d).unwrap();
+        }
+        header_only(RESULTS);
+        header_only(SAMPLES);
+        {
+            let mut s = Store::open(d).unwrap();
+            s.append(b"a,1\n", b"x\n", record("a", 0)).unwrap();
+        }
+        let before_r = committed(d, RESULTS).unwrap();
+        let before_s = committed(d, SAMPLES).unwrap();
+        // A launch killed after (part of) its rows, before its record: not
+        // resumed yet, so the rows are still on disk.
+        for (name, tail) in [(RESULTS, &b"b,1\nb,2,tor"[..]), (SAMPLES, &b"y\n"[..])] {
+            let mut f = OpenOptions::new().append(true).open(d.join(name)).unwrap();
+            f.write_all(tail).unwrap();
+        }
+        assert_eq!(committed(d, RESULTS).unwrap(), before_r);
+        assert_eq!(committed(d, SAMPLES).unwrap(), before_s);
+        // A file cut shorter than its record says was changed by hand.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(d.join(RESULTS))
+            .unwrap();
+        f.set_len(3).unwrap();
+        let e = committed(d, RESULTS).unwrap_err().to_string();
+        assert!(e.contains("changed outside hybrun"), "{e}");
     }
 
     #[test]
