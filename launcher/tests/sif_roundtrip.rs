@@ -8,7 +8,6 @@ mod sif_common;
 use std::fs;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::process::Command;
-use std::time::Instant;
 
 use hybrun::sif::format::{DESCRIPTOR_LEN, HEADER_LEN};
 use hybrun::sif::writer::ObjectSource;
@@ -302,7 +301,7 @@ impl<R: Seek> Seek for CountingReader<R> {
 }
 
 #[test]
-fn a_2_gib_image_inspects_in_milliseconds_reading_only_the_tables() {
+fn a_2_gib_image_inspects_reading_only_the_tables() {
     let dir = tempdir();
     let path = dir.path().join("big.sif");
     // A real layout with a small partition, then grown (sparsely) to 2 GiB.
@@ -330,18 +329,15 @@ fn a_2_gib_image_inspects_in_milliseconds_reading_only_the_tables() {
     file.set_len((partition.offset + big) as u64)
         .expect("grow sparsely");
 
-    let start = Instant::now();
     let counting = CountingReader {
         inner: fs::File::open(&path).expect("open"),
         read: 0,
     };
     let image = SifImage::from_reader(counting, path.display().to_string()).expect("inspect");
     let text = display::inspect_text(image.header(), image.descriptors());
-    let elapsed = start.elapsed();
     assert!(text.contains("Data Size:            2 GiB"), "{text}");
     let read = image.into_inner().read;
     assert!(read < 64 * 1024, "read {read} bytes of a 2 GiB image");
-    assert!(elapsed.as_millis() < 500, "took {elapsed:?}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_hybrun"))
         .args(["image", "inspect", path.to_str().expect("UTF-8")])
