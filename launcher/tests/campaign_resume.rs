@@ -193,14 +193,17 @@ fn state_as(dir: &Path, ended: Ended) -> State {
 
 /// A clean, uninterrupted run: what every resumed run must end up equal to
 /// (same launches, rows and sample counts; the timings differ, of course).
-fn clean() -> Option<&'static (PathBuf, State)> {
-    static CLEAN: OnceLock<Option<(PathBuf, State)>> = OnceLock::new();
+/// Also how long that run took, which the kill test scales its moments by.
+fn clean() -> Option<&'static (PathBuf, State, Duration)> {
+    static CLEAN: OnceLock<Option<(PathBuf, State, Duration)>> = OnceLock::new();
     CLEAN
         .get_or_init(|| {
             let hybench = hybench()?;
             let dir = tempfile::tempdir().unwrap().keep();
             let scenario = write_scenario(&dir, &hybench);
+            let t0 = Instant::now();
             run_to_end(&scenario, &dir.join("results"));
+            let took = t0.elapsed();
             let run = run_dir(&dir.join("results"));
             let s = state(&run);
             assert_eq!(s.launches.len(), 4 * 3, "4 cells x 3 launches");
@@ -210,14 +213,16 @@ fn clean() -> Option<&'static (PathBuf, State)> {
                 let per_size = if key.starts_with("latency") { 50 } else { 100 };
                 assert_eq!(*n, per_size, "samples of {key}");
             }
-            Some((run, s))
+            Some((run, s, took))
         })
         .as_ref()
 }
 
 #[test]
 fn crash_points_inside_appends_resume_to_the_clean_run() {
-    let Some((_, expected)) = clean() else { return };
+    let Some((_, expected, _)) = clean() else {
+        return;
+    };
     let hybench = hybench().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), &hybench);
@@ -253,19 +258,26 @@ fn crash_points_inside_appends_resume_to_the_clean_run() {
 
 #[test]
 fn kill_9_at_several_moments_then_resume() {
-    let Some((_, expected)) = clean() else { return };
+    let Some((_, expected, clean_took)) = clean() else {
+        return;
+    };
     let hybench = hybench().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), &hybench);
     let results = dir.path().join("results");
     let mut kills = 0;
-    for delay_ms in [150u64, 400, 650, 900, 1300, 1700] {
+    let mut interrupted_midway = 0;
+    // Moments as fractions of a clean run's time, summing to less than one, so
+    // every kill finds the campaign still running on a fast machine or a slow
+    // one, and the later ones find part of it done.
+    for fraction in [0.04, 0.08, 0.12, 0.16, 0.2, 0.24] {
+        let delay = clean_took.mul_f64(fraction);
         let mut child = campaign(&scenario, &results)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_millis(delay_ms) {
+        while t0.elapsed() < delay {
             if child.try_wait().unwrap().is_some() {
                 break;
             }
@@ -284,9 +296,19 @@ fn kill_9_at_several_moments_then_resume() {
         if results.join("resume").exists() {
             let partial = state_as(&run_dir(&results), Ended::Killed);
             assert!(partial.launches.is_subset(&expected.launches));
+            if !partial.launches.is_empty() && partial.launches != expected.launches {
+                interrupted_midway += 1;
+            }
         }
     }
+    eprintln!(
+        "{kills} kills, {interrupted_midway} left a part-done run (clean run {clean_took:?})"
+    );
     assert!(kills >= 3, "the kills hit a running campaign ({kills})");
+    assert!(
+        interrupted_midway >= 1,
+        "no kill left a campaign part-done (clean run took {clean_took:?})"
+    );
     run_to_end(&scenario, &results);
     let run = run_dir(&results);
     assert_eq!(&state(&run), expected);
@@ -304,7 +326,7 @@ fn kill_9_at_several_moments_then_resume() {
 
 #[test]
 fn report_and_compare_of_real_runs() {
-    let Some((clean_run, _)) = clean() else {
+    let Some((clean_run, _, _)) = clean() else {
         return;
     };
     let hybench = hybench().unwrap();
