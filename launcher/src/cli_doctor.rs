@@ -6,8 +6,8 @@
 //! as `hybrun image check` finds them (ldconfig -p, mpicc -show, pkg-config) and
 //! their DT_NEEDED closure and GLIBC_x.y needs are read from the ELF files by
 //! [`hybrun::image::check::library_closure`] (no ldd, which would run the loader on
-//! the files). GPUs come from /proc/driver/nvidia/version, /dev/nvidia* and
-//! `nvidia-smi -L`: no NVML, so the binary links nothing of CUDA. Topology comes
+//! the files). GPUs come from /proc/driver/nvidia/version, /dev/nvidia* and NVML
+//! ([`hybrun::nvml`], loaded at run time, so the binary links nothing of CUDA). Topology comes
 //! from sysfs (/sys/devices/system/node, cpu lists, PCI numa_node), which is what
 //! `hybrun::placement` reads too; hwlocality would add a C library and libudev-dev
 //! to the build for facts sysfs already gives.
@@ -184,7 +184,9 @@ pub struct RuntimeFinding {
 pub struct Gpu {
     pub driver: Option<String>,
     pub devices: Vec<String>,
-    pub nvidia_smi: Option<Vec<String>>,
+    /// What NVML says (None when it could not be loaded: see `nvml_error`).
+    pub nvml: Option<hybrun::nvml::Inventory>,
+    pub nvml_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -702,47 +704,59 @@ fn gather_gpu(items: &mut Vec<Item>) -> Gpu {
     .into_iter()
     .map(|n| format!("/dev/{n}"))
     .collect();
-    let nvidia_smi = check::which("nvidia-smi").map(|p| match probe(&p, &["-L"], &[]) {
-        Some((true, text)) => text.lines().map(str::to_owned).collect(),
-        Some((false, text)) => vec![format!("failed: {}", last_line(&text))],
-        None => vec!["cannot run it".to_owned()],
-    });
-    let gpus = nvidia_smi
-        .as_ref()
-        .map_or(0, |l| l.iter().filter(|l| l.starts_with("GPU ")).count());
+    let (nvml, nvml_error) = match hybrun::nvml::inventory() {
+        Ok(inv) => (Some(inv), None),
+        Err(e) => (None, Some(e)),
+    };
+    let gpus = nvml.as_ref().map_or(0, |inv| inv.gpus.len());
+    let listed = match (&nvml, &nvml_error) {
+        (Some(inv), _) => format!(
+            "; NVML{}: {}",
+            inv.cuda_driver_version
+                .as_deref()
+                .map_or(String::new(), |c| format!(" (driver supports CUDA {c})")),
+            if inv.gpus.is_empty() {
+                "no GPU".to_owned()
+            } else {
+                inv.gpus
+                    .iter()
+                    .map(describe_gpu)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            }
+        ),
+        (None, Some(e)) => format!("; {e}"),
+        (None, None) => String::new(),
+    };
     items.push(match (&driver, devices.is_empty()) {
-        (None, true) => Item {
+        (None, true) if nvml.is_none() => Item {
             section: "gpu",
             name: "NVIDIA GPUs".into(),
             status: Level::Missing,
-            detail: "no /proc/driver/nvidia/version, no /dev/nvidiaN".into(),
+            detail: "no /proc/driver/nvidia/version, no /dev/nvidiaN, no NVML".into(),
             fix: Some("only for GPU jobs: run on a GPU node with the NVIDIA driver loaded".into()),
         },
         (Some(v), false) => Item {
             section: "gpu",
             name: "NVIDIA GPUs".into(),
-            status: if nvidia_smi.is_some() && gpus == 0 {
-                Level::Warn
-            } else {
-                Level::Ok
-            },
-            detail: format!(
-                "driver {v}; {} device files{}",
-                devices.len(),
-                nvidia_smi.as_ref().map_or(String::new(), |l| format!(
-                    "; nvidia-smi -L: {}",
-                    l.join(" | ")
-                ))
-            ),
-            fix: (nvidia_smi.is_some() && gpus == 0)
-                .then(|| "nvidia-smi lists no GPU: check the driver (dmesg)".into()),
+            status: if gpus == 0 { Level::Warn } else { Level::Ok },
+            detail: format!("driver {v}; {} device files{listed}", devices.len()),
+            fix: (gpus == 0).then(|| {
+                if nvml.is_none() {
+                    "the driver is loaded but NVML (libnvidia-ml.so.1) is not: install the \
+                     driver's user-space libraries, or add their directory to the loader path"
+                        .into()
+                } else {
+                    "NVML lists no GPU: check the driver (dmesg, nvidia-smi)".into()
+                }
+            }),
         },
         (driver, _) => Item {
             section: "gpu",
             name: "NVIDIA GPUs".into(),
             status: Level::Warn,
             detail: format!(
-                "driver {}, {} /dev/nvidiaN files: one without the other",
+                "driver {}, {} /dev/nvidiaN files: one without the other{listed}",
                 driver.as_deref().unwrap_or("absent"),
                 devices.len()
             ),
@@ -756,8 +770,28 @@ fn gather_gpu(items: &mut Vec<Item>) -> Gpu {
     Gpu {
         driver,
         devices,
-        nvidia_smi,
+        nvml,
+        nvml_error,
     }
+}
+
+/// "GPU 0 NVIDIA H200 (0000:1b:00.0, 141 GiB, MIG on)", with what NVML gave.
+fn describe_gpu(g: &hybrun::nvml::GpuInfo) -> String {
+    let mut facts = Vec::new();
+    facts.extend(g.pci_bus_id.clone());
+    facts.extend(
+        g.memory_total_bytes
+            .map(|b| format!("{:.0} GiB", b as f64 / (1u64 << 30) as f64)),
+    );
+    if g.mig_enabled == Some(true) {
+        facts.push("MIG on: jobs see MIG devices".into());
+    }
+    format!(
+        "GPU {} {} ({})",
+        g.index,
+        g.name.as_deref().unwrap_or("(name unreadable)"),
+        facts.join(", ")
+    )
 }
 
 fn read_trim(path: impl AsRef<Path>) -> Option<String> {

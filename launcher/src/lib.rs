@@ -6,6 +6,7 @@
 pub mod campaign;
 pub mod image;
 pub mod launch;
+pub mod nvml;
 pub mod placement;
 pub mod schema;
 pub mod sif;

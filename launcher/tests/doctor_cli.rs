@@ -67,7 +67,7 @@ fn json_report_has_its_schema() {
     for key in ["srun", "version", "mpi_plugins", "error"] {
         assert!(doc["slurm"].get(key).is_some(), "slurm.{key}");
     }
-    for key in ["driver", "devices", "nvidia_smi"] {
+    for key in ["driver", "devices", "nvml", "nvml_error"] {
         assert!(doc["gpu"].get(key).is_some(), "gpu.{key}");
     }
     assert_eq!(doc["topology"]["source"], "sysfs");

@@ -6,28 +6,13 @@
 //! samples taken inside its time window. A failure to read one quantity
 //! leaves that quantity empty: telemetry never stops a benchmark.
 
-use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nvml_wrapper::Nvml;
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor};
-
-/// Open NVML: `libnvidia-ml.so.1` (what the driver installs), then the
-/// unversioned name (development installs).
-pub fn open_nvml() -> Result<Nvml, String> {
-    let mut last = String::new();
-    for name in ["libnvidia-ml.so.1", "libnvidia-ml.so"] {
-        match Nvml::builder().lib_path(OsStr::new(name)).init() {
-            Ok(n) => return Ok(n),
-            Err(e) => last = format!("{name}: {e}"),
-        }
-    }
-    Err(format!("NVML unavailable ({last})"))
-}
 
 /// Static facts NVML knows about the device.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +24,7 @@ pub struct NvmlInfo {
 }
 
 pub fn device_info(bus_id: &str) -> Result<NvmlInfo, String> {
-    let nvml = open_nvml()?;
+    let nvml = hybrun::nvml::open()?;
     let dev = nvml
         .device_by_pci_bus_id(bus_id)
         .map_err(|e| format!("NVML has no device at {bus_id}: {e}"))?;
@@ -82,7 +67,7 @@ impl Sampler {
     pub fn start(bus_id: &str, interval: Duration) -> Result<Sampler, String> {
         // Check on this thread first so the caller learns why there is no telemetry.
         {
-            let nvml = open_nvml()?;
+            let nvml = hybrun::nvml::open()?;
             nvml.device_by_pci_bus_id(bus_id)
                 .map_err(|e| format!("NVML has no device at {bus_id}: {e}"))?;
         }
@@ -92,7 +77,9 @@ impl Sampler {
         let thread = std::thread::Builder::new()
             .name("nvml-sampler".into())
             .spawn(move || {
-                let Ok(nvml) = open_nvml() else { return };
+                let Ok(nvml) = hybrun::nvml::open() else {
+                    return;
+                };
                 let Ok(dev) = nvml.device_by_pci_bus_id(id.as_str()) else {
                     return;
                 };
