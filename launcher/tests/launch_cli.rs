@@ -849,3 +849,105 @@ fn record_names_the_host_mpi_library_and_its_soname() {
     assert_eq!(host["path"], canonical.to_str().expect("utf-8"));
     assert_eq!(doc["mpi_profile"], "mpich");
 }
+
+/// Bind mode under Singularity: the runtime injects SINGULARITYENV_* after the
+/// image's environment scripts, so hybrun must hand it the host MPI directory
+/// followed by what the image sets for itself (here: a CUDA image's OCI ENV and
+/// its %environment), and say so when it cannot tell what the image sets.
+#[test]
+fn bind_mode_keeps_the_images_own_library_path_behind_the_host_mpi() {
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/libmpich.so.12").exists() {
+        assert!(std::env::var_os("CI").is_none(), "host MPICH missing");
+        eprintln!("SKIPPED: no host MPICH (scripts/setup installs it)");
+        return;
+    }
+    let w = World::new();
+    // A singularity that prints what the container's environment would receive.
+    let fake = w.bin.join("singularity");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nprintf 'LD=%s\\n' \"$SINGULARITYENV_LD_LIBRARY_PATH\"\n",
+    )
+    .expect("fake");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let image = w.allowed.join("cuda-app");
+    let env_dir = image.join(".singularity.d/env");
+    std::fs::create_dir_all(&env_dir).expect("mkdir");
+    std::fs::write(
+        env_dir.join("10-docker2singularity.sh"),
+        "#!/bin/sh\nexport PATH=\"/usr/local/bin:/usr/bin:/bin\"\n\
+         export LD_LIBRARY_PATH=\"${LD_LIBRARY_PATH:-\"/usr/local/cuda/compat/lib:/usr/local/nvidia/lib64\"}\"\n",
+    )
+    .expect("docker env");
+    let environment = env_dir.join("90-environment.sh");
+    std::fs::write(
+        &environment,
+        "#!/bin/sh\n# Custom environment shell code should follow\n\
+         export LD_LIBRARY_PATH=/opt/app/lib:$LD_LIBRARY_PATH\n",
+    )
+    .expect("environment");
+    // The runtime's own 99-base.sh tests LD_LIBRARY_PATH: not the image's value.
+    std::fs::write(
+        env_dir.join("99-base.sh"),
+        "if [ -z \"$LD_LIBRARY_PATH\" ]; then LD_LIBRARY_PATH=/.singularity.d/libs; fi\n",
+    )
+    .expect("base");
+    let exec = |w: &World, image: &std::path::Path| {
+        w.run(&[
+            "exec",
+            "--site",
+            w.site(),
+            "--mode",
+            "bind",
+            "--mpi-profile",
+            "mpich",
+            "--skip-gate",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/app/x",
+        ])
+    };
+    // The same image as a SIF file (SquashFS read in place, as at a site).
+    let sqfs = w.root.join("cuda-app.sqfs");
+    let made = Command::new("mksquashfs")
+        .arg(&image)
+        .arg(&sqfs)
+        .args(["-noappend", "-quiet", "-all-root"])
+        .output()
+        .expect("mksquashfs (scripts/setup installs squashfs-tools)");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let sif = w.allowed.join("cuda-app.sif");
+    let wrapped = Command::new(HYBRUN)
+        .args(["image", "wrap"])
+        .arg(&sqfs)
+        .arg(&sif)
+        .output()
+        .expect("hybrun image wrap");
+    assert!(wrapped.status.success(), "{}", stderr(&wrapped));
+    for form in [&image, &sif] {
+        let out = exec(&w, form);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "LD=/opt/hybrun/host-mpi/lib:/opt/app/lib:/usr/local/cuda/compat/lib:/usr/local/nvidia/lib64\n",
+            "{}",
+            form.display()
+        );
+        assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    }
+
+    // A value only the shell knows: the host MPI directory alone, and a warning
+    // that names the line and the way out.
+    std::fs::write(&environment, "export LD_LIBRARY_PATH=$CUDA_HOME/lib64\n").expect("rewrite");
+    let out = exec(&w, &image);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "LD=/opt/hybrun/host-mpi/lib\n");
+    let err = stderr(&out);
+    for want in [
+        "warning",
+        "/.singularity.d/env/90-environment.sh:1 sets LD_LIBRARY_PATH",
+        "--env LD_LIBRARY_PATH=/opt/hybrun/host-mpi/lib:",
+    ] {
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
+}

@@ -5,6 +5,8 @@
 //!   in place (at the SIF partition's offset for SIF) without mounting or extracting.
 //! - [`elf`]: `DT_NEEDED`, `SONAME`, `GLIBC_x.y` needs and definitions, read lazily.
 //! - [`detect`]: MPI, PMI, fabric, glibc, CUDA runtime and OS of an image.
+//! - [`env`]: the `LD_LIBRARY_PATH` an image's Singularity/Apptainer environment
+//!   scripts set (bind mode keeps it behind the host MPI directory).
 //! - [`abi`]: the MPI ABI rules (MPICH ABI, Open MPI, MPI 5 standard ABI; Sarus's
 //!   major/full/strict modes).
 //! - [`check`]: this host's MPI, glibc, GPU driver and Slurm PMI plugins, and a
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod contents;
 pub mod detect;
 pub mod elf;
+pub mod env;
 
 use std::io;
 

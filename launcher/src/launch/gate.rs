@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::LaunchError;
 use super::plan::{Mode, MpiPlugin};
+use crate::image::ImageError;
 use crate::image::abi::AbiMode;
 use crate::image::check::{
     self, HostFacts, HostMpiChoice, LaunchMode, Reason, SrunPmi, Status, fabric_devices,
@@ -47,6 +48,8 @@ pub struct GateInput<'a> {
     pub mode: Mode,
     /// The image, as checked by the path policy (canonical).
     pub image: &'a Path,
+    /// Its contents, opened once by the planner (bind mode reads them too).
+    pub contents: &'a Result<Image, ImageError>,
     /// The MPI profile's host library, when it names one.
     pub host_library: Option<&'a Path>,
     /// srun's `--mpi=` plugin, when srun starts the ranks.
@@ -77,7 +80,12 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
         note: None,
     };
     let mut warnings = Vec::new();
-    let contents = match Image::open(input.image).and_then(|image| detect::detect(&image)) {
+    let detected = input
+        .contents
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|image| detect::detect(image).map_err(|e| e.to_string()));
+    let contents = match detected {
         Ok(contents) => contents,
         Err(e) => {
             // Not a refusal: the runtime judges formats hybrun does not read. The

@@ -26,6 +26,8 @@ use super::plan::{
 use super::pmi;
 use super::policy::{self, AllowedDir, CheckedImage, ImageKind};
 use super::site_sections::MpiProfileSection;
+use crate::image::ImageError;
+use crate::image::contents::Image;
 use crate::placement::CpuBinding;
 use crate::site::Site;
 
@@ -619,10 +621,24 @@ fn plan_rank(
         .as_ref()
         .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from));
     let bind_unjudgeable = ctx.mode == Mode::Bind && host_library.is_none();
-    if let (Some(img), false, false) = (&image, req.skip_gate, bind_unjudgeable) {
+    let gate_runs =
+        matches!(ctx.mode, Mode::Hybrid | Mode::Bind) && !req.skip_gate && !bind_unjudgeable;
+    // The image's contents, read once: by the gate, and by bind mode under the
+    // runtimes that replace the image's own LD_LIBRARY_PATH (bind_library_path).
+    let bind_reads = ctx.mode == Mode::Bind
+        && matches!(
+            runtime,
+            Runtime::Singularity { .. } | Runtime::Apptainer { .. }
+        );
+    let contents = image
+        .as_ref()
+        .filter(|_| gate_runs || bind_reads)
+        .map(|img| Image::open(&img.canonical));
+    if let (Some(img), Some(contents), true) = (&image, &contents, gate_runs) {
         let input = GateInput {
             mode: ctx.mode,
             image: &img.canonical,
+            contents,
             host_library: host_library.as_deref(),
             plugin: ctx.plugin,
             force: req.force,
@@ -719,7 +735,8 @@ fn plan_rank(
     // Bind mode: the host MPI bundle.
     let mut bundle = None;
     if ctx.mode == Mode::Bind {
-        let (b, bundle_binds, bundle_env) = bind_mode(ctx, &runtime, image.as_ref(), notes)?;
+        let (b, bundle_binds, bundle_env) =
+            bind_mode(ctx, &runtime, image.as_ref(), contents.as_ref(), notes)?;
         binds.extend(bundle_binds);
         for (name, value) in bundle_env {
             set(&mut changes, &name, value, "bind mode")?;
@@ -1316,6 +1333,7 @@ fn bind_mode(
     ctx: &RankContext<'_>,
     runtime: &Runtime,
     image: Option<&CheckedImage>,
+    contents: Option<&Result<Image, ImageError>>,
     notes: &mut Notes,
 ) -> Result<(Bundle, Vec<Bind>, Vec<(String, OsString)>), LaunchError> {
     let site = ctx.site;
@@ -1487,12 +1505,59 @@ fn bind_mode(
             }
         }
     }
-    let mut vars: Vec<(String, OsString)> =
-        vec![("LD_LIBRARY_PATH".into(), bind_dir.clone().into_os_string())];
+    let mut vars: Vec<(String, OsString)> = vec![(
+        "LD_LIBRARY_PATH".into(),
+        bind_library_path(runtime, contents, &bind_dir, notes),
+    )];
     for (name, path) in bundle.plugin_env(&bind_dir) {
         vars.push((name, path.into_os_string()));
     }
     Ok((bundle, binds, vars))
+}
+
+/// Bind mode's `LD_LIBRARY_PATH`: the host MPI directory first. Singularity and
+/// Apptainer inject the value after the image's environment scripts, so it
+/// would replace what the image sets for itself (CUDA images reach their compat
+/// and framework libraries that way): the image's own entries follow, as
+/// [`crate::image::env`] reads them. ch-run does not apply the image's
+/// environment file unless asked (`--set-env` without a value), so there the
+/// directory stands alone.
+fn bind_library_path(
+    runtime: &Runtime,
+    contents: Option<&Result<Image, ImageError>>,
+    bind_dir: &Path,
+    notes: &mut Notes,
+) -> OsString {
+    let mut value = bind_dir.as_os_str().to_owned();
+    let (Runtime::Singularity { .. } | Runtime::Apptainer { .. }, Some(contents)) =
+        (runtime, contents)
+    else {
+        return value;
+    };
+    let declared = contents
+        .as_ref()
+        .map_err(|e| format!("hybrun cannot read the image ({e})"))
+        .and_then(crate::image::env::declared_library_path);
+    match declared {
+        Ok(Some(own)) => {
+            value.push(":");
+            value.push(&own.value);
+            notes.notes.push(format!(
+                "bind mode: LD_LIBRARY_PATH = {} then the image's own {} (set at {})",
+                bind_dir.display(),
+                own.value,
+                own.from.join(", ")
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => notes.warnings.push(format!(
+            "bind mode: the container's LD_LIBRARY_PATH will be {dir} alone, without entries \
+             the image may set for itself: {e}; if the application needs them, pass \
+             --env LD_LIBRARY_PATH={dir}:<the image's entries>",
+            dir = bind_dir.display()
+        )),
+    }
+    value
 }
 
 /// ch-run's join for this rank: how many ranks share its node, and a tag unique
