@@ -107,7 +107,7 @@ pub fn analyze_mpi<R: Read + Seek>(
     let info = elf.info()?;
     let rodata = elf.rodata()?;
     let strings = elf::split_strings(&rodata);
-    let implementation = Implementation::from_strings(strings.iter().map(String::as_str));
+    let implementation = Implementation::from_strings(strings.iter().copied());
     let by_name = |n: &str| abi::family_from_name(n);
     let abi = info
         .soname
@@ -125,7 +125,7 @@ pub fn analyze_mpi<R: Read + Seek>(
                 .and_then(|(_, v)| v)
         });
     let version = match implementation.map(Implementation::family) {
-        Some(AbiFamily::OpenMpi) => abi::open_mpi_release(strings.iter().map(String::as_str)),
+        Some(AbiFamily::OpenMpi) => abi::open_mpi_release(strings.iter().copied()),
         Some(AbiFamily::Mpich) => {
             // MPICH and its derivatives export their release as a string constant.
             let mut v = None;
@@ -155,7 +155,7 @@ pub fn analyze_mpi<R: Read + Seek>(
 }
 
 /// "Intel(R) MPI Library 2021.6 for Linux*" -> "2021.6".
-fn intel_release(strings: &[String]) -> Option<String> {
+fn intel_release(strings: &[&str]) -> Option<String> {
     strings.iter().find_map(|s| {
         let rest = s.split("Intel(R) MPI Library ").nth(1)?;
         abi::release_version(rest).map(str::to_owned)
@@ -593,9 +593,7 @@ pub fn detect(image: &Image) -> Result<Contents, ImageError> {
     {
         let version = with_elf(image, &file, &mut notes, |elf| {
             Ok(abi::bare_release(
-                elf::split_strings(&elf.rodata()?)
-                    .iter()
-                    .map(String::as_str),
+                elf::split_strings(&elf.rodata()?).iter().copied(),
             ))
         })
         .flatten();
@@ -689,7 +687,8 @@ pub fn detect(image: &Image) -> Result<Contents, ImageError> {
                 return Ok(defined);
             }
             // No version definitions (stripped oddly): the banner string.
-            let strings = elf::split_strings(&elf.rodata()?);
+            let rodata = elf.rodata()?;
+            let strings = elf::split_strings(&rodata);
             Ok(strings.iter().find_map(|s| {
                 let rest = s
                     .split(" version ")
