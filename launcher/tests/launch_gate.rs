@@ -376,3 +376,53 @@ fn fabric_guard_sets_kept_and_allow_tcp() {
         "{err}"
     );
 }
+
+/// The judgement is cached per image and host (every rank of a job would
+/// otherwise read the MPI libraries again), and a changed image is judged anew.
+#[test]
+fn judgements_are_cached_and_a_changed_image_is_judged_again() {
+    let Some(images) = images() else { return };
+    let w = World::new();
+    let image = w.root.join("img");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(images.join("mpich"))
+        .arg(&image)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let entries = || -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(w.home.join(".hybrun/cache")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("gate-"))
+            .collect();
+        names.sort();
+        names
+    };
+    for round in 0..2 {
+        let out = w.run_image("hybrid", "mpich", &image, &["--dry-run"]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(
+            entries().len(),
+            1,
+            "round {round}: one judgement, then reused"
+        );
+    }
+    // The image's MPI library removed: no longer the same image.
+    let lib = image.join("usr/lib/x86_64-linux-gnu");
+    for entry in std::fs::read_dir(&lib).expect("lib dir") {
+        let path = entry.expect("entry").path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("libmpich.so"))
+        {
+            std::fs::remove_file(path).expect("rm");
+        }
+    }
+    let out = w.run_image("hybrid", "mpich", &image, &["--dry-run"]);
+    assert_refused(&w, &out, &["no MPI library in the image"]);
+    assert_eq!(entries().len(), 2, "the changed image was judged again");
+}

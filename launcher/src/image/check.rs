@@ -44,7 +44,9 @@ impl LaunchMode {
 }
 
 /// How a mode (or one reason) fares; ordered OK < WARN < FAIL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Ok,
@@ -63,7 +65,7 @@ impl Status {
 }
 
 /// One finding behind a verdict.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reason {
     pub status: Status,
     pub text: String,
@@ -387,15 +389,16 @@ fn detect_host_mpi(notes: &mut Vec<String>) -> Vec<HostMpi> {
 }
 
 /// The host's glibc version (the highest GLIBC_x.y its libc.so.6 defines).
+/// Where the host's C library is looked for, in this order.
+pub const HOST_LIBC: [&str; 4] = [
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/lib/aarch64-linux-gnu/libc.so.6",
+    "/lib64/libc.so.6",
+    "/usr/lib64/libc.so.6",
+];
+
 pub fn host_glibc() -> Option<GlibcVersion> {
-    let libc = [
-        "/lib/x86_64-linux-gnu/libc.so.6",
-        "/lib/aarch64-linux-gnu/libc.so.6",
-        "/lib64/libc.so.6",
-        "/usr/lib64/libc.so.6",
-    ]
-    .iter()
-    .find(|p| Path::new(p).exists())?;
+    let libc = HOST_LIBC.iter().find(|p| Path::new(p).exists())?;
     let elf = ElfReader::new(File::open(libc).ok()?);
     elf.info().ok()?.max_glibc_defined()
 }

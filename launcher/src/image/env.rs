@@ -36,7 +36,7 @@ pub const SCRIPTS: &[&str] = &[
 const SCRIPT_LIMIT: u64 = 1 << 20;
 
 /// The image's own `LD_LIBRARY_PATH`, and where it was set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Declared {
     pub value: String,
     /// `file:line` of every assignment that made it.

@@ -47,7 +47,7 @@
 //! The closure is resolved by the host's dynamic loader (`ld.so --list`, which
 //! reads the ELF headers and applies the host's search rules without running the
 //! library's code); when the image module's ELF helpers land, they replace it.
-//! Results are cached on disk, keyed by the loader, LD_LIBRARY_PATH, ld.so.cache
+//! Results are cached on disk ([`super::cache`]), keyed by the loader, LD_LIBRARY_PATH, ld.so.cache
 //! and every input file's device, inode, size and time, so `hybrun exec` on every
 //! rank pays a stat per file, not a loader run.
 //!
@@ -62,7 +62,6 @@
 //!   directory, which the image must contain.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,7 +69,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::LaunchError;
+use super::{LaunchError, cache};
 
 /// The container directory bind mode uses unless the site says otherwise.
 pub const DEFAULT_BIND_DIR: &str = "/opt/hybrun/host-mpi/lib";
@@ -305,8 +304,7 @@ pub fn resolve(
     }
     let bundle = resolve_uncached(roots, plugins)?;
     if let Some(dir) = cache_dir {
-        // A cache that cannot be written only costs time: not an error.
-        let _ = write_cache(dir, &key, &bundle);
+        cache::write(dir, CACHE_KIND, &key, &bundle);
     }
     Ok(bundle)
 }
@@ -516,53 +514,36 @@ fn parse_loader_list(text: &str) -> Result<Vec<(String, PathBuf)>, String> {
 
 /// The cache key: everything the loader's answer depends on.
 fn cache_key(roots: &[PathBuf], plugins: &[PluginRequest]) -> Result<String, LaunchError> {
-    fn stat(hash: &mut Sha256, path: &Path) -> Result<(), LaunchError> {
-        let m = std::fs::metadata(path).map_err(|source| LaunchError::BundleIo {
-            path: path.display().to_string(),
-            source,
-        })?;
-        hash.update(path.as_os_str().as_encoded_bytes());
-        for n in [
-            m.dev(),
-            m.ino(),
-            m.len(),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-        ] {
-            hash.update(n.to_le_bytes());
-        }
-        Ok(())
-    }
-    let mut hash = Sha256::new();
+    let mut key = cache::Key::new(CACHE_KIND);
     for root in roots {
-        stat(&mut hash, root)?;
+        key.file(root);
     }
     for plugin in plugins {
-        stat(&mut hash, &plugin.host)?;
-        hash.update(plugin.env.as_deref().unwrap_or("").as_bytes());
-        hash.update(plugin.name.as_deref().unwrap_or("").as_bytes());
-        hash.update([u8::from(plugin.data), 0]);
+        key.file(&plugin.host);
+        key.text(plugin.env.as_deref().unwrap_or(""));
+        key.text(plugin.name.as_deref().unwrap_or(""));
+        key.text(if plugin.data { "data" } else { "plugins" });
         if !plugin.data {
             for file in plugin_libraries(&plugin.host)? {
-                stat(&mut hash, &file)?;
+                key.file(&file);
             }
         }
     }
     // ld.so.cache may be absent (then it does not matter).
-    let _ = stat(&mut hash, Path::new("/etc/ld.so.cache"));
-    hash.update(loader().as_bytes());
-    hash.update(
-        std::env::var_os("LD_LIBRARY_PATH")
+    key.file(Path::new("/etc/ld.so.cache"));
+    key.text(loader());
+    key.text(
+        &std::env::var_os("LD_LIBRARY_PATH")
             .unwrap_or_default()
-            .as_encoded_bytes(),
+            .to_string_lossy(),
     );
-    hash.update(b"bundle-v2");
-    Ok(hex(&hash.finalize()))
+    Ok(key.finish())
 }
 
+const CACHE_KIND: &str = "bundle-v3";
+
 fn read_cache(dir: &Path, key: &str) -> Option<Bundle> {
-    let text = std::fs::read(dir.join(format!("bundle-{key}.json"))).ok()?;
-    let bundle: Bundle = serde_json::from_slice(&text).ok()?;
+    let bundle: Bundle = cache::read(dir, CACHE_KIND, key)?;
     // The roots and plugin directories are in the key; the closure's own files
     // are not, so a changed one invalidates the entry here.
     bundle
@@ -570,15 +551,6 @@ fn read_cache(dir: &Path, key: &str) -> Option<Bundle> {
         .iter()
         .all(|l| l.host.is_file())
         .then_some(bundle)
-}
-
-fn write_cache(dir: &Path, key: &str, bundle: &Bundle) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    temp.write_all(&serde_json::to_vec_pretty(bundle).map_err(std::io::Error::other)?)?;
-    temp.persist(dir.join(format!("bundle-{key}.json")))
-        .map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// `src` as the tree `dst`: directories made, files placed by `place` (hard

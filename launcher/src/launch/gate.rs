@@ -12,18 +12,19 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::LaunchError;
 use super::plan::{Mode, MpiPlugin};
+use super::{LaunchError, cache};
 use crate::image::ImageError;
 use crate::image::abi::AbiMode;
 use crate::image::check::{
-    self, HostFacts, HostMpiChoice, LaunchMode, Reason, SrunPmi, Status, fabric_devices,
+    self, Driver, HostFacts, HostMpiChoice, LaunchMode, Reason, SrunPmi, Status, fabric_devices,
     host_glibc, nvidia_driver,
 };
 use crate::image::contents::Image;
 use crate::image::detect;
+use crate::image::elf::GlibcVersion;
 
 /// What the gate found, as recorded.
 #[derive(Debug, Clone, Serialize)]
@@ -43,18 +44,58 @@ pub struct GateRecord {
     pub note: Option<String>,
 }
 
+/// An image's contents, opened on first use: a cached judgement needs none.
+pub struct LazyImage<'a> {
+    path: &'a Path,
+    opened: std::cell::OnceCell<Result<Image, ImageError>>,
+}
+
+impl<'a> LazyImage<'a> {
+    pub fn new(path: &'a Path) -> LazyImage<'a> {
+        LazyImage {
+            path,
+            opened: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    pub fn get(&self) -> &Result<Image, ImageError> {
+        self.opened.get_or_init(|| Image::open(self.path))
+    }
+
+    /// The cache key of what is derived from this image alone (`kind`).
+    pub fn key(&self, kind: &str) -> Option<cache::Key> {
+        let mut key = cache::Key::new(kind);
+        key.image(self.path).ok()?;
+        Some(key)
+    }
+}
+
 /// What the gate needs to know about the launch.
 pub struct GateInput<'a> {
     pub mode: Mode,
-    /// The image, as checked by the path policy (canonical).
-    pub image: &'a Path,
-    /// Its contents, opened once by the planner (bind mode reads them too).
-    pub contents: &'a Result<Image, ImageError>,
+    /// The image, as checked by the path policy (canonical), opened on demand.
+    pub image: &'a LazyImage<'a>,
     /// The MPI profile's host library, when it names one.
     pub host_library: Option<&'a Path>,
     /// srun's `--mpi=` plugin, when srun starts the ranks.
     pub plugin: Option<MpiPlugin>,
     pub force: bool,
+    /// Where judgements are cached (none: judge every time).
+    pub cache_dir: Option<&'a Path>,
+}
+
+/// What the image check found: cached, since it depends only on the files in the
+/// key (`judge_cached`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Judgement {
+    image_mpi: Option<String>,
+    reasons: Vec<Reason>,
+    /// Why the image could not be judged (hybrun cannot read it), if so.
+    unreadable: Option<String>,
 }
 
 /// Judges the image; Ok with the record (and warnings for the user) when the launch
@@ -67,11 +108,13 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
         // runtime and the image decide alone.
         Mode::Native | Mode::Inside => return Ok(None),
     };
+    let judged = judge_cached(input, launch_mode)?;
+    let image = input.image.path();
     let mut record = GateRecord {
         mode: launch_mode.name(),
         status: None,
         reasons: Vec::new(),
-        image_mpi: None,
+        image_mpi: judged.image_mpi,
         host_mpi: (input.mode == Mode::Bind)
             .then_some(input.host_library)
             .flatten()
@@ -80,70 +123,15 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
         note: None,
     };
     let mut warnings = Vec::new();
-    let detected = input
-        .contents
-        .as_ref()
-        .map_err(ToString::to_string)
-        .and_then(|image| detect::detect(image).map_err(|e| e.to_string()));
-    let contents = match detected {
-        Ok(contents) => contents,
-        Err(e) => {
-            // Not a refusal: the runtime judges formats hybrun does not read. The
-            // record and the plan's notes say that the gate could not look.
-            record.note = Some(format!(
-                "compatibility not checked: hybrun cannot read the image: {e}"
-            ));
-            return Ok(Some((record, warnings)));
-        }
-    };
-    record.image_mpi = contents.primary_mpi().map(|m| m.describe());
-    let mut pre = Vec::new();
-    // The host MPI matters in bind mode only (hybrid runs the image's own).
-    let choice = match (launch_mode, input.host_library) {
-        (LaunchMode::Bind, Some(lib)) => HostMpiChoice::Path(lib.to_path_buf()),
-        _ => HostMpiChoice::None,
-    };
-    let host_mpi = match check::host_facts(&choice, &check::SrunChoice::None) {
-        Ok(facts) => facts.mpi,
-        Err(e) => {
-            pre.push(Reason {
-                status: Status::Fail,
-                text: format!("the MPI profile's library: {e}"),
-            });
-            Vec::new()
-        }
-    };
-    let host = HostFacts {
-        mpi: host_mpi,
-        notes: Vec::new(),
-        glibc: host_glibc(),
-        driver: nvidia_driver(),
-        // The plugin the plan chose stands in for `srun --mpi=list`: the rank's MPI
-        // must start under it, whatever else this Slurm offers.
-        srun: match input.plugin {
-            Some(plugin) => SrunPmi::Launch {
-                plugin: plugin.name().to_owned(),
-            },
-            None => SrunPmi::Absent,
-        },
-        fabric_devices: fabric_devices(),
-    };
-    let report = check::check(contents, host, &[launch_mode], AbiMode::default());
-    let mut verdict = report
-        .verdicts
-        .into_iter()
-        .next()
-        .ok_or_else(|| LaunchError::Refused {
-            message: "internal: the image check gave no verdict".into(),
-        })?;
-    if input.plugin.is_none() {
-        // Not an srun launch: the PMI rule's "srun not found" is no finding here.
-        verdict
-            .reasons
-            .retain(|r| !r.text.starts_with("srun not found on this host"));
+    if let Some(e) = judged.unreadable {
+        // Not a refusal: the runtime judges formats hybrun does not read. The
+        // record and the plan's notes say that the gate could not look.
+        record.note = Some(format!(
+            "compatibility not checked: hybrun cannot read the image: {e}"
+        ));
+        return Ok(Some((record, warnings)));
     }
-    let mut reasons = pre;
-    reasons.extend(verdict.reasons);
+    let reasons = judged.reasons;
     let status = reasons.iter().map(|r| r.status).max().unwrap_or(Status::Ok);
     record.status = Some(status);
     let fails: Vec<String> = reasons
@@ -161,10 +149,10 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
                 message: format!(
                     "refusing to launch: image {} cannot run in {} mode here: {}; nothing was \
                      launched (`hybrun image check {}` shows every mode; --force launches anyway)",
-                    input.image.display(),
+                    image.display(),
                     record.mode,
                     fails.join("; "),
-                    input.image.display()
+                    image.display()
                 ),
             });
         }
@@ -176,4 +164,117 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
         record.overridden = fails;
     }
     Ok(Some((record, warnings)))
+}
+
+/// The judgement from the cache, or made now and stored. The key: the image's
+/// files, the host MPI library and the loader cache its closure resolves
+/// through, the mode and srun plugin, and the host facts the rules compare with
+/// (glibc, NVIDIA driver, fabric devices), which are cheap to read each time.
+fn judge_cached(input: &GateInput<'_>, mode: LaunchMode) -> Result<Judgement, LaunchError> {
+    let driver = nvidia_driver();
+    let fabric = fabric_devices();
+    let key = input.cache_dir.and_then(|_| {
+        let mut key = input.image.key("gate")?;
+        key.text(mode.name());
+        key.text(input.plugin.map_or("", |p| p.name()));
+        if let Some(lib) = input.host_library.filter(|_| mode == LaunchMode::Bind) {
+            key.file(lib);
+            key.file(Path::new("/etc/ld.so.cache"));
+        }
+        // The host's glibc by its file (reading its version tables is the
+        // judgement's work); the driver and fabric devices as found.
+        for libc in check::HOST_LIBC {
+            key.file(Path::new(libc));
+        }
+        key.text(&format!("{driver:?} {fabric:?}"));
+        Some(key.finish())
+    });
+    if let (Some(dir), Some(key)) = (input.cache_dir, &key) {
+        if let Some(hit) = cache::read::<Judgement>(dir, "gate", key) {
+            return Ok(hit);
+        }
+    }
+    let judged = judge(input, mode, host_glibc(), driver, fabric)?;
+    if let (Some(dir), Some(key)) = (input.cache_dir, &key) {
+        cache::write(dir, "gate", key, &judged);
+    }
+    Ok(judged)
+}
+
+/// Reads the image and the host MPI and applies the image check's rules.
+fn judge(
+    input: &GateInput<'_>,
+    launch_mode: LaunchMode,
+    glibc: Option<GlibcVersion>,
+    driver: Option<Driver>,
+    fabric: Vec<String>,
+) -> Result<Judgement, LaunchError> {
+    let detected = input
+        .image
+        .get()
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|image| detect::detect(image).map_err(|e| e.to_string()));
+    let contents = match detected {
+        Ok(contents) => contents,
+        Err(e) => {
+            return Ok(Judgement {
+                image_mpi: None,
+                reasons: Vec::new(),
+                unreadable: Some(e),
+            });
+        }
+    };
+    let image_mpi = contents.primary_mpi().map(|m| m.describe());
+    let mut reasons = Vec::new();
+    // The host MPI matters in bind mode only (hybrid runs the image's own).
+    let choice = match (launch_mode, input.host_library) {
+        (LaunchMode::Bind, Some(lib)) => HostMpiChoice::Path(lib.to_path_buf()),
+        _ => HostMpiChoice::None,
+    };
+    let host_mpi = match check::host_facts(&choice, &check::SrunChoice::None) {
+        Ok(facts) => facts.mpi,
+        Err(e) => {
+            reasons.push(Reason {
+                status: Status::Fail,
+                text: format!("the MPI profile's library: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    let host = HostFacts {
+        mpi: host_mpi,
+        notes: Vec::new(),
+        glibc,
+        driver,
+        // The plugin the plan chose stands in for `srun --mpi=list`: the rank's MPI
+        // must start under it, whatever else this Slurm offers.
+        srun: match input.plugin {
+            Some(plugin) => SrunPmi::Launch {
+                plugin: plugin.name().to_owned(),
+            },
+            None => SrunPmi::Absent,
+        },
+        fabric_devices: fabric,
+    };
+    let report = check::check(contents, host, &[launch_mode], AbiMode::default());
+    let mut verdict = report
+        .verdicts
+        .into_iter()
+        .next()
+        .ok_or_else(|| LaunchError::Refused {
+            message: "internal: the image check gave no verdict".into(),
+        })?;
+    if input.plugin.is_none() {
+        // Not an srun launch: the PMI rule's "srun not found" is no finding here.
+        verdict
+            .reasons
+            .retain(|r| !r.text.starts_with("srun not found on this host"));
+    }
+    reasons.extend(verdict.reasons);
+    Ok(Judgement {
+        image_mpi,
+        reasons,
+        unreadable: None,
+    })
 }

@@ -11,6 +11,7 @@
 //! - [`pmi`]: srun's `--mpi=` choice and PMIx glue per rank;
 //! - [`bind`]: bind mode's host library bundle;
 //! - [`gate`]: the image compatibility check before a launch;
+//! - [`cache`]: what launches derive from unchanged files (gate judgements, image env);
 //! - [`fabric_guard`]: variables that keep the MPI off TCP on a fast fabric;
 //! - [`policy`]: the image path policy (allowed directory);
 //! - [`record`]: the launch record;
@@ -18,6 +19,7 @@
 //! - [`site_sections`]: the site file's launch sections.
 
 pub mod bind;
+pub mod cache;
 pub mod env;
 pub mod fabric_guard;
 pub mod gate;

@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 
 use super::LaunchError;
 use super::bind::{self, Bundle, PluginRequest};
+use super::cache;
 use super::env;
 use super::fabric_guard::{self, FabricGuard, Flavour};
-use super::gate::{self, GateInput, GateRecord};
+use super::gate::{self, GateInput, GateRecord, LazyImage};
 use super::plan::{
     Bind, Dialect, EnvOp, Geometry, InsideLauncher, Join, LaunchPlan, Launcher, LauncherKind, Mode,
     MpiAbi, MpiPlugin, PerRank, RankPlan, Runtime, Version,
@@ -26,8 +27,6 @@ use super::plan::{
 use super::pmi;
 use super::policy::{self, AllowedDir, CheckedImage, ImageKind};
 use super::site_sections::MpiProfileSection;
-use crate::image::ImageError;
-use crate::image::contents::Image;
 use crate::placement::CpuBinding;
 use crate::site::Site;
 
@@ -621,27 +620,18 @@ fn plan_rank(
         .as_ref()
         .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from));
     let bind_unjudgeable = ctx.mode == Mode::Bind && host_library.is_none();
-    let gate_runs =
-        matches!(ctx.mode, Mode::Hybrid | Mode::Bind) && !req.skip_gate && !bind_unjudgeable;
-    // The image's contents, read once: by the gate, and by bind mode under the
-    // runtimes that replace the image's own LD_LIBRARY_PATH (bind_library_path).
-    let bind_reads = ctx.mode == Mode::Bind
-        && matches!(
-            runtime,
-            Runtime::Singularity { .. } | Runtime::Apptainer { .. }
-        );
-    let contents = image
-        .as_ref()
-        .filter(|_| gate_runs || bind_reads)
-        .map(|img| Image::open(&img.canonical));
-    if let (Some(img), Some(contents), true) = (&image, &contents, gate_runs) {
+    // The image's contents, opened at most once and only when a cache entry is
+    // missing: by the gate, and by bind mode (bind_library_path).
+    let contents = image.as_ref().map(|img| LazyImage::new(&img.canonical));
+    let cache_dir = ctx.host.cache_dir();
+    if let (Some(lazy), false, false) = (&contents, req.skip_gate, bind_unjudgeable) {
         let input = GateInput {
             mode: ctx.mode,
-            image: &img.canonical,
-            contents,
+            image: lazy,
             host_library: host_library.as_deref(),
             plugin: ctx.plugin,
             force: req.force,
+            cache_dir: cache_dir.as_deref(),
         };
         if let Some((record, warnings)) = gate::gate(&input)? {
             notes.warnings.extend(warnings);
@@ -1333,7 +1323,7 @@ fn bind_mode(
     ctx: &RankContext<'_>,
     runtime: &Runtime,
     image: Option<&CheckedImage>,
-    contents: Option<&Result<Image, ImageError>>,
+    contents: Option<&LazyImage<'_>>,
     notes: &mut Notes,
 ) -> Result<(Bundle, Vec<Bind>, Vec<(String, OsString)>), LaunchError> {
     let site = ctx.site;
@@ -1507,7 +1497,7 @@ fn bind_mode(
     }
     let mut vars: Vec<(String, OsString)> = vec![(
         "LD_LIBRARY_PATH".into(),
-        bind_library_path(runtime, contents, &bind_dir, notes),
+        bind_library_path(runtime, contents, cache.as_deref(), &bind_dir, notes),
     )];
     for (name, path) in bundle.plugin_env(&bind_dir) {
         vars.push((name, path.into_os_string()));
@@ -1524,7 +1514,8 @@ fn bind_mode(
 /// directory stands alone.
 fn bind_library_path(
     runtime: &Runtime,
-    contents: Option<&Result<Image, ImageError>>,
+    contents: Option<&LazyImage<'_>>,
+    cache_dir: Option<&Path>,
     bind_dir: &Path,
     notes: &mut Notes,
 ) -> OsString {
@@ -1534,10 +1525,24 @@ fn bind_library_path(
     else {
         return value;
     };
-    let declared = contents
-        .as_ref()
-        .map_err(|e| format!("hybrun cannot read the image ({e})"))
-        .and_then(crate::image::env::declared_library_path);
+    const KIND: &str = "image-env";
+    let key = cache_dir
+        .and_then(|_| contents.key(KIND))
+        .map(|k| k.finish());
+    let cached = cache_dir.zip(key.as_deref()).and_then(|(dir, key)| {
+        cache::read::<Result<Option<crate::image::env::Declared>, String>>(dir, KIND, key)
+    });
+    let declared = cached.unwrap_or_else(|| {
+        let read = contents
+            .get()
+            .as_ref()
+            .map_err(|e| format!("hybrun cannot read the image ({e})"))
+            .and_then(crate::image::env::declared_library_path);
+        if let (Some(dir), Some(key)) = (cache_dir, &key) {
+            cache::write(dir, KIND, key, &read);
+        }
+        read
+    });
     match declared {
         Ok(Some(own)) => {
             value.push(":");
