@@ -122,6 +122,28 @@ pub fn write<T: Serialize>(dir: &Path, kind: &str, key: &str, value: &T) {
     let _ = store();
 }
 
+/// The entry of `kind` under `key` in `dir`, or `compute`'s answer, stored
+/// there when it is Ok. Without a directory or a key, `compute` alone.
+pub fn through<T, E>(
+    dir: Option<&Path>,
+    kind: &str,
+    key: Option<&str>,
+    compute: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let Some((dir, key)) = dir.zip(key) else {
+        return compute();
+    };
+    if let Some(hit) = read(dir, kind, key) {
+        return Ok(hit);
+    }
+    let value = compute()?;
+    write(dir, kind, key, &value);
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

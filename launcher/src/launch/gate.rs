@@ -189,16 +189,9 @@ fn judge_cached(input: &GateInput<'_>, mode: LaunchMode) -> Result<Judgement, La
         key.text(&format!("{driver:?} {fabric:?}"));
         Some(key.finish())
     });
-    if let (Some(dir), Some(key)) = (input.cache_dir, &key) {
-        if let Some(hit) = cache::read::<Judgement>(dir, "gate", key) {
-            return Ok(hit);
-        }
-    }
-    let judged = judge(input, mode, host_glibc(), driver, fabric)?;
-    if let (Some(dir), Some(key)) = (input.cache_dir, &key) {
-        cache::write(dir, "gate", key, &judged);
-    }
-    Ok(judged)
+    cache::through(input.cache_dir, "gate", key.as_deref(), || {
+        judge(input, mode, host_glibc(), driver, fabric)
+    })
 }
 
 /// Reads the image and the host MPI and applies the image check's rules.

@@ -1529,20 +1529,17 @@ fn bind_library_path(
     let key = cache_dir
         .and_then(|_| contents.key(KIND))
         .map(|k| k.finish());
-    let cached = cache_dir.zip(key.as_deref()).and_then(|(dir, key)| {
-        cache::read::<Result<Option<crate::image::env::Declared>, String>>(dir, KIND, key)
-    });
-    let declared = cached.unwrap_or_else(|| {
-        let read = contents
-            .get()
-            .as_ref()
-            .map_err(|e| format!("hybrun cannot read the image ({e})"))
-            .and_then(crate::image::env::declared_library_path);
-        if let (Some(dir), Some(key)) = (cache_dir, &key) {
-            cache::write(dir, KIND, key, &read);
-        }
-        read
-    });
+    // Cached whatever the answer (an unreadable script stays unreadable).
+    let declared = cache::through(cache_dir, KIND, key.as_deref(), || {
+        Ok::<_, std::convert::Infallible>(
+            contents
+                .get()
+                .as_ref()
+                .map_err(|e| format!("hybrun cannot read the image ({e})"))
+                .and_then(crate::image::env::declared_library_path),
+        )
+    })
+    .unwrap_or_else(|never| match never {});
     match declared {
         Ok(Some(own)) => {
             value.push(":");
