@@ -220,7 +220,7 @@ impl Cell {
     fn compute_key(&mut self) {
         self.key.clear();
         let json = serde_json::to_vec(&*self).unwrap_or_default();
-        let hash = hex(&Sha256::digest(&json));
+        let hash = crate::hex(&Sha256::digest(&json));
         self.key = format!(
             "{}.{}.{}x{}.{}.{}",
             self.benchmark,
@@ -271,19 +271,16 @@ impl Scenario {
         let mut copy = self.clone();
         copy.source = PathBuf::new();
         let json = serde_json::to_vec(&copy).unwrap_or_default();
-        format!("{}-{}", self.name, &hex(&Sha256::digest(&json))[..12])
+        format!(
+            "{}-{}",
+            self.name,
+            &crate::hex(&Sha256::digest(&json))[..12]
+        )
     }
 
     pub fn cell(&self, key: &str) -> Option<&Cell> {
         self.cells.iter().find(|c| c.key == key)
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 // ---- The file as written ----

@@ -582,11 +582,6 @@ fn copy_tree(
     Ok(())
 }
 
-/// Lower-case hexadecimal.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Bundle {
     /// Per-file read-only binds into `bind_dir` (Singularity/Apptainer).
     pub fn file_binds(&self, bind_dir: &Path) -> Vec<(PathBuf, PathBuf)> {
@@ -635,7 +630,7 @@ impl Bundle {
                 hash.update((m.mtime() as u64).to_le_bytes());
             }
         }
-        let key = hex(&hash.finalize());
+        let key = crate::hex(&hash.finalize());
         root.join(format!("bundle-{}", &key[..16]))
     }
 

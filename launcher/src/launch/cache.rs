@@ -95,7 +95,7 @@ impl Key {
     }
 
     pub fn finish(self) -> String {
-        super::bind::hex(&self.0.finalize())
+        crate::hex(&self.0.finalize())
     }
 }
 

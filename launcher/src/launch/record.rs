@@ -21,12 +21,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::LaunchError;
-use super::bind::{Bundle, hex};
+use super::bind::Bundle;
 use super::fabric_guard::FabricGuard;
 use super::gate::GateRecord;
 use super::plan::{Bind, LaunchPlan, Rendered};
 use super::planner::{Host, Planned};
 use super::policy::{CheckedImage, ImageKind};
+use crate::hex;
 use crate::image::elf::ElfReader;
 
 /// Format version of the record.

@@ -320,11 +320,6 @@ pub(crate) fn hash_file(file: &mut File) -> io::Result<(u64, [u8; 32])> {
     Ok((total, hasher.finalize().into()))
 }
 
-/// Lower-case hexadecimal.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,10 +352,5 @@ mod tests {
                 (len as u64, digest)
             );
         }
-    }
-
-    #[test]
-    fn hex_is_lower_case() {
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
     }
 }

@@ -323,7 +323,7 @@ impl Store {
 
         let scan = self.scan(&name, &temp.path())?;
         let entry = IndexEntry {
-            sha256: copy::hex(&digest),
+            sha256: crate::hex(&digest),
             size: copied,
             admitted: utc_text(now_unix()),
             source: std::fs::canonicalize(source)
@@ -528,9 +528,9 @@ impl Store {
                 "modified: {size} bytes, {} recorded",
                 recorded.size
             )),
-            Ok((_, digest)) if copy::hex(&digest) != recorded.sha256 => Some(format!(
+            Ok((_, digest)) if crate::hex(&digest) != recorded.sha256 => Some(format!(
                 "modified: sha256 {}, {} recorded",
-                copy::hex(&digest),
+                crate::hex(&digest),
                 recorded.sha256
             )),
             Ok(_) => None,
