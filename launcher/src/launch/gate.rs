@@ -48,6 +48,9 @@ pub struct GateRecord {
 pub struct LazyImage<'a> {
     path: &'a Path,
     opened: std::cell::OnceCell<Result<Image, ImageError>>,
+    /// The image's files, hashed once (a directory image is walked): every
+    /// key of this launch starts from it.
+    identity: std::cell::OnceCell<Option<String>>,
 }
 
 impl<'a> LazyImage<'a> {
@@ -55,6 +58,7 @@ impl<'a> LazyImage<'a> {
         LazyImage {
             path,
             opened: std::cell::OnceCell::new(),
+            identity: std::cell::OnceCell::new(),
         }
     }
 
@@ -68,8 +72,13 @@ impl<'a> LazyImage<'a> {
 
     /// The cache key of what is derived from this image alone (`kind`).
     pub fn key(&self, kind: &str) -> Option<cache::Key> {
+        let identity = self.identity.get_or_init(|| {
+            let mut files = cache::Key::new("image");
+            files.image(self.path).ok()?;
+            Some(files.finish())
+        });
         let mut key = cache::Key::new(kind);
-        key.image(self.path).ok()?;
+        key.text(identity.as_deref()?);
         Some(key)
     }
 }
