@@ -2,9 +2,9 @@
 //! (formulas in bench-apps/README.md), plus per-iteration samples and an
 //! untimed validation pass.
 
-use hybrun::stats::OverRanks;
+use hybrun_core::stats::OverRanks;
 
-use crate::cli::{Bench, Plan};
+use crate::cli::{Benchmark, Plan};
 use crate::clock::{ClockKind, Stamps};
 use crate::comm::{World, wtime};
 
@@ -93,10 +93,10 @@ impl Runner<'_> {
         let mut bufs = Buffers::new(self.plan.bench, max.max(4), self.world.size as usize);
         for &size in &self.plan.sizes {
             let r = match self.plan.bench {
-                Bench::Latency => self.latency(size, &mut bufs),
-                Bench::MultiLat => self.multi_lat(size, &mut bufs),
-                Bench::Bw | Bench::Bibw => self.bw(size, &mut bufs),
-                Bench::MbwMr => self.mbw_mr(size, &mut bufs),
+                Benchmark::Latency => self.latency(size, &mut bufs),
+                Benchmark::MultiLat => self.multi_lat(size, &mut bufs),
+                Benchmark::Bw | Benchmark::Bibw => self.bw(size, &mut bufs),
+                Benchmark::MbwMr => self.mbw_mr(size, &mut bufs),
                 _ => self.collective(size, &mut bufs),
             };
             each(&r);
@@ -304,7 +304,7 @@ impl Runner<'_> {
         let n = size as usize;
         let w = self.world;
         let window = self.plan.window as usize;
-        let bidir = self.plan.bench == Bench::Bibw;
+        let bidir = self.plan.bench == Benchmark::Bibw;
         let mut sreq = World::new_requests(window);
         let mut rreq = World::new_requests(window);
         let mut ack = [0u8; 4];
@@ -387,7 +387,7 @@ impl Runner<'_> {
         let w = self.world;
         let window = self.plan.window as usize;
         let pairs = match self.plan.bench {
-            Bench::MbwMr => self.plan.pairs as i32,
+            Benchmark::MbwMr => self.plan.pairs as i32,
             _ => 1,
         };
         let rank = w.rank;
@@ -500,22 +500,22 @@ impl Runner<'_> {
         let w = self.world;
         let p = w.size as usize;
         match self.plan.bench {
-            Bench::Barrier => w.barrier(),
-            Bench::Bcast => w.bcast(bufs.send.get_mut(size), 0),
-            Bench::Reduce => {
+            Benchmark::Barrier => w.barrier(),
+            Benchmark::Bcast => w.bcast(bufs.send.get_mut(size), 0),
+            Benchmark::Reduce => {
                 let k = size / 4;
                 w.reduce_sum_f32(&bufs.fsend[..k], &mut bufs.frecv[..k], 0)
             }
-            Bench::Allreduce => {
+            Benchmark::Allreduce => {
                 let k = size / 4;
                 w.allreduce_sum_f32(&bufs.fsend[..k], &mut bufs.frecv[..k])
             }
-            Bench::Allgather => w.allgather(bufs.send.get(size), bufs.recv.get_mut(size * p)),
-            Bench::Alltoall => {
+            Benchmark::Allgather => w.allgather(bufs.send.get(size), bufs.recv.get_mut(size * p)),
+            Benchmark::Alltoall => {
                 w.alltoall(bufs.send.get(size * p), bufs.recv.get_mut(size * p), size)
             }
-            Bench::Gather => w.gather(bufs.send.get(size), bufs.recv.get_mut(size * p), 0),
-            Bench::Scatter => w.scatter(bufs.send.get(size * p), bufs.recv.get_mut(size), 0),
+            Benchmark::Gather => w.gather(bufs.send.get(size), bufs.recv.get_mut(size * p), 0),
+            Benchmark::Scatter => w.scatter(bufs.send.get(size * p), bufs.recv.get_mut(size), 0),
             _ => unreachable!("not a collective"),
         }
     }
@@ -536,7 +536,7 @@ impl Runner<'_> {
                 times.push(t1 - t0);
             }
             // OSU separates iterations with a barrier (not for the barrier test itself).
-            if self.plan.bench != Bench::Barrier {
+            if self.plan.bench != Benchmark::Barrier {
                 w.barrier();
             }
         }
@@ -547,7 +547,7 @@ impl Runner<'_> {
             None
         };
         let us: Vec<f64> = times.iter().map(|t| t * 1e6).collect();
-        let my_mean = hybrun::stats::mean(&us);
+        let my_mean = hybrun_core::stats::mean(&us);
         let all = w.gather_f64(&us, 0);
         let means = w.gather_f64(&[my_mean], 0);
         let (samples, over) = if w.rank == 0 {
@@ -581,8 +581,8 @@ impl Runner<'_> {
         let p = w.size as usize;
         let me = w.rank as u64;
         let ok = match self.plan.bench {
-            Bench::Barrier => true,
-            Bench::Bcast => {
+            Benchmark::Barrier => true,
+            Benchmark::Bcast => {
                 if me == 0 {
                     fill_pattern(bufs.send.get_mut(n), size, 0);
                 } else {
@@ -595,7 +595,7 @@ impl Runner<'_> {
                 }
                 self.check(&got, size, 0, "bcast")
             }
-            Bench::Reduce | Bench::Allreduce => {
+            Benchmark::Reduce | Benchmark::Allreduce => {
                 let k = n / 4;
                 // Small integers: the float sum is exact in any order.
                 for (i, v) in bufs.fsend[..k].iter_mut().enumerate() {
@@ -603,7 +603,7 @@ impl Runner<'_> {
                 }
                 bufs.frecv[..k].fill(-1.0);
                 self.call(n, bufs);
-                let checks_result = self.plan.bench == Bench::Allreduce || me == 0;
+                let checks_result = self.plan.bench == Benchmark::Allreduce || me == 0;
                 if self.corrupt && checks_result && k > 0 {
                     bufs.frecv[k / 2] += 1.0;
                     self.corrupt = false;
@@ -624,11 +624,11 @@ impl Runner<'_> {
                     }
                 }
             }
-            Bench::Allgather | Bench::Gather => {
+            Benchmark::Allgather | Benchmark::Gather => {
                 fill_pattern(bufs.send.get_mut(n), size, me);
                 bufs.recv.get_mut(n * p).fill(0);
                 self.call(n, bufs);
-                if self.plan.bench == Bench::Gather && me != 0 {
+                if self.plan.bench == Benchmark::Gather && me != 0 {
                     true
                 } else {
                     let mut got = bufs.recv.get(n * p).to_vec();
@@ -640,7 +640,7 @@ impl Runner<'_> {
                     ok
                 }
             }
-            Bench::Scatter => {
+            Benchmark::Scatter => {
                 if me == 0 {
                     for (dst, block) in bufs.send.get_mut(n * p).chunks_mut(n.max(1)).enumerate() {
                         fill_pattern(block, size, dst as u64);
@@ -651,7 +651,7 @@ impl Runner<'_> {
                 self.maybe_corrupt(&mut got);
                 self.check(&got, size, me, "scatter")
             }
-            Bench::Alltoall => {
+            Benchmark::Alltoall => {
                 for (dst, block) in bufs.send.get_mut(n * p).chunks_mut(n.max(1)).enumerate() {
                     fill_pattern(block, size, me * 1_000_003 + dst as u64);
                 }
@@ -680,16 +680,16 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    fn new(bench: Bench, max: usize, ranks: usize) -> Buffers {
+    fn new(bench: Benchmark, max: usize, ranks: usize) -> Buffers {
         let per = if matches!(
             bench,
-            Bench::Allgather | Bench::Alltoall | Bench::Gather | Bench::Scatter
+            Benchmark::Allgather | Benchmark::Alltoall | Benchmark::Gather | Benchmark::Scatter
         ) {
             max * ranks
         } else {
             max
         };
-        let floats = if matches!(bench, Bench::Reduce | Bench::Allreduce) {
+        let floats = if matches!(bench, Benchmark::Reduce | Benchmark::Allreduce) {
             max / 4
         } else {
             0

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
+pub use hybrun_core::vocab::Benchmark;
 
 /// OSU's threshold between "small" and "large" messages (LARGE_MESSAGE_SIZE).
 pub const LARGE_MESSAGE_SIZE: u64 = 8192;
@@ -17,54 +18,12 @@ pub const MAX_ACCEPTED_SIZE: u64 = 1 << 30;
 #[derive(Parser, Debug)]
 #[command(name = "hybench", version, about, long_about = None)]
 pub struct Cli {
-    #[command(subcommand)]
-    pub bench: Bench,
+    /// The benchmark (the catalogue is `hybrun_core::vocab::Benchmark`, shared
+    /// with campaign scenarios).
+    #[arg(value_enum, value_name = "BENCHMARK")]
+    pub bench: Benchmark,
     #[command(flatten)]
     pub common: Common,
-}
-
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bench {
-    /// Ping-pong latency between ranks 0 and 1 (osu_latency); exactly 2 ranks.
-    Latency,
-    /// Unidirectional bandwidth, window of non-blocking sends (osu_bw); exactly 2 ranks.
-    Bw,
-    /// Bidirectional bandwidth (osu_bibw); exactly 2 ranks.
-    Bibw,
-    /// Ping-pong latency of many pairs at once (osu_multi_lat); even rank count.
-    #[command(name = "multi-lat")]
-    MultiLat,
-    /// Multi-pair bandwidth and message rate (osu_mbw_mr); even rank count.
-    #[command(name = "mbw-mr")]
-    MbwMr,
-    /// MPI_Barrier latency (osu_barrier).
-    Barrier,
-    /// MPI_Bcast latency from rank 0 (osu_bcast).
-    Bcast,
-    /// MPI_Reduce (float sum) latency to rank 0 (osu_reduce).
-    Reduce,
-    /// MPI_Allreduce (float sum) latency (osu_allreduce).
-    Allreduce,
-    /// MPI_Allgather latency (osu_allgather).
-    Allgather,
-    /// MPI_Alltoall latency (osu_alltoall).
-    Alltoall,
-    /// MPI_Gather latency to rank 0 (osu_gather).
-    Gather,
-    /// MPI_Scatter latency from rank 0 (osu_scatter).
-    Scatter,
-    /// GPU: cuBLAS matrix products (fp64, fp32, tf32, bf16, fp16) in TFLOP/s.
-    #[command(name = "gpu-gemm")]
-    GpuGemm,
-    /// GPU: STREAM copy/scale/add/triad kernels (NVRTC) and device memcpy, GB/s.
-    #[command(name = "gpu-stream")]
-    GpuStream,
-    /// GPU: host<->device (pinned, pageable) and device<->device copies, GB/s.
-    #[command(name = "gpu-copy")]
-    GpuCopy,
-    /// GPU: latency and bandwidth of GPU buffers between 2 ranks (CUDA-aware MPI).
-    #[command(name = "gpu-mpi")]
-    GpuMpi,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,65 +115,33 @@ impl Counts {
 /// What a benchmark needs, resolved from OSU defaults and the options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    pub bench: Bench,
+    pub bench: Benchmark,
     pub sizes: Vec<u64>,
     pub counts: Counts,
     pub window: u32,
     pub pairs: u32,
 }
 
-impl Bench {
-    pub fn name(self) -> &'static str {
-        match self {
-            Bench::Latency => "latency",
-            Bench::Bw => "bw",
-            Bench::Bibw => "bibw",
-            Bench::MultiLat => "multi-lat",
-            Bench::MbwMr => "mbw-mr",
-            Bench::Barrier => "barrier",
-            Bench::Bcast => "bcast",
-            Bench::Reduce => "reduce",
-            Bench::Allreduce => "allreduce",
-            Bench::Allgather => "allgather",
-            Bench::Alltoall => "alltoall",
-            Bench::Gather => "gather",
-            Bench::Scatter => "scatter",
-            Bench::GpuGemm => "gpu-gemm",
-            Bench::GpuStream => "gpu-stream",
-            Bench::GpuCopy => "gpu-copy",
-            Bench::GpuMpi => "gpu-mpi",
-        }
-    }
+/// hybench's OSU defaults and rank checks per benchmark (the catalogue itself
+/// is shared: `hybrun_core::vocab::Benchmark`).
+pub trait OsuDefaults {
+    fn default_sizes(self) -> (u64, u64);
+    fn default_counts(self) -> Counts;
+    fn check_ranks(self, ranks: i32, pairs: u32) -> Result<(), String>;
+}
 
-    /// The GPU subcommands (src/gpu/), which do not go through `Cli::plan`.
-    pub fn is_gpu(self) -> bool {
-        matches!(
-            self,
-            Bench::GpuGemm | Bench::GpuStream | Bench::GpuCopy | Bench::GpuMpi
-        )
-    }
-
-    pub fn is_collective(self) -> bool {
-        !self.is_gpu()
-            && !matches!(
-                self,
-                Bench::Latency | Bench::Bw | Bench::Bibw | Bench::MultiLat | Bench::MbwMr
-            )
-    }
-
-    pub fn is_bandwidth(self) -> bool {
-        matches!(self, Bench::Bw | Bench::Bibw | Bench::MbwMr)
-    }
-
+impl OsuDefaults for Benchmark {
     /// OSU default size range (min, max).
     fn default_sizes(self) -> (u64, u64) {
         match self {
-            Bench::Latency | Bench::Bw | Bench::Bibw | Bench::MultiLat | Bench::MbwMr => {
-                (1, 1 << 22)
-            }
-            Bench::Barrier => (0, 0),
+            Benchmark::Latency
+            | Benchmark::Bw
+            | Benchmark::Bibw
+            | Benchmark::MultiLat
+            | Benchmark::MbwMr => (1, 1 << 22),
+            Benchmark::Barrier => (0, 0),
             // osu_reduce/osu_allreduce skip sizes with zero floats: first size is 4 B.
-            Bench::Reduce | Bench::Allreduce => (4, 1 << 20),
+            Benchmark::Reduce | Benchmark::Allreduce => (4, 1 << 20),
             _ => (1, 1 << 20),
         }
     }
@@ -222,20 +149,20 @@ impl Bench {
     /// OSU default iteration counts (osu_util.h, OMB 7.x).
     fn default_counts(self) -> Counts {
         match self {
-            Bench::Latency | Bench::MultiLat => Counts {
+            Benchmark::Latency | Benchmark::MultiLat => Counts {
                 iterations: 10_000,
                 warmup: 100,
                 iterations_large: 1000,
                 warmup_large: 10,
             },
-            Bench::Bw | Bench::Bibw => Counts {
+            Benchmark::Bw | Benchmark::Bibw => Counts {
                 iterations: 100,
                 warmup: 10,
                 iterations_large: 20,
                 warmup_large: 2,
             },
             // osu_mbw_mr (7.x) keeps 100/10 for every size.
-            Bench::MbwMr => Counts {
+            Benchmark::MbwMr => Counts {
                 iterations: 100,
                 warmup: 10,
                 iterations_large: 100,
@@ -251,32 +178,32 @@ impl Bench {
     }
 
     /// Check the rank count; the message names the rule and the fix.
-    pub fn check_ranks(self, ranks: i32, pairs: u32) -> Result<(), String> {
+    fn check_ranks(self, ranks: i32, pairs: u32) -> Result<(), String> {
         match self {
-            Bench::Latency | Bench::Bw | Bench::Bibw if ranks != 2 => Err(format!(
+            Benchmark::Latency | Benchmark::Bw | Benchmark::Bibw if ranks != 2 => Err(format!(
                 "{} needs exactly 2 ranks, got {ranks}; launch it with `-n 2` (use multi-lat or mbw-mr for more pairs)",
                 self.name()
             )),
-            Bench::MultiLat | Bench::MbwMr if ranks < 2 || ranks % 2 != 0 => Err(format!(
+            Benchmark::MultiLat | Benchmark::MbwMr if ranks < 2 || ranks % 2 != 0 => Err(format!(
                 "{} pairs rank i with rank i + n/2 and needs an even number of ranks >= 2, got {ranks}",
                 self.name()
             )),
-            Bench::MultiLat | Bench::MbwMr if pairs == 0 || pairs as i32 > ranks / 2 => {
+            Benchmark::MultiLat | Benchmark::MbwMr if pairs == 0 || pairs as i32 > ranks / 2 => {
                 Err(format!(
                     "--pairs {pairs} is out of range for {ranks} ranks (1..={})",
                     ranks / 2
                 ))
             }
             _ if ranks < 1 => Err("no ranks".into()),
-            Bench::Barrier
-            | Bench::Bcast
-            | Bench::Reduce
-            | Bench::Allreduce
-            | Bench::Allgather
-            | Bench::Alltoall
-            | Bench::Gather
-            | Bench::Scatter
-            | Bench::GpuMpi
+            Benchmark::Barrier
+            | Benchmark::Bcast
+            | Benchmark::Reduce
+            | Benchmark::Allreduce
+            | Benchmark::Allgather
+            | Benchmark::Alltoall
+            | Benchmark::Gather
+            | Benchmark::Scatter
+            | Benchmark::GpuMpi
                 if ranks < 2 =>
             {
                 Err(format!(
@@ -384,7 +311,7 @@ impl Cli {
         }
         let default = b.default_sizes();
         let sizes = match (&c.sizes, b) {
-            (Some(_), Bench::Barrier) => {
+            (Some(_), Benchmark::Barrier) => {
                 return Err("barrier has no message size; drop --sizes".into());
             }
             (Some(spec), _) => parse_size_range(spec, default)?,
@@ -392,15 +319,17 @@ impl Cli {
         };
         let sizes: Vec<u64> = match b {
             // Float reductions need at least one float (as OSU, sizes with zero elements are skipped).
-            Bench::Reduce | Bench::Allreduce => sizes.into_iter().filter(|s| *s >= 4).collect(),
-            Bench::Barrier => sizes,
+            Benchmark::Reduce | Benchmark::Allreduce => {
+                sizes.into_iter().filter(|s| *s >= 4).collect()
+            }
+            Benchmark::Barrier => sizes,
             _ => sizes.into_iter().filter(|s| *s >= 1).collect(),
         };
         if sizes.is_empty() {
             return Err(format!(
                 "size range leaves no message size for {} (it needs at least {} bytes)",
                 b.name(),
-                if matches!(b, Bench::Reduce | Bench::Allreduce) {
+                if matches!(b, Benchmark::Reduce | Benchmark::Allreduce) {
                     4
                 } else {
                     1
@@ -441,15 +370,15 @@ impl Cli {
         if window == 0 || window > 4096 {
             return Err(format!("--window {window} is out of range (1..=4096)"));
         }
-        if c.pairs.is_some() && !matches!(b, Bench::MultiLat | Bench::MbwMr) {
+        if c.pairs.is_some() && !matches!(b, Benchmark::MultiLat | Benchmark::MbwMr) {
             return Err(format!(
                 "--pairs applies to multi-lat and mbw-mr, not {}",
                 b.name()
             ));
         }
         let pairs = match b {
-            Bench::MultiLat | Bench::MbwMr => c.pairs.unwrap_or((ranks / 2).max(0) as u32),
-            Bench::Latency | Bench::Bw | Bench::Bibw => 1,
+            Benchmark::MultiLat | Benchmark::MbwMr => c.pairs.unwrap_or((ranks / 2).max(0) as u32),
+            Benchmark::Latency | Benchmark::Bw | Benchmark::Bibw => 1,
             _ => 0,
         };
         b.check_ranks(ranks, pairs)?;

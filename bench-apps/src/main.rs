@@ -101,7 +101,7 @@ fn run(cli: &Cli, world: &World) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
 
-    let started_at = hybrun::launch::record::now_utc();
+    let started_at = hybrun_core::sys::now_utc();
     let collected = meta::collect(world, started_at);
     let clock = ClockKind::detect();
     // Every rank must agree on the clock kind (they share the binary and, in

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hybrun::schema::{RunMetadata, SCHEMA_VERSION};
+use hybrun_core::schema::{RunMetadata, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
 use crate::comm::{self, World};
@@ -70,20 +70,9 @@ pub fn find_mpi_in_maps(maps: &str) -> Option<MappedLibrary> {
 
 /// CPUs this process may run on, as a list like `0-3,8` (empty if unknown).
 fn affinity() -> String {
-    hybrun::placement::current_affinity()
-        .map(|cpus| hybrun::placement::format_cpulist(&cpus))
+    hybrun_core::placement::current_affinity()
+        .map(|cpus| hybrun_core::placement::format_cpulist(&cpus))
         .unwrap_or_default()
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its length.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 impl RankInfo {
@@ -92,7 +81,7 @@ impl RankInfo {
         let lib = find_mpi_in_maps(&maps).unwrap_or_default();
         RankInfo {
             rank: rank as u32,
-            host: hostname(),
+            host: hybrun_core::sys::hostname(),
             cpus: affinity(),
             mpi_library: lib.path,
             mpi_library_inode: lib.inode,

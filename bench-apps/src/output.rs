@@ -5,15 +5,15 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use hybrun::schema::{ResultRow, RunMetadata, SampleRow, Unit};
-use hybrun::stats::Summary;
+use hybrun_core::schema::{ResultRow, RunMetadata, SampleRow, Unit};
+use hybrun_core::stats::Summary;
 use serde::Serialize;
 
 use crate::bench::SizeResult;
-use crate::cli::{Bench, Format, Plan};
+use crate::cli::{Benchmark, Format, Plan};
 use crate::meta::RankInfo;
 
-pub fn unit_of(bench: Bench) -> Unit {
+pub fn unit_of(bench: Benchmark) -> Unit {
     if bench.is_bandwidth() {
         Unit::MegabytesPerSec
     } else {
@@ -95,7 +95,7 @@ impl Sink {
             w,
             "# hybench {} ({} method) v{}",
             plan.bench.name(),
-            osu_name(plan.bench),
+            plan.bench.osu_name().unwrap_or("no OSU equivalent"),
             meta.hybench_version
         )?;
         writeln!(w, "# MPI: {} [{}]", meta.mpi_version, meta.mpi_flavour)?;
@@ -291,7 +291,7 @@ impl SamplesSink {
         Ok(())
     }
 
-    pub fn push(&mut self, bench: Bench, r: &SizeResult) -> Result<()> {
+    pub fn push(&mut self, bench: Benchmark, r: &SizeResult) -> Result<()> {
         let unit = unit_of(bench);
         for (rank, values) in &r.samples {
             for (i, v) in values.iter().enumerate() {
@@ -350,26 +350,6 @@ fn gpu_table_line(row: &ResultRow) -> String {
             &row.validation
         }
     )
-}
-
-fn osu_name(b: Bench) -> &'static str {
-    match b {
-        Bench::Latency => "osu_latency",
-        Bench::Bw => "osu_bw",
-        Bench::Bibw => "osu_bibw",
-        Bench::MultiLat => "osu_multi_lat",
-        Bench::MbwMr => "osu_mbw_mr",
-        Bench::Barrier => "osu_barrier",
-        Bench::Bcast => "osu_bcast",
-        Bench::Reduce => "osu_reduce",
-        Bench::Allreduce => "osu_allreduce",
-        Bench::Allgather => "osu_allgather",
-        Bench::Alltoall => "osu_alltoall",
-        Bench::Gather => "osu_gather",
-        Bench::Scatter => "osu_scatter",
-        Bench::GpuMpi => "osu_latency/osu_bw -d cuda",
-        Bench::GpuGemm | Bench::GpuStream | Bench::GpuCopy => "no OSU equivalent",
-    }
 }
 
 /// Two decimals like OSU, more for sub-unit values so 0.19 us stays readable.

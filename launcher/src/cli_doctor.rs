@@ -7,9 +7,9 @@
 //! their DT_NEEDED closure and GLIBC_x.y needs are read from the ELF files by
 //! [`hybrun::image::check::library_closure`] (no ldd, which would run the loader on
 //! the files). GPUs come from /proc/driver/nvidia/version, /dev/nvidia* and NVML
-//! ([`hybrun::nvml`], loaded at run time, so the binary links nothing of CUDA). Topology comes
+//! ([`hybrun_core::nvml`], loaded at run time, so the binary links nothing of CUDA). Topology comes
 //! from sysfs (/sys/devices/system/node, cpu lists, PCI numa_node), which is what
-//! `hybrun::placement` reads too; hwlocality would add a C library and libudev-dev
+//! `hybrun_core::placement` reads too; hwlocality would add a C library and libudev-dev
 //! to the build for facts sysfs already gives.
 
 use std::collections::BTreeMap;
@@ -19,11 +19,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Args;
-use hybrun::image::abi::{AbiFamily, Implementation};
 use hybrun::image::check::{
     self, Closure, HostMpiChoice, SrunChoice, library_closure, parse_ldconfig,
     parse_nvidia_version, parse_srun_mpi_list,
 };
+use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 use serde::Serialize;
 
 /// Arguments of `hybrun doctor`.
@@ -81,8 +81,8 @@ pub struct MpiFinding {
     pub library: String,
     pub file: String,
     pub soname: Option<String>,
-    pub abi: Option<AbiFamily>,
-    pub implementation: Option<Implementation>,
+    pub abi: Option<MpiAbi>,
+    pub implementation: Option<MpiFlavour>,
     pub version: Option<String>,
     pub found_by: String,
     /// The profile name a drafted site file gives it.
@@ -185,7 +185,7 @@ pub struct Gpu {
     pub driver: Option<String>,
     pub devices: Vec<String>,
     /// What NVML says (None when it could not be loaded: see `nvml_error`).
-    pub nvml: Option<hybrun::nvml::Inventory>,
+    pub nvml: Option<hybrun_core::nvml::Inventory>,
     pub nvml_error: Option<String>,
 }
 
@@ -265,12 +265,12 @@ fn ldconfig_text() -> String {
         .unwrap_or_default()
 }
 
-fn profile_name(implementation: Option<Implementation>, abi: Option<AbiFamily>) -> String {
+fn profile_name(implementation: Option<MpiFlavour>, abi: Option<MpiAbi>) -> String {
     match (implementation, abi) {
-        (Some(Implementation::IntelMpi), _) => "intel",
-        (Some(Implementation::CrayMpich), _) => "cray-mpich",
-        (Some(Implementation::Mvapich2), _) => "mvapich2",
-        (Some(Implementation::OpenMpi), _) | (None, Some(AbiFamily::OpenMpi)) => "openmpi",
+        (Some(MpiFlavour::Intel), _) => "intel",
+        (Some(MpiFlavour::CrayMpich), _) => "cray-mpich",
+        (Some(MpiFlavour::Mvapich2), _) => "mvapich2",
+        (Some(MpiFlavour::Openmpi), _) | (None, Some(MpiAbi::Openmpi)) => "openmpi",
         _ => "mpich",
     }
     .to_owned()
@@ -704,7 +704,7 @@ fn gather_gpu(items: &mut Vec<Item>) -> Gpu {
     .into_iter()
     .map(|n| format!("/dev/{n}"))
     .collect();
-    let (nvml, nvml_error) = match hybrun::nvml::inventory() {
+    let (nvml, nvml_error) = match hybrun_core::nvml::inventory() {
         Ok(inv) => (Some(inv), None),
         Err(e) => (None, Some(e)),
     };
@@ -776,7 +776,7 @@ fn gather_gpu(items: &mut Vec<Item>) -> Gpu {
 }
 
 /// "GPU 0 NVIDIA H200 (0000:1b:00.0, 141 GiB, MIG on)", with what NVML gave.
-fn describe_gpu(g: &hybrun::nvml::GpuInfo) -> String {
+fn describe_gpu(g: &hybrun_core::nvml::GpuInfo) -> String {
     let mut facts = Vec::new();
     facts.extend(g.pci_bus_id.clone());
     facts.extend(
@@ -816,7 +816,7 @@ fn gather_topology(items: &mut Vec<Item>) -> Topology {
     let mut packages = std::collections::BTreeSet::new();
     let mut cores = std::collections::BTreeSet::new();
     if let Some(online) = &cpus_online {
-        for cpu in hybrun::placement::parse_cpulist(online).unwrap_or_default() {
+        for cpu in hybrun_core::placement::parse_cpulist(online).unwrap_or_default() {
             let topo = sys.join(format!("cpu/cpu{cpu}/topology"));
             let package = read_trim(topo.join("physical_package_id"));
             let core = read_trim(topo.join("core_id"));
@@ -840,9 +840,9 @@ fn gather_topology(items: &mut Vec<Item>) -> Topology {
             });
         }
     }
-    let cpus_allowed = hybrun::placement::current_affinity()
+    let cpus_allowed = hybrun_core::placement::current_affinity()
         .ok()
-        .map(|c| hybrun::placement::format_cpulist(&c));
+        .map(|c| hybrun_core::placement::format_cpulist(&c));
     items.push(Item {
         section: "topology",
         name: "CPUs and NUMA (sysfs)".into(),
@@ -1028,7 +1028,7 @@ pub fn site_draft(report: &Report) -> String {
     if report.slurm.srun.is_some() {
         out.push_str("kind = \"srun\"\n");
     } else if let Some(m) = first {
-        let kind = if m.abi == Some(AbiFamily::OpenMpi) {
+        let kind = if m.abi == Some(MpiAbi::Openmpi) {
             "mpiexec-openmpi"
         } else {
             "mpiexec-hydra"
@@ -1043,7 +1043,7 @@ pub fn site_draft(report: &Report) -> String {
     out.push_str("record_dir = \"{home}/.hybrun/records\"\n");
 
     for m in &report.mpi {
-        let abi = if m.abi == Some(AbiFamily::OpenMpi) {
+        let abi = if m.abi == Some(MpiAbi::Openmpi) {
             "openmpi"
         } else {
             "mpich"
@@ -1051,7 +1051,7 @@ pub fn site_draft(report: &Report) -> String {
         let _ = writeln!(
             out,
             "\n# {} {} (found by {}); its closure needs GLIBC_{}",
-            m.implementation.map_or("MPI", Implementation::name),
+            m.implementation.map_or("MPI", MpiFlavour::label),
             m.version.as_deref().unwrap_or(""),
             m.found_by,
             m.closure.glibc_max.as_deref().unwrap_or("?")
@@ -1059,8 +1059,8 @@ pub fn site_draft(report: &Report) -> String {
         let _ = writeln!(out, "[mpi.{}]", quote(&m.profile));
         let _ = writeln!(out, "abi = {}", quote(abi));
         let flavour = match m.implementation {
-            Some(Implementation::IntelMpi) => "intel",
-            Some(Implementation::OpenMpi) => "openmpi",
+            Some(MpiFlavour::Intel) => "intel",
+            Some(MpiFlavour::Openmpi) => "openmpi",
             _ if abi == "openmpi" => "openmpi",
             _ => "mpich",
         };

@@ -6,10 +6,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use hybrun::launch::plan::{LauncherKind, Mode, MpiPlugin, Rendered};
-use hybrun::launch::planner::{self, Host, PerRankChoice, Planned, Request};
+use hybrun::launch::plan::Rendered;
+use hybrun::launch::planner::{self, Host, Planned, Request};
 use hybrun::launch::record::{self, Record};
 use hybrun::launch::{LaunchError, plan::Geometry};
+use hybrun::site::launcher::PerRankChoice;
+use hybrun_core::vocab::{LauncherKind, Mode, MpiPlugin, RuntimeKind, Version};
 
 /// Options of both `run` and `exec`.
 #[derive(Debug, Args)]
@@ -21,16 +23,16 @@ pub struct CommonArgs {
     /// native: no container; hybrid: the container's MPI, ranks started outside;
     /// bind: the host's MPI bound into the container; inside: mpiexec in the
     /// container, one node. Default: hybrid with an image, native without.
-    #[arg(long, value_parser = ["native", "hybrid", "bind", "inside"])]
-    pub mode: Option<String>,
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
 
     /// The container runtime (default: the site's [runtime] kind, else singularity).
-    #[arg(long, value_parser = ["singularity", "apptainer", "charliecloud", "none"])]
-    pub runtime: Option<String>,
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
 
     /// The runtime's version, e.g. 3.6.4 (default: the site's, else asked from it).
-    #[arg(long, value_name = "VERSION")]
-    pub runtime_version: Option<String>,
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub runtime_version: Option<Version>,
 
     /// The MPI profile ([mpi.NAME] in the site file): flavour, PMI, host library.
     #[arg(long, value_name = "NAME")]
@@ -38,8 +40,8 @@ pub struct CommonArgs {
 
     /// srun's --mpi plugin (default: from the MPI flavour: pmi2 for MPICH, pmix for
     /// Open MPI).
-    #[arg(long, value_parser = ["pmi2", "pmix", "none"])]
-    pub mpi: Option<String>,
+    #[arg(long, value_enum)]
+    pub mpi: Option<MpiPlugin>,
 
     /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable; paths with ':' or ',' are
     /// refused: the runtimes split on them).
@@ -124,8 +126,8 @@ pub struct RunArgs {
     pub account: Option<String>,
 
     /// What starts the ranks (default: the site's [launcher] kind, else srun).
-    #[arg(long, value_parser = ["srun", "mpiexec-hydra", "mpiexec-openmpi", "none"])]
-    pub launcher: Option<String>,
+    #[arg(long, value_enum)]
+    pub launcher: Option<LauncherKind>,
 
     /// Open MPI's mpiexec: allow more ranks than cores.
     #[arg(long)]
@@ -133,8 +135,8 @@ pub struct RunArgs {
 
     /// What each rank runs: the runtime directly, or `hybrun exec` (needed for
     /// ch-run's per-node join and PMIx glue). Default: auto.
-    #[arg(long, value_parser = ["auto", "wrapper", "direct"])]
-    pub per_rank: Option<String>,
+    #[arg(long, value_enum)]
+    pub per_rank: Option<PerRankChoice>,
 
     /// Print the command (POSIX shell quoting) and the decisions; launch nothing.
     /// Works without srun or the runtime installed (with a warning).
@@ -169,16 +171,20 @@ pub struct ExecArgs {
     pub common: CommonArgs,
 }
 
+/// `--runtime-version`: a version like 3.6.4.
+fn parse_version(text: &str) -> Result<Version, String> {
+    Version::parse(text).ok_or_else(|| format!("{text:?} is not a version like 3.6.4"))
+}
+
 fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
-    // clap's value parsers admit only the names these parse.
     Request {
         site: common.site.clone(),
-        mode: common.mode.as_deref().and_then(Mode::parse),
-        runtime: common.runtime.clone(),
-        runtime_version: common.runtime_version.clone(),
+        mode: common.mode,
+        runtime: common.runtime,
+        runtime_version: common.runtime_version,
         launcher: None,
         mpi_profile: common.mpi_profile.clone(),
-        mpi: common.mpi.as_deref().and_then(MpiPlugin::parse),
+        mpi: common.mpi,
         geometry,
         binds: common.binds.clone(),
         env: common.env.clone(),
@@ -268,9 +274,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let dry_run = args.dry_run || args.json;
     let mut req = request(&args.common, geometry, dry_run);
-    req.launcher = args.launcher.as_deref().and_then(LauncherKind::parse);
+    req.launcher = args.launcher;
     req.oversubscribe = args.oversubscribe;
-    req.per_rank = args.per_rank.as_deref().and_then(PerRankChoice::parse);
+    req.per_rank = args.per_rank;
     let host = Host::current();
     let planned = planner::plan_run(&req, &host)?;
     warn(&planned);
@@ -317,7 +323,7 @@ fn launch(planned: &Planned, command: &Rendered, host: &Host) -> anyhow::Result<
         source,
     })?;
     use std::os::unix::process::ExitStatusExt;
-    record.finished = Some(record::now_utc());
+    record.finished = Some(hybrun_core::sys::now_utc());
     record.exit_code = status.code();
     record.signal = status.signal();
     if let Err(e) = record.write(&dir, &name) {
@@ -373,7 +379,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     // Bind before the exec: the runtime and the container's rank inherit the
     // affinity (it is only ever narrowed within what the launcher allowed).
     if let Some(binding) = planned.cpu_binding.as_ref().filter(|b| !b.cpus.is_empty()) {
-        if let Err(e) = hybrun::placement::set_affinity(&binding.cpus) {
+        if let Err(e) = hybrun_core::placement::set_affinity(&binding.cpus) {
             eprintln!(
                 "hybrun: warning: CPU binding not applied ({}): {e}",
                 binding.why

@@ -129,7 +129,7 @@ fn emitted_site_file_round_trips_through_the_site_loader() {
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mpich = config.mpi.get("mpich").expect("an mpich profile");
     let library = mpich.library.as_deref().expect("library");
-    assert!(std::path::Path::new(library).exists(), "{library}");
+    assert!(library.exists(), "{}", library.display());
     assert!(config.mpi.contains_key("openmpi"), "{text}");
     assert_eq!(config.launcher.mpi_profile.as_deref(), Some("mpich"));
     assert!(config.runtime.kind.is_some());

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use hybrun::image::abi::{AbiFamily, Implementation};
 use hybrun::image::contents::{Image, ImageKind};
 use hybrun::image::detect::{self, Contents};
+use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 const HOST_MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
 const HOST_OPENMPI: &str = "/usr/lib/x86_64-linux-gnu/libmpi.so.40";
@@ -163,8 +163,8 @@ fn mpi_flavours_and_versions() {
     let Some(dir) = images() else { return };
     let mpich = contents_of(&dir.join("mpich.sif"));
     let m = mpich.primary_mpi().expect("MPICH in the mpich image");
-    assert_eq!(m.abi, Some(AbiFamily::Mpich));
-    assert_eq!(m.implementation, Some(Implementation::Mpich));
+    assert_eq!(m.abi, Some(MpiAbi::Mpich));
+    assert_eq!(m.implementation, Some(MpiFlavour::Mpich));
     assert_eq!(m.soname.as_deref(), Some("libmpich.so.12"));
     assert!(
         m.version.as_deref().is_some_and(|v| v.starts_with("4.")),
@@ -187,8 +187,8 @@ fn mpi_flavours_and_versions() {
 
     let ompi = contents_of(&dir.join("openmpi.sqfs"));
     let o = ompi.primary_mpi().expect("Open MPI in the openmpi image");
-    assert_eq!(o.abi, Some(AbiFamily::OpenMpi));
-    assert_eq!(o.implementation, Some(Implementation::OpenMpi));
+    assert_eq!(o.abi, Some(MpiAbi::Openmpi));
+    assert_eq!(o.implementation, Some(MpiFlavour::Openmpi));
     assert_eq!(o.soname.as_deref(), Some("libmpi.so.40"));
     assert!(
         o.version
@@ -221,7 +221,7 @@ fn contents_cli_text_and_json() {
         let (code, json, err) = hybrun(&["image", "inspect", "--contents", "--json", p]);
         assert_eq!(code, 0, "{err}");
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["contents"]["mpi"][0]["implementation"], "MPICH");
+        assert_eq!(v["contents"]["mpi"][0]["implementation"], "mpich");
         assert_eq!(v["contents"]["mpi"][0]["abi"], "mpich");
         assert_eq!(v.get("sif").is_some(), p.ends_with(".sif"));
     }

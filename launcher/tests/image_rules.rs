@@ -2,11 +2,11 @@
 //! without images.
 
 use hybrun::image::abi::{
-    self, AbiFamily, AbiId, AbiMode, Implementation, LibVersion, compatible, family_from_name,
-    split_so_name,
+    self, AbiId, AbiMode, LibVersion, compatible, family_from_name, split_so_name,
 };
 use hybrun::image::check::{cuda_min_driver, parse_nvidia_version, parse_srun_mpi_list};
 use hybrun::image::elf::GlibcVersion;
+use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 fn id(name: &str) -> AbiId {
     AbiId {
@@ -24,7 +24,7 @@ fn mpich_family_names_are_one_abi() {
         "libmpich.so.12.2.2",
         "libmpi.so.12.1.1",
     ] {
-        assert_eq!(family_from_name(name), Some(AbiFamily::Mpich), "{name}");
+        assert_eq!(family_from_name(name), Some(MpiAbi::Mpich), "{name}");
     }
     assert!(
         compatible(
@@ -46,7 +46,7 @@ fn mpich_family_names_are_one_abi() {
 
 #[test]
 fn open_mpi_4_and_5_share_libmpi_40() {
-    assert_eq!(family_from_name("libmpi.so.40"), Some(AbiFamily::OpenMpi));
+    assert_eq!(family_from_name("libmpi.so.40"), Some(MpiAbi::Openmpi));
     // 4.1.x is 40.30.x, 5.0.x is 40.40.x.
     let v4 = id("libmpi.so.40.30.4");
     let v5 = id("libmpi.so.40.40.1");
@@ -114,26 +114,23 @@ fn non_mpi_names() {
 
 #[test]
 fn implementations_from_markers() {
-    let check = |strings: &[&str]| Implementation::from_strings(strings.iter().copied());
+    let check = |strings: &[&str]| abi::flavour_from_strings(strings.iter().copied());
     assert_eq!(
         check(&["x", "MPICH Version:\t%s\nMPICH Release date"]),
-        Some(Implementation::Mpich)
+        Some(MpiFlavour::Mpich)
     );
     assert_eq!(
         check(&[
             "MPICH Version:\t%s",
             "Intel(R) MPI Library 2021.6 for Linux*"
         ]),
-        Some(Implementation::IntelMpi)
+        Some(MpiFlavour::Intel)
     );
     assert_eq!(
         check(&["MVAPICH2 Version      :\t%s", "MPICH Version:"]),
-        Some(Implementation::Mvapich2)
+        Some(MpiFlavour::Mvapich2)
     );
-    assert_eq!(
-        check(&["Open MPI v%d.%d.%d"]),
-        Some(Implementation::OpenMpi)
-    );
+    assert_eq!(check(&["Open MPI v%d.%d.%d"]), Some(MpiFlavour::Openmpi));
     assert_eq!(check(&["hello"]), None);
     assert_eq!(
         abi::open_mpi_release(["Open MPI", "v5.0.3"]).as_deref(),

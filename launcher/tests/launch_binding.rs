@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use hybrun::launch::planner::{BindTarget, cpu_binding_in};
-use hybrun::placement::parse_cpulist;
+use hybrun_core::placement::parse_cpulist;
 
 const HYBRUN: &str = env!("CARGO_BIN_EXE_hybrun");
 
@@ -111,7 +111,7 @@ fn without_a_gpu_the_fabric_nic_decides() {
     // The only RDMA device, for a fast fabric.
     let b = cpu_binding_in(
         &BindTarget {
-            fabric_kind: Some("psm2"),
+            fabric_kind: Some(hybrun::site::fabric::FabricKind::Psm2),
             ..BindTarget::default()
         },
         &sys,
@@ -138,7 +138,7 @@ fn without_a_gpu_the_fabric_nic_decides() {
             ..BindTarget::default()
         },
         BindTarget {
-            fabric_kind: Some("tcp"),
+            fabric_kind: Some(hybrun::site::fabric::FabricKind::Tcp),
             ..BindTarget::default()
         },
     ] {

@@ -727,7 +727,10 @@ fn example_site_file_is_valid_and_plans() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/site.example.toml");
     let site = hybrun::site::Site::read(std::path::Path::new(example), "--site")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(site.config.runtime.version.as_deref(), Some("3.6.4"));
+    assert_eq!(
+        site.config.runtime.version,
+        Some(hybrun_core::vocab::Version::new(3, 6, 4))
+    );
     assert!(site.config.mpi.contains_key("mpich") && site.config.mpi.contains_key("openmpi"));
     let w = World::new();
     std::fs::write(w.allowed.join("x.sif"), b"x").expect("image");

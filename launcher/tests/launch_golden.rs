@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 
 use hybrun::launch::env;
 use hybrun::launch::plan::{
-    Bind, Dialect, EnvOp, Geometry, InsideLauncher, Join, LaunchPlan, Launcher, LauncherKind, Mode,
-    MpiAbi, MpiPlugin, PerRank, RankPlan, Rendered, Runtime, Version,
+    Bind, EnvOp, Geometry, InsideLauncher, Join, LaunchPlan, Launcher, PerRank, RankPlan, Rendered,
+    Runtime,
 };
+use hybrun_core::vocab::{Dialect, LauncherKind, Mode, MpiFlavour, MpiPlugin, Version};
 
 /// Flags of `singularity exec` in Singularity 3.6.4.
 ///
@@ -256,7 +257,7 @@ fn set(runtime: &Runtime, name: &str, value: &str, why: &str) -> hybrun::launch:
 }
 
 /// A rank as the planner builds it for `mode`.
-fn rank(runtime: Runtime, mode: Mode, abi: MpiAbi) -> RankPlan {
+fn rank(runtime: Runtime, mode: Mode, flavour: MpiFlavour) -> RankPlan {
     let mut binds = vec![Bind {
         src: "/gpfs".into(),
         dst: "/gpfs".into(),
@@ -321,14 +322,14 @@ fn rank(runtime: Runtime, mode: Mode, abi: MpiAbi) -> RankPlan {
         nvidia: false,
         join: None,
         inside: (mode == Mode::Inside).then(|| InsideLauncher {
-            program: match abi {
-                MpiAbi::Mpich => "mpiexec.hydra",
-                MpiAbi::Openmpi => "mpiexec",
+            program: match flavour {
+                MpiFlavour::Openmpi => "mpiexec",
+                _ => "mpiexec.hydra",
             }
             .into(),
-            abi,
+            flavour,
             ntasks: 4,
-            oversubscribe: abi == MpiAbi::Openmpi,
+            oversubscribe: flavour == MpiFlavour::Openmpi,
         }),
         command: vec![
             "/app/hybench".into(),
@@ -339,7 +340,7 @@ fn rank(runtime: Runtime, mode: Mode, abi: MpiAbi) -> RankPlan {
     }
 }
 
-fn plan(kind: LauncherKind, rank: RankPlan, abi: MpiAbi) -> LaunchPlan {
+fn plan(kind: LauncherKind, rank: RankPlan, flavour: MpiFlavour) -> LaunchPlan {
     let geometry = match kind {
         LauncherKind::Srun => Geometry {
             nodes: Some(2),
@@ -370,7 +371,7 @@ fn plan(kind: LauncherKind, rank: RankPlan, abi: MpiAbi) -> LaunchPlan {
                 LauncherKind::MpiexecOpenmpi => Some("mpiexec.openmpi".into()),
                 LauncherKind::None => None,
             },
-            mpi: (kind == LauncherKind::Srun).then(|| hybrun::launch::pmi::plugin_for(abi)),
+            mpi: (kind == LauncherKind::Srun).then(|| flavour.default_plugin()),
             oversubscribe: kind == LauncherKind::MpiexecOpenmpi,
         },
         per_rank: PerRank::Direct,
@@ -487,13 +488,13 @@ struct Case {
 fn cases() -> Vec<Case> {
     use LauncherKind::*;
     use Mode::*;
-    use MpiAbi::*;
+    use MpiFlavour::*;
     let mut cases = Vec::new();
-    let mut add = |name, description, kind, runtime: Runtime, mode, abi| {
+    let mut add = |name, description, kind, runtime: Runtime, mode, flavour| {
         cases.push(Case {
             name,
             description,
-            plan: plan(kind, rank(runtime, mode, abi), abi),
+            plan: plan(kind, rank(runtime, mode, flavour), flavour),
         });
     };
     add(
@@ -602,7 +603,7 @@ fn cases() -> Vec<Case> {
     );
 
     // ch-run joined per node, as `hybrun exec` renders a rank under srun.
-    let mut joined = rank(charliecloud(), Mode::Hybrid, MpiAbi::Mpich);
+    let mut joined = rank(charliecloud(), Mode::Hybrid, MpiFlavour::Mpich);
     joined.join = Some(Join {
         count: 2,
         tag: Some("hybrun.42.0.node2".into()),
@@ -616,14 +617,14 @@ fn cases() -> Vec<Case> {
     cases.push(Case {
         name: "charliecloud_rank_joined",
         description: "ch-run rank under srun: join per node and job, $ in a value",
-        plan: plan(LauncherKind::None, joined, MpiAbi::Mpich),
+        plan: plan(LauncherKind::None, joined, MpiFlavour::Mpich),
     });
 
     // GPUs: --gpus-per-node and --nv.
     let mut gpu = plan(
         LauncherKind::Srun,
-        rank(singularity(), Mode::Hybrid, MpiAbi::Mpich),
-        MpiAbi::Mpich,
+        rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+        MpiFlavour::Mpich,
     );
     gpu.geometry.gpus_per_node = Some(4);
     gpu.rank.nvidia = true;
@@ -634,20 +635,20 @@ fn cases() -> Vec<Case> {
     });
 
     // Apptainer: a value --env cannot carry goes through APPTAINERENV_.
-    let mut csv = rank(apptainer(), Mode::Hybrid, MpiAbi::Mpich);
+    let mut csv = rank(apptainer(), Mode::Hybrid, MpiFlavour::Mpich);
     csv.env
         .push(set(&csv.runtime, "UCX_TLS", "self,sm", "user"));
     cases.push(Case {
         name: "apptainer1_comma_value",
         description: "Apptainer 1.x: a value with ',' goes through APPTAINERENV_",
-        plan: plan(LauncherKind::Srun, csv, MpiAbi::Mpich),
+        plan: plan(LauncherKind::Srun, csv, MpiFlavour::Mpich),
     });
 
     // The per-rank wrapper under srun.
     let mut wrapped = plan(
         LauncherKind::Srun,
-        rank(apptainer(), Mode::Hybrid, MpiAbi::Openmpi),
-        MpiAbi::Openmpi,
+        rank(apptainer(), Mode::Hybrid, MpiFlavour::Openmpi),
+        MpiFlavour::Openmpi,
     );
     wrapped.per_rank = PerRank::Wrapper {
         program: "/usr/local/bin/hybrun".into(),
@@ -722,8 +723,8 @@ fn every_mode_has_a_golden_file_per_runtime() {
 fn srun_and_mpi_plugin() {
     let p = plan(
         LauncherKind::Srun,
-        rank(singularity(), Mode::Hybrid, MpiAbi::Mpich),
-        MpiAbi::Mpich,
+        rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+        MpiFlavour::Mpich,
     );
     let argv = p.render().expect("render").argv;
     assert!(argv.contains(&OsString::from("--mpi=pmi2")));
@@ -739,8 +740,8 @@ fn bind_paths_with_separators_refused_at_render() {
     for bad in ["/data/a:b", "/data/a,b"] {
         let mut p = plan(
             LauncherKind::Srun,
-            rank(singularity(), Mode::Hybrid, MpiAbi::Mpich),
-            MpiAbi::Mpich,
+            rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+            MpiFlavour::Mpich,
         );
         p.rank.binds.push(Bind {
             src: bad.into(),
@@ -760,8 +761,8 @@ fn bind_paths_with_separators_refused_at_render() {
 fn mpiexec_refuses_srun_only_geometry() {
     let mut p = plan(
         LauncherKind::MpiexecHydra,
-        rank(singularity(), Mode::Hybrid, MpiAbi::Mpich),
-        MpiAbi::Mpich,
+        rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+        MpiFlavour::Mpich,
     );
     p.geometry.partition = Some("gpu".into());
     let err = p.render().expect_err("refused");

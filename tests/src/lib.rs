@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hybrun::schema::ResultRow;
+use hybrun_core::schema::ResultRow;
 
 /// The repository root (parent of this crate).
 pub fn repo_root() -> PathBuf {
@@ -167,7 +167,7 @@ pub fn describe(cmd: &Command, out: &Output) -> String {
 
 /// Parse hybench CSV output.
 pub fn parse_rows(csv_text: &str) -> Vec<ResultRow> {
-    hybrun::schema::read_results_csv(csv_text.as_bytes())
+    hybrun_core::schema::read_results_csv(csv_text.as_bytes())
         .unwrap_or_else(|e| panic!("CSV does not parse: {e:#}\n{csv_text}"))
 }
 

@@ -31,7 +31,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hybrun::schema::ResultRow;
+use hybrun_core::schema::ResultRow;
 use hybrun_e2e::{
     Mpi, cluster, describe, on_path, parse_rows, repo_root, require, run_with_timeout,
 };

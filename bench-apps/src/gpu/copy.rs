@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use hybrun::schema::Unit;
+use hybrun_core::schema::Unit;
 
 use super::driver::{DevBuf, PinnedBuf, sync_copy};
 use super::peaks::pcie_gbs;

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use half::{bf16, f16};
-use hybrun::schema::Unit;
+use hybrun_core::schema::Unit;
 
 use super::driver::DevBuf;
 use super::libs::{Cublas, compute_type as ct, data_type as dt};

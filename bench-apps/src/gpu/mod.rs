@@ -9,7 +9,7 @@
 //! initialise MPI (so it needs no MPI runtime, only the library hybench links);
 //! started by a launcher (mpiexec, srun: PMI/PMIx variables present) it
 //! initialises MPI and each rank measures its own GPU (local rank -> GPU, see
-//! `hybrun::placement`); rank 0 pools the samples and reports min/avg/max over
+//! `hybrun_core::placement`); rank 0 pools the samples and reports min/avg/max over
 //! ranks. `gpu-mpi` always initialises MPI.
 //!
 //! Each rank measures every row locally first, then the ranks agree on
@@ -31,11 +31,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use hybrun::placement::{self, Placement};
-use hybrun::schema::{ResultRow, RunMetadata, SCHEMA_VERSION, Unit};
-use hybrun::stats::{OverRanks, Summary};
+use hybrun_core::placement::{self, Placement};
+use hybrun_core::schema::{ResultRow, RunMetadata, SCHEMA_VERSION, Unit};
+use hybrun_core::stats::{OverRanks, Summary};
 
-use crate::cli::{Bench, Cli, Common, parse_size_range};
+use crate::cli::{Benchmark, Cli, Common, parse_size_range};
 use crate::comm::World;
 use crate::meta::{self, RankInfo};
 use crate::output::{SamplesSink, Sink};
@@ -146,7 +146,7 @@ fn launched_by_mpi() -> bool {
 
 /// Entry point of every GPU subcommand (called before MPI is touched).
 pub fn main(cli: &Cli) -> ExitCode {
-    let use_mpi = cli.bench == Bench::GpuMpi || launched_by_mpi();
+    let use_mpi = cli.bench == Benchmark::GpuMpi || launched_by_mpi();
     let universe = if use_mpi {
         match mpi::initialize() {
             Some(u) => Some(u),
@@ -257,7 +257,7 @@ pub struct GpuOptions {
 }
 
 /// Check options every rank parses alike (usage errors, exit 2).
-fn options(bench: Bench, c: &Common) -> Result<GpuOptions, GpuError> {
+fn options(bench: Benchmark, c: &Common) -> Result<GpuOptions, GpuError> {
     let usage = |m: String| GpuError::Usage(m);
     let reject = |set: bool, opt: &str| {
         if set {
@@ -267,31 +267,31 @@ fn options(bench: Bench, c: &Common) -> Result<GpuOptions, GpuError> {
         }
     };
     reject(c.pairs.is_some(), "--pairs")?;
-    if bench != Bench::GpuMpi {
+    if bench != Benchmark::GpuMpi {
         reject(c.window.is_some(), "--window")?;
         reject(c.iterations_large.is_some(), "--iterations-large")?;
         reject(c.warmup_large.is_some(), "--warmup-large")?;
     }
-    if bench != Bench::GpuGemm {
+    if bench != Benchmark::GpuGemm {
         reject(c.dtype.is_some(), "--dtype")?;
         reject(c.gemm_size.is_some(), "--size")?;
     }
     let (default_sizes, iters, warm) = match bench {
-        Bench::GpuGemm => ((0, 0), 20, 5),
+        Benchmark::GpuGemm => ((0, 0), 20, 5),
         // STREAM: arrays far larger than any L2 (60 MB on H200).
-        Bench::GpuStream => ((1 << 30, 1 << 30), 50, 5),
-        Bench::GpuCopy => ((1 << 20, 1 << 30), 20, 3),
+        Benchmark::GpuStream => ((1 << 30, 1 << 30), 50, 5),
+        Benchmark::GpuCopy => ((1 << 20, 1 << 30), 20, 3),
         _ => ((1, 1 << 22), 1000, 100),
     };
     let sizes = match (&c.sizes, bench) {
-        (Some(_), Bench::GpuGemm) => {
+        (Some(_), Benchmark::GpuGemm) => {
             return Err(usage(
                 "gpu-gemm takes matrix orders with --size N[,N...], not --sizes".into(),
             ));
         }
         // gpu-stream/gpu-copy: `-m SIZE` is that one size (there is no OSU
         // default sweep to extend); `-m MIN:MAX` doubles from MIN to MAX.
-        (Some(spec), Bench::GpuStream | Bench::GpuCopy) if !spec.contains(':') => {
+        (Some(spec), Benchmark::GpuStream | Benchmark::GpuCopy) if !spec.contains(':') => {
             let one = crate::cli::parse_size(spec).map_err(usage)?;
             if one > crate::cli::MAX_ACCEPTED_SIZE {
                 return Err(usage(format!("size `{spec}` is above the 1 GiB limit")));
@@ -299,7 +299,7 @@ fn options(bench: Bench, c: &Common) -> Result<GpuOptions, GpuError> {
             vec![one]
         }
         (Some(spec), _) => parse_size_range(spec, default_sizes).map_err(usage)?,
-        (None, Bench::GpuGemm) => Vec::new(),
+        (None, Benchmark::GpuGemm) => Vec::new(),
         (None, _) => {
             let mut v = vec![default_sizes.0];
             while let Some(&last) = v.last() {
@@ -311,12 +311,12 @@ fn options(bench: Bench, c: &Common) -> Result<GpuOptions, GpuError> {
             v
         }
     };
-    if bench == Bench::GpuStream && sizes.iter().any(|s| *s < 4096 || s % 16 != 0) {
+    if bench == Benchmark::GpuStream && sizes.iter().any(|s| *s < 4096 || s % 16 != 0) {
         return Err(usage(
             "gpu-stream array sizes must be multiples of 16 bytes and at least 4K".into(),
         ));
     }
-    if bench == Bench::GpuCopy && sizes.contains(&0) {
+    if bench == Benchmark::GpuCopy && sizes.contains(&0) {
         return Err(usage("gpu-copy sizes must be at least 1 byte".into()));
     }
     let iterations = c.iterations.unwrap_or(iters);
@@ -326,7 +326,7 @@ fn options(bench: Bench, c: &Common) -> Result<GpuOptions, GpuError> {
             "--iterations {iterations} is out of range (1..=1000000)"
         )));
     }
-    let (dtypes, orders) = if bench == Bench::GpuGemm {
+    let (dtypes, orders) = if bench == Benchmark::GpuGemm {
         (
             gemm::parse_dtypes(c.dtype.as_deref()).map_err(usage)?,
             gemm::parse_orders(c.gemm_size.as_deref()).map_err(usage)?,
@@ -449,14 +449,14 @@ fn run(cli: &Cli, ranks: &Ranks) -> ExitCode {
     if let Err(code) = agree(ranks, opened) {
         return code;
     }
-    let started_at = hybrun::launch::record::now_utc();
+    let started_at = hybrun_core::sys::now_utc();
     let setup = match agree(ranks, setup(c)) {
         Ok(s) => s,
         Err(code) => return code,
     };
     // gpu-mpi: the driver is checked first (the same first line on every GPU
     // subcommand without a GPU), then the rank count, then the MPI library.
-    if bench == Bench::GpuMpi {
+    if bench == Benchmark::GpuMpi {
         if let Err(code) = agree(ranks, mpi_gpu::check_ranks(ranks)) {
             return code;
         }
@@ -479,10 +479,10 @@ fn run(cli: &Cli, ranks: &Ranks) -> ExitCode {
     };
     ranks.barrier();
     let measured: Result<(Vec<Measured>, Vec<String>), GpuError> = match bench {
-        Bench::GpuGemm => gemm::run(&setup, &opts),
-        Bench::GpuStream => stream::run(&setup, &opts),
-        Bench::GpuCopy => copy::run(&setup, &opts),
-        Bench::GpuMpi => mpi_gpu::run(&setup, ranks, c, &opts),
+        Benchmark::GpuGemm => gemm::run(&setup, &opts),
+        Benchmark::GpuStream => stream::run(&setup, &opts),
+        Benchmark::GpuCopy => copy::run(&setup, &opts),
+        Benchmark::GpuMpi => mpi_gpu::run(&setup, ranks, c, &opts),
         _ => Err(GpuError::Usage(format!(
             "{} is not a GPU benchmark",
             bench.name()
@@ -543,7 +543,7 @@ fn pct(v: f64, of: Option<f64>) -> Option<f64> {
 #[allow(clippy::too_many_arguments)]
 fn report(
     ranks: &Ranks,
-    bench: Bench,
+    bench: Benchmark,
     setup: &Setup,
     rows: Vec<Measured>,
     libs: Vec<String>,
@@ -628,7 +628,7 @@ type Gathered = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>);
 #[allow(clippy::too_many_arguments)]
 fn write_report(
     ranks: &Ranks,
-    bench: Bench,
+    bench: Benchmark,
     setup: &Setup,
     rows: &[Measured],
     libs: &[String],
@@ -662,11 +662,11 @@ fn write_report(
         };
         let per_rank: Vec<f64> = all
             .iter()
-            .filter_map(|v| hybrun::stats::median(v))
+            .filter_map(|v| hybrun_core::stats::median(v))
             .collect();
         let over = (all.len() > 1).then(|| OverRanks {
             min: per_rank.iter().copied().fold(f64::INFINITY, f64::min),
-            avg: hybrun::stats::mean(&per_rank),
+            avg: hybrun_core::stats::mean(&per_rank),
             max: per_rank.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         });
         let mut row = ResultRow::new(

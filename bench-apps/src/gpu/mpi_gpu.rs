@@ -16,7 +16,7 @@ use std::ffi::{c_int, c_void};
 use std::time::Instant;
 
 use anyhow::Result;
-use hybrun::schema::Unit;
+use hybrun_core::schema::Unit;
 use mpi::ffi;
 
 use super::driver::DevBuf;

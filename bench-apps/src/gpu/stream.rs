@@ -24,7 +24,7 @@ use std::ffi::c_void;
 use std::time::Instant;
 
 use anyhow::Result;
-use hybrun::schema::Unit;
+use hybrun_core::schema::Unit;
 
 use super::driver::{self, DevBuf, Module, sync_copy};
 use super::libs::Nvrtc;

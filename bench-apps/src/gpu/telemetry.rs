@@ -24,7 +24,7 @@ pub struct NvmlInfo {
 }
 
 pub fn device_info(bus_id: &str) -> Result<NvmlInfo, String> {
-    let nvml = hybrun::nvml::open()?;
+    let nvml = hybrun_core::nvml::open()?;
     let dev = nvml
         .device_by_pci_bus_id(bus_id)
         .map_err(|e| format!("NVML has no device at {bus_id}: {e}"))?;
@@ -67,7 +67,7 @@ impl Sampler {
     pub fn start(bus_id: &str, interval: Duration) -> Result<Sampler, String> {
         // Check on this thread first so the caller learns why there is no telemetry.
         {
-            let nvml = hybrun::nvml::open()?;
+            let nvml = hybrun_core::nvml::open()?;
             nvml.device_by_pci_bus_id(bus_id)
                 .map_err(|e| format!("NVML has no device at {bus_id}: {e}"))?;
         }
@@ -77,7 +77,7 @@ impl Sampler {
         let thread = std::thread::Builder::new()
             .name("nvml-sampler".into())
             .spawn(move || {
-                let Ok(nvml) = hybrun::nvml::open() else {
+                let Ok(nvml) = hybrun_core::nvml::open() else {
                     return;
                 };
                 let Ok(dev) = nvml.device_by_pci_bus_id(id.as_str()) else {
@@ -146,7 +146,7 @@ fn med(v: &mut [f64]) -> f64 {
         return f64::NAN;
     }
     v.sort_by(f64::total_cmp);
-    hybrun::stats::quantile_sorted(v, 0.5)
+    hybrun_core::stats::quantile_sorted(v, 0.5)
 }
 
 /// Summarise the samples inside [start, end]; if none fell inside (a row

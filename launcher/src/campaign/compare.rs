@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::report::{self, Options, RunData, size_label};
 use super::scenario::Cell;
-use crate::schema::Unit;
-use crate::stats::{self, Verdict};
+use hybrun_core::schema::Unit;
+use hybrun_core::stats::{self, Verdict};
 
 /// One cell at one size, in both runs.
 #[derive(Debug, Clone, Serialize)]

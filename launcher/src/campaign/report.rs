@@ -4,7 +4,7 @@
 //! (`report.md`), CSV and JSON for programs (`report.csv`, `report.json`),
 //! SVG plots (`plots/`).
 //!
-//! The statistics are `hybrun::stats`'s: the value of one launch at one size is
+//! The statistics are `hybrun_core::stats`'s: the value of one launch at one size is
 //! hybench's median over its iterations; a mode's value is the median over its
 //! launches; the CI resamples launches by default (see
 //! [`super::scenario::Resample`]), and says so in every output.
@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::results::{self, LaunchRecord, SampleMap, Status, StoredRow};
 use super::scenario::{Cell, Resample, Scenario};
-use crate::schema::Unit;
-use crate::stats::{self, RatioCi, Rng, Verdict};
+use hybrun_core::schema::Unit;
+use hybrun_core::stats::{self, RatioCi, Rng, Verdict};
 
 /// Bootstrap resamples per interval.
 pub const RESAMPLES: u32 = 2000;
@@ -732,7 +732,7 @@ mod tests {
     use crate::campaign::results::{Store, results_rows, test_record};
     use crate::campaign::runner::{schedule, store_scenario};
     use crate::campaign::scenario::{Environment, Order, parse};
-    use crate::schema::{ResultRow, SCHEMA_VERSION};
+    use hybrun_core::schema::{ResultRow, SCHEMA_VERSION};
 
     fn scenario(dir: &Path) -> Scenario {
         std::fs::create_dir_all(dir.join("img")).unwrap();

@@ -3,7 +3,7 @@
 //! Three files in the run directory, appended to and never rewritten:
 //!
 //! - `results.csv`: one row per cell x launch x size: the cell's columns, then
-//!   hybench's own schema ([`crate::schema::ResultRow`]);
+//!   hybench's own schema ([`hybrun_core::schema::ResultRow`]);
 //! - `samples.csv`: every timed iteration (cell, launch, then hybench's samples);
 //! - `launches.jsonl`: one [`LaunchRecord`] per finished launch (ok or failed),
 //!   written *after* that launch's rows. It is the done-marker: a launch
@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::scenario::Cell;
-use crate::schema::ResultRow;
+use hybrun_core::schema::ResultRow;
 
 pub const RESULTS: &str = "results.csv";
 pub const SAMPLES: &str = "samples.csv";
@@ -52,7 +52,7 @@ pub const CELL_COLUMNS: &[&str] = &[
 
 /// The columns before hybench's samples columns in `samples.csv`.
 pub const SAMPLE_PREFIX: &str = "cell_key,launch,mode";
-/// hybench's `--samples` header ([`crate::schema::SampleRow`]).
+/// hybench's `--samples` header ([`hybrun_core::schema::SampleRow`]).
 pub const HYBENCH_SAMPLES_HEADER: &str = "benchmark,size_bytes,rank,iteration,value,unit";
 
 /// How a launch ended.

@@ -24,9 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use super::results::{self, LaunchRecord, Status, Store};
 use super::scenario::{Cell, Order, Scenario};
-use crate::launch::plan::{Geometry, LauncherKind, Mode};
+use crate::launch::plan::Geometry;
 use crate::launch::planner::{self, Host, Request};
-use crate::stats::Rng;
+use hybrun_core::stats::Rng;
+use hybrun_core::vocab::{LauncherKind, Mode};
 
 /// Starts one launch of a cell.
 pub trait CellLauncher {
@@ -165,7 +166,7 @@ pub struct ThroughLauncher<'a> {
 
 impl CellLauncher for ThroughLauncher<'_> {
     fn prepare(&self, cell: &Cell, hybench_args: &[String]) -> anyhow::Result<Prepared> {
-        let mode = Mode::parse(&cell.mode).context("unknown mode")?;
+        let mode: Mode = cell.mode.parse()?;
         let launcher = if self.in_allocation {
             LauncherKind::Srun
         } else if cell.flavour == "openmpi" {
@@ -178,7 +179,12 @@ impl CellLauncher for ThroughLauncher<'_> {
         let req = Request {
             site: self.scenario.site.clone(),
             mode: Some(mode),
-            runtime: self.scenario.runtime.clone(),
+            runtime: self
+                .scenario
+                .runtime
+                .as_deref()
+                .map(str::parse)
+                .transpose()?,
             launcher: Some(launcher),
             mpi_profile: Some(cell.mpi.clone()),
             geometry: Geometry {
@@ -448,7 +454,7 @@ fn run_launch(
             Ok(())
         });
     }
-    let started_at = crate::launch::record::now_utc();
+    let started_at = hybrun_core::sys::now_utc();
     let t0 = Instant::now();
     let mut record = LaunchRecord {
         cell_key: cell.key.clone(),
@@ -462,7 +468,7 @@ fn run_launch(
         signal: None,
         started_at,
         duration_s: 0.0,
-        host: hostname(),
+        host: hybrun_core::sys::hostname(),
         slurm_job_id: std::env::var("SLURM_JOB_ID").unwrap_or_default(),
         argv: prepared.argv.clone(),
         env: prepared.env.clone(),
@@ -554,7 +560,7 @@ fn read_output(
             csv_path.display()
         )
     })?;
-    let rows = crate::schema::read_results_csv(text.as_slice())?;
+    let rows = hybrun_core::schema::read_results_csv(text.as_slice())?;
     if rows.is_empty() {
         bail!("hybench wrote no result rows");
     }
@@ -631,13 +637,6 @@ fn tail_of(path: &Path, max: usize) -> String {
     String::from_utf8_lossy(s).trim_end().to_owned()
 }
 
-pub fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// The run's manifest: versions, host, Slurm ids, image digests; the launch
 /// records are in launches.jsonl and copied in at the end of a run.
 #[derive(Debug, Serialize, Deserialize, Default)]
@@ -699,7 +698,7 @@ pub fn begin_manifest(dir: &Path, scenario: &Scenario) -> anyhow::Result<()> {
     }
     let uts = rustix::system::uname();
     m.host = serde_json::json!({
-        "hostname": hostname(),
+        "hostname": hybrun_core::sys::hostname(),
         "kernel": uts.release().to_string_lossy(),
         "machine": uts.machine().to_string_lossy(),
         "cpus": cores(),
@@ -726,9 +725,9 @@ pub fn begin_manifest(dir: &Path, scenario: &Scenario) -> anyhow::Result<()> {
         m.images.insert(key, value);
     }
     m.sessions.push(serde_json::json!({
-        "started_at": crate::launch::record::now_utc(),
+        "started_at": hybrun_core::sys::now_utc(),
         "pid": std::process::id(),
-        "host": hostname(),
+        "host": hybrun_core::sys::hostname(),
         "slurm_job_id": std::env::var("SLURM_JOB_ID").unwrap_or_default(),
         "argv": std::env::args().collect::<Vec<_>>(),
     }));

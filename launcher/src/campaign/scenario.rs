@@ -220,7 +220,7 @@ impl Cell {
     fn compute_key(&mut self) {
         self.key.clear();
         let json = serde_json::to_vec(&*self).unwrap_or_default();
-        let hash = crate::hex(&Sha256::digest(&json));
+        let hash = hybrun_core::sys::hex(&Sha256::digest(&json));
         self.key = format!(
             "{}.{}.{}x{}.{}.{}",
             self.benchmark,
@@ -274,7 +274,7 @@ impl Scenario {
         format!(
             "{}-{}",
             self.name,
-            &crate::hex(&Sha256::digest(&json))[..12]
+            &hybrun_core::sys::hex(&Sha256::digest(&json))[..12]
         )
     }
 

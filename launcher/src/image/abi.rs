@@ -14,33 +14,7 @@
 
 use std::fmt;
 
-/// The MPI ABI a library implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AbiFamily {
-    /// `libmpi.so.12` / `libmpich.so.12` (MPICH, Intel MPI, Cray MPICH, MVAPICH2).
-    Mpich,
-    /// `libmpi.so.40` (Open MPI 3.x-5.x) and older `libmpi.so.N`.
-    OpenMpi,
-    /// `libmpi_abi.so` (the MPI 5.0 standard ABI).
-    Standard,
-}
-
-impl AbiFamily {
-    pub fn name(self) -> &'static str {
-        match self {
-            AbiFamily::Mpich => "MPICH ABI",
-            AbiFamily::OpenMpi => "Open MPI ABI",
-            AbiFamily::Standard => "MPI 5 standard ABI",
-        }
-    }
-}
-
-impl fmt::Display for AbiFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 /// A library file version: the numbers after ".so." in the real file name
 /// (`libmpich.so.12.2.2` -> 12.2.2); missing parts are None.
@@ -97,14 +71,14 @@ pub fn split_so_name(name: &str) -> Option<(&str, Option<LibVersion>)> {
 ///
 /// `libmpi.so.12` is the MPICH ABI; every other `libmpi.so.N` is Open MPI's
 /// (40 for 3.x-5.x, 20 for 2.x, 12 was never used by Open MPI).
-pub fn family_from_name(name: &str) -> Option<AbiFamily> {
+pub fn family_from_name(name: &str) -> Option<MpiAbi> {
     let (stem, version) = split_so_name(name)?;
     match stem {
-        "libmpich" => Some(AbiFamily::Mpich),
-        "libmpi_abi" => Some(AbiFamily::Standard),
+        "libmpich" => Some(MpiAbi::Mpich),
+        "libmpi_abi" => Some(MpiAbi::Standard),
         "libmpi" => match version {
-            Some(v) if v.major == 12 => Some(AbiFamily::Mpich),
-            Some(_) => Some(AbiFamily::OpenMpi),
+            Some(v) if v.major == 12 => Some(MpiAbi::Mpich),
+            Some(_) => Some(MpiAbi::Openmpi),
             // The bare development link says nothing by itself.
             None => None,
         },
@@ -138,7 +112,7 @@ impl AbiMode {
 /// What a compatibility check needs to know about one MPI library.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbiId {
-    pub family: AbiFamily,
+    pub family: MpiAbi,
     /// From the real file's name (after symlinks), else from the SONAME.
     pub version: Option<LibVersion>,
 }
@@ -149,12 +123,13 @@ pub fn compatible(container: &AbiId, host: &AbiId, mode: AbiMode) -> Result<(), 
     if container.family != host.family {
         return Err(format!(
             "different ABI ({} in the image, {} on the host)",
-            container.family, host.family
+            container.family.label(),
+            host.family.label()
         ));
     }
     let (Some(c), Some(h)) = (container.version, host.version) else {
         // The standard ABI's bare libmpi_abi.so carries no number: one ABI by definition.
-        return if container.family == AbiFamily::Standard || mode == AbiMode::Major {
+        return if container.family == MpiAbi::Standard || mode == AbiMode::Major {
             Ok(())
         } else {
             Err(format!(
@@ -195,56 +170,24 @@ pub fn compatible(container: &AbiId, host: &AbiId, mode: AbiMode) -> Result<(), 
     }
 }
 
-/// The product behind an MPI library, from marker strings in its `.rodata`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Implementation {
-    #[serde(rename = "MPICH")]
-    Mpich,
-    #[serde(rename = "Intel MPI")]
-    IntelMpi,
-    #[serde(rename = "Cray MPICH")]
-    CrayMpich,
-    #[serde(rename = "MVAPICH2")]
-    Mvapich2,
-    #[serde(rename = "Open MPI")]
-    OpenMpi,
-}
-
-impl Implementation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Implementation::Mpich => "MPICH",
-            Implementation::IntelMpi => "Intel MPI",
-            Implementation::CrayMpich => "Cray MPICH",
-            Implementation::Mvapich2 => "MVAPICH2",
-            Implementation::OpenMpi => "Open MPI",
-        }
-    }
-
-    pub fn family(self) -> AbiFamily {
-        match self {
-            Implementation::OpenMpi => AbiFamily::OpenMpi,
-            _ => AbiFamily::Mpich,
-        }
-    }
-
-    /// Recognises the product from `.rodata` strings. MPICH derivatives carry MPICH's
-    /// own "MPICH Version:" too, so their markers are checked first.
-    pub fn from_strings<'a>(strings: impl IntoIterator<Item = &'a str> + Clone) -> Option<Self> {
-        let has = |needle: &str| strings.clone().into_iter().any(|s| s.contains(needle));
-        if has("Intel(R) MPI Library") {
-            Some(Implementation::IntelMpi)
-        } else if has("MVAPICH2 Version") || has("MVAPICH2-") {
-            Some(Implementation::Mvapich2)
-        } else if has("CRAY MPICH") || has("Cray MPICH") {
-            Some(Implementation::CrayMpich)
-        } else if has("MPICH Version:") {
-            Some(Implementation::Mpich)
-        } else if has("Open MPI v") || has("ompi_mpi_") {
-            Some(Implementation::OpenMpi)
-        } else {
-            None
-        }
+/// Recognises the product from `.rodata` strings. MPICH derivatives carry MPICH's
+/// own "MPICH Version:" too, so their markers are checked first.
+pub fn flavour_from_strings<'a>(
+    strings: impl IntoIterator<Item = &'a str> + Clone,
+) -> Option<MpiFlavour> {
+    let has = |needle: &str| strings.clone().into_iter().any(|s| s.contains(needle));
+    if has("Intel(R) MPI Library") {
+        Some(MpiFlavour::Intel)
+    } else if has("MVAPICH2 Version") || has("MVAPICH2-") {
+        Some(MpiFlavour::Mvapich2)
+    } else if has("CRAY MPICH") || has("Cray MPICH") {
+        Some(MpiFlavour::CrayMpich)
+    } else if has("MPICH Version:") {
+        Some(MpiFlavour::Mpich)
+    } else if has("Open MPI v") || has("ompi_mpi_") {
+        Some(MpiFlavour::Openmpi)
+    } else {
+        None
     }
 }
 

@@ -18,30 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::abi::{self, AbiFamily, AbiMode, Implementation};
+use super::abi::{self, AbiMode};
 use super::detect::{self, Contents, MpiLibrary, STANDARD_LIB_DIRS, base_name};
 use super::elf::{ElfInfo, ElfReader, GlibcVersion};
-
-/// A launch mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LaunchMode {
-    Native,
-    Hybrid,
-    Bind,
-}
-
-impl LaunchMode {
-    pub const ALL: [LaunchMode; 3] = [LaunchMode::Native, LaunchMode::Hybrid, LaunchMode::Bind];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LaunchMode::Native => "native",
-            LaunchMode::Hybrid => "hybrid",
-            LaunchMode::Bind => "bind",
-        }
-    }
-}
+use hybrun_core::vocab::{Mode, MpiAbi, MpiFlavour};
 
 /// How a mode (or one reason) fares; ordered OK < WARN < FAIL.
 #[derive(
@@ -74,13 +54,13 @@ pub struct Reason {
 /// The verdict for one launch mode: the worst of its reasons.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verdict {
-    pub mode: LaunchMode,
+    pub mode: Mode,
     pub status: Status,
     pub reasons: Vec<Reason>,
 }
 
 impl Verdict {
-    fn new(mode: LaunchMode) -> Self {
+    fn new(mode: Mode) -> Self {
         Verdict {
             mode,
             status: Status::Ok,
@@ -793,14 +773,14 @@ fn resolve_needed(
 /// Slurm `--mpi=` plugins an MPI of `implementation` can start under, best first.
 fn pmi_plugins_for(m: &MpiLibrary) -> Vec<&'static str> {
     let needs_pmix = m.needed.iter().any(|n| n.starts_with("libpmix"));
-    match m.implementation.map(Implementation::family).or(m.abi) {
-        Some(AbiFamily::OpenMpi) => vec!["pmix"],
-        Some(AbiFamily::Mpich) => {
+    match m.implementation.map(MpiFlavour::abi).or(m.abi) {
+        Some(MpiAbi::Openmpi) => vec!["pmix"],
+        Some(MpiAbi::Mpich) => {
             let mut v = vec!["pmi2"];
             if needs_pmix {
                 v.insert(0, "pmix");
             }
-            if m.implementation == Some(Implementation::CrayMpich) {
+            if m.implementation == Some(MpiFlavour::CrayMpich) {
                 v.push("cray_shasta");
             }
             v
@@ -1026,7 +1006,7 @@ impl CheckReport {
 pub fn check(
     contents: Contents,
     host: HostFacts,
-    modes: &[LaunchMode],
+    modes: &[Mode],
     abi_mode: AbiMode,
 ) -> CheckReport {
     let image_mpi = contents.primary_mpi().cloned();
@@ -1036,15 +1016,16 @@ pub fn check(
     for &mode in modes {
         let mut v = Verdict::new(mode);
         match mode {
-            LaunchMode::Native => native(&mut v, image_mpi.as_ref(), &host),
-            LaunchMode::Hybrid => hybrid(&mut v, &contents, image_mpi.as_ref(), &host),
-            LaunchMode::Bind => {
+            Mode::Native => native(&mut v, image_mpi.as_ref(), &host),
+            Mode::Hybrid => hybrid(&mut v, &contents, image_mpi.as_ref(), &host),
+            Mode::Inside => inside(&mut v, image_mpi.as_ref()),
+            Mode::Bind => {
                 let (chosen, req) = bind(&mut v, &contents, image_mpi.as_ref(), &host, abi_mode);
                 bind_host_mpi = chosen;
                 glibc_required = req;
             }
         }
-        if mode != LaunchMode::Native {
+        if mode != Mode::Native {
             if let Some((status, text)) = cuda_reason(&contents, host.driver.as_ref()) {
                 v.add(status, text);
             }
@@ -1109,6 +1090,25 @@ fn native(v: &mut Verdict, image_mpi: Option<&MpiLibrary>, host: &HostFacts) {
                 im.describe(),
                 host_mpi_list(host)
             ),
+        ),
+    }
+}
+
+/// The inside mode runs the image's own mpiexec on one node: it needs an MPI in
+/// the image and nothing of the host's.
+fn inside(v: &mut Verdict, image_mpi: Option<&MpiLibrary>) {
+    match image_mpi {
+        Some(im) => v.add(
+            Status::Ok,
+            format!(
+                "the image has {} at {}: inside mode runs its own mpiexec, on one node",
+                im.describe(),
+                im.path
+            ),
+        ),
+        None => v.add(
+            Status::Fail,
+            "no MPI library in the image: inside mode runs the image's own mpiexec and MPI",
         ),
     }
 }

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::abi::AbiMode;
-use super::check::{self, HostMpiChoice, LaunchMode, SrunChoice, Status};
+use super::check::{self, HostMpiChoice, SrunChoice, Status};
 use super::contents::Image;
 use super::detect;
 use crate::sif::{Arch, SifBuilder, SifImage, display};
+use hybrun_core::vocab::Mode;
 
 /// Arguments of `hybrun image wrap`.
 #[derive(Debug, Args)]
@@ -27,13 +28,32 @@ pub struct WrapArgs {
     pub arch: Option<String>,
 }
 
-/// Launch modes `hybrun image check` can judge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModeArg {
-    Native,
-    Hybrid,
-    Bind,
-    All,
+/// `--mode` of `hybrun image check`: one launch mode, or "all" (native, hybrid
+/// and bind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeFilter(pub Option<Mode>);
+
+impl std::str::FromStr for ModeFilter {
+    type Err = String;
+    fn from_str(text: &str) -> Result<ModeFilter, String> {
+        match text {
+            "all" => Ok(ModeFilter(None)),
+            _ => text
+                .parse::<Mode>()
+                .map(|m| ModeFilter(Some(m)))
+                .map_err(|e| format!("{e}, or all")),
+        }
+    }
+}
+
+impl ModeFilter {
+    /// The modes to judge.
+    pub fn modes(self) -> Vec<Mode> {
+        match self.0 {
+            Some(mode) => vec![mode],
+            None => vec![Mode::Native, Mode::Hybrid, Mode::Bind],
+        }
+    }
 }
 
 /// Arguments of `hybrun image check`.
@@ -41,9 +61,10 @@ pub enum ModeArg {
 pub struct CheckArgs {
     /// The image: a SIF file, a SquashFS file or an image directory.
     pub image: PathBuf,
-    /// The launch mode(s) to judge.
-    #[arg(long, value_enum, default_value = "all")]
-    pub mode: ModeArg,
+    /// The launch mode to judge (native, hybrid, bind, inside), or all (native,
+    /// hybrid and bind).
+    #[arg(long, default_value = "all", value_name = "MODE")]
+    pub mode: ModeFilter,
     /// How strictly the image's and the host's MPI library versions must agree in bind
     /// mode (Sarus's rules): major = same SONAME major, full = also host minor >=
     /// image minor, strict = same major.minor.patch.
@@ -219,13 +240,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<CheckOutcome> {
         Some(p) => SrunChoice::Path(PathBuf::from(p)),
     };
     let host = check::host_facts(&host_mpi, &srun)?;
-    let modes: Vec<LaunchMode> = match args.mode {
-        ModeArg::Native => vec![LaunchMode::Native],
-        ModeArg::Hybrid => vec![LaunchMode::Hybrid],
-        ModeArg::Bind => vec![LaunchMode::Bind],
-        ModeArg::All => LaunchMode::ALL.to_vec(),
-    };
-    let report = check::check(contents, host, &modes, args.abi_mode);
+    let report = check::check(contents, host, &args.mode.modes(), args.abi_mode);
     let failed = report.worst() == Status::Fail;
     let text = if args.json {
         let mut t = serde_json::to_string_pretty(&report)?;

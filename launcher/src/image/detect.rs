@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
 use super::ImageError;
-use super::abi::{self, AbiFamily, Implementation, LibVersion};
+use super::abi::{self, LibVersion};
 use super::contents::{EntryKind, Image, ImageKind, SquashfsInfo};
 use super::elf::{self, ElfReader, GlibcVersion};
+use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 /// `/etc/os-release` facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -57,10 +58,10 @@ pub struct MpiLibrary {
     pub file: String,
     pub soname: Option<String>,
     /// The ABI (from the SONAME, else the file name, else the markers).
-    pub abi: Option<AbiFamily>,
+    pub abi: Option<MpiAbi>,
     /// The library file version (12.2.2 from libmpich.so.12.2.2).
     pub lib_version: Option<LibVersion>,
-    pub implementation: Option<Implementation>,
+    pub implementation: Option<MpiFlavour>,
     /// The product release ("4.0.2").
     pub version: Option<String>,
     pub needed: Vec<String>,
@@ -72,11 +73,11 @@ impl MpiLibrary {
     /// "MPICH 4.0.2 (libmpich.so.12)".
     pub fn describe(&self) -> String {
         let product = match (self.implementation, &self.version) {
-            (Some(i), Some(v)) => format!("{} {v}", i.name()),
-            (Some(i), None) => i.name().to_owned(),
+            (Some(i), Some(v)) => format!("{} {v}", i.label()),
+            (Some(i), None) => i.label().to_owned(),
             (None, _) => self
                 .abi
-                .map_or("unknown MPI".to_owned(), |f| f.name().to_owned()),
+                .map_or("unknown MPI".to_owned(), |f| f.label().to_owned()),
         };
         format!("{product} ({})", self.soname_or_name())
     }
@@ -107,7 +108,7 @@ pub fn analyze_mpi<R: Read + Seek>(
     let info = elf.info()?;
     let rodata = elf.rodata()?;
     let strings = elf::split_strings(&rodata);
-    let implementation = Implementation::from_strings(strings.iter().copied());
+    let implementation = abi::flavour_from_strings(strings.iter().copied());
     let by_name = |n: &str| abi::family_from_name(n);
     let abi = info
         .soname
@@ -115,7 +116,7 @@ pub fn analyze_mpi<R: Read + Seek>(
         .and_then(by_name)
         .or_else(|| by_name(base_name(file)))
         .or_else(|| by_name(base_name(path)))
-        .or_else(|| implementation.map(Implementation::family));
+        .or_else(|| implementation.map(MpiFlavour::abi));
     let lib_version = abi::split_so_name(base_name(file))
         .and_then(|(_, v)| v)
         .or_else(|| {
@@ -124,9 +125,9 @@ pub fn analyze_mpi<R: Read + Seek>(
                 .and_then(abi::split_so_name)
                 .and_then(|(_, v)| v)
         });
-    let version = match implementation.map(Implementation::family) {
-        Some(AbiFamily::OpenMpi) => abi::open_mpi_release(strings.iter().copied()),
-        Some(AbiFamily::Mpich) => {
+    let version = match implementation.map(MpiFlavour::abi) {
+        Some(MpiAbi::Openmpi) => abi::open_mpi_release(strings.iter().copied()),
+        Some(MpiAbi::Mpich) => {
             // MPICH and its derivatives export their release as a string constant.
             let mut v = None;
             for symbol in ["MPII_Version_string", "MPIR_Version_string"] {
@@ -351,7 +352,7 @@ impl Contents {
         for m in &self.mpi {
             let abi = m
                 .abi
-                .map_or("unknown ABI".to_owned(), |a| a.name().to_owned());
+                .map_or("unknown ABI".to_owned(), |a| a.label().to_owned());
             let lib = m
                 .lib_version
                 .map_or(String::new(), |v| format!(", library {v}"));

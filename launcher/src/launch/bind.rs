@@ -630,7 +630,7 @@ impl Bundle {
                 hash.update((m.mtime() as u64).to_le_bytes());
             }
         }
-        let key = crate::hex(&hash.finalize());
+        let key = hybrun_core::sys::hex(&hash.finalize());
         root.join(format!("bundle-{}", &key[..16]))
     }
 

@@ -95,7 +95,7 @@ impl Key {
     }
 
     pub fn finish(self) -> String {
-        crate::hex(&self.0.finalize())
+        hybrun_core::sys::hex(&self.0.finalize())
     }
 }
 

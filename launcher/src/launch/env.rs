@@ -140,7 +140,7 @@ pub fn parse_assignment(text: &OsString) -> Result<(String, OsString), LaunchErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::launch::plan::{Dialect, Version};
+    use hybrun_core::vocab::{Dialect, Version};
 
     fn singularity() -> Runtime {
         Runtime::Singularity {

@@ -33,81 +33,49 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::plan::MpiAbi;
+use hybrun_core::vocab::MpiFlavour;
 
-/// The MPI implementation, as far as the guard cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavour {
-    /// MPICH and MPICH-ABI MPIs that read MPICH's variables (MVAPICH2, Cray MPICH).
-    Mpich,
-    OpenMpi,
-    /// Intel MPI (MPICH ABI, its own fabric selection).
-    IntelMpi,
-}
-
-impl Flavour {
-    /// From a profile's `flavour` key (or, without one, its ABI).
-    pub fn parse(text: &str) -> Option<Flavour> {
-        match text {
-            "mpich" | "mvapich2" | "cray-mpich" => Some(Flavour::Mpich),
-            "openmpi" => Some(Flavour::OpenMpi),
-            "intel" | "intelmpi" | "impi" => Some(Flavour::IntelMpi),
-            _ => None,
-        }
-    }
-
-    pub fn from_abi(abi: MpiAbi) -> Flavour {
-        match abi {
-            MpiAbi::Mpich => Flavour::Mpich,
-            MpiAbi::Openmpi => Flavour::OpenMpi,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Flavour::Mpich => "mpich",
-            Flavour::OpenMpi => "openmpi",
-            Flavour::IntelMpi => "intelmpi",
-        }
-    }
-}
+use crate::site::fabric::FabricKind;
 
 /// The variables that keep `flavour` off TCP on `fabric` (a `[fabric] kind`);
 /// None when the fabric is not one the guard knows as fast.
-pub fn guard_vars(flavour: Flavour, fabric: &str) -> Option<Vec<(&'static str, &'static str)>> {
+pub fn guard_vars(
+    flavour: MpiFlavour,
+    fabric: FabricKind,
+) -> Option<Vec<(&'static str, &'static str)>> {
     let provider = match fabric {
-        "psm2" => "psm2",
-        "opx" => "opx",
-        "verbs" => "verbs",
-        "ucx" => "mlx",
-        _ => return None,
+        FabricKind::Psm2 => "psm2",
+        FabricKind::Opx => "opx",
+        FabricKind::Verbs => "verbs",
+        FabricKind::Ucx => "mlx",
+        FabricKind::Tcp | FabricKind::None => return None,
     };
     let vars = match (flavour, fabric) {
-        (Flavour::OpenMpi, "psm2") => vec![
+        (MpiFlavour::Openmpi, FabricKind::Psm2) => vec![
             ("OMPI_MCA_pml", "cm"),
             ("OMPI_MCA_mtl", "psm2"),
             ("OMPI_MCA_btl", "^tcp"),
         ],
-        (Flavour::OpenMpi, "ucx") => vec![
+        (MpiFlavour::Openmpi, FabricKind::Ucx) => vec![
             ("OMPI_MCA_pml", "ucx"),
             ("OMPI_MCA_btl", "^tcp"),
             ("UCX_TLS", "^tcp"),
         ],
-        (Flavour::OpenMpi, _) => vec![
+        (MpiFlavour::Openmpi, _) => vec![
             ("OMPI_MCA_pml", "cm"),
             ("OMPI_MCA_mtl", "ofi"),
             ("OMPI_MCA_btl", "^tcp"),
             ("FI_PROVIDER", provider),
         ],
-        (Flavour::Mpich, "ucx") => vec![("UCX_TLS", "^tcp")],
-        (Flavour::Mpich, _) => vec![("FI_PROVIDER", provider), ("UCX_TLS", "^tcp")],
-        (Flavour::IntelMpi, "ucx") => vec![
+        (MpiFlavour::Intel, FabricKind::Ucx) => vec![
             ("I_MPI_FABRICS", "shm:ofi"),
             ("FI_PROVIDER", provider),
             ("UCX_TLS", "^tcp"),
         ],
-        (Flavour::IntelMpi, _) => vec![("I_MPI_FABRICS", "shm:ofi"), ("FI_PROVIDER", provider)],
+        (MpiFlavour::Intel, _) => vec![("I_MPI_FABRICS", "shm:ofi"), ("FI_PROVIDER", provider)],
+        // The MPICH family (MPICH, MVAPICH2, Cray MPICH) reads MPICH's variables.
+        (_, FabricKind::Ucx) => vec![("UCX_TLS", "^tcp")],
+        _ => vec![("FI_PROVIDER", provider), ("UCX_TLS", "^tcp")],
     };
     Some(vars)
 }
@@ -116,8 +84,8 @@ pub fn guard_vars(flavour: Flavour, fabric: &str) -> Option<Vec<(&'static str, &
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FabricGuard {
     /// `[fabric] kind`, when the site names one.
-    pub fabric: Option<String>,
-    pub flavour: Option<Flavour>,
+    pub fabric: Option<FabricKind>,
+    pub flavour: Option<MpiFlavour>,
     /// Whether hybrun set any variable.
     pub active: bool,
     /// Variables the guard set.
@@ -131,13 +99,13 @@ pub struct FabricGuard {
 /// Computes the guard. `existing` says whether (and by whom, with which value) a
 /// variable is already set; `allow_tcp` is `--allow-tcp`.
 pub fn compute(
-    fabric: Option<&str>,
-    flavour: Option<Flavour>,
+    fabric: Option<FabricKind>,
+    flavour: Option<MpiFlavour>,
     allow_tcp: bool,
     existing: impl Fn(&str) -> Option<(String, String)>,
 ) -> FabricGuard {
     let mut guard = FabricGuard {
-        fabric: fabric.map(str::to_owned),
+        fabric,
         flavour,
         ..FabricGuard::default()
     };
@@ -151,7 +119,8 @@ pub fn compute(
     };
     let Some(vars) = guard_vars(flavour, kind) else {
         guard.off = Some(format!(
-            "[fabric] kind = {kind:?} is not a fast fabric the guard knows (psm2, opx, verbs, ucx)"
+            "[fabric] kind = {:?} is not a fast fabric (psm2, opx, verbs, ucx)",
+            kind.name()
         ));
         return guard;
     };
@@ -177,7 +146,7 @@ pub fn compute(
 mod tests {
     use super::*;
 
-    fn vars(flavour: Flavour, fabric: &str) -> BTreeMap<String, String> {
+    fn vars(flavour: MpiFlavour, fabric: FabricKind) -> BTreeMap<String, String> {
         compute(Some(fabric), Some(flavour), false, |_| None).set
     }
 
@@ -191,7 +160,7 @@ mod tests {
     #[test]
     fn open_mpi_per_fabric() {
         assert_eq!(
-            vars(Flavour::OpenMpi, "psm2"),
+            vars(MpiFlavour::Openmpi, FabricKind::Psm2),
             map(&[
                 ("OMPI_MCA_btl", "^tcp"),
                 ("OMPI_MCA_mtl", "psm2"),
@@ -199,7 +168,7 @@ mod tests {
             ])
         );
         assert_eq!(
-            vars(Flavour::OpenMpi, "opx"),
+            vars(MpiFlavour::Openmpi, FabricKind::Opx),
             map(&[
                 ("FI_PROVIDER", "opx"),
                 ("OMPI_MCA_btl", "^tcp"),
@@ -208,29 +177,35 @@ mod tests {
             ])
         );
         assert_eq!(
-            vars(Flavour::OpenMpi, "ucx"),
+            vars(MpiFlavour::Openmpi, FabricKind::Ucx),
             map(&[
                 ("OMPI_MCA_btl", "^tcp"),
                 ("OMPI_MCA_pml", "ucx"),
                 ("UCX_TLS", "^tcp")
             ])
         );
-        assert_eq!(vars(Flavour::OpenMpi, "verbs")["FI_PROVIDER"], "verbs");
+        assert_eq!(
+            vars(MpiFlavour::Openmpi, FabricKind::Verbs)["FI_PROVIDER"],
+            "verbs"
+        );
     }
 
     #[test]
     fn mpich_and_intel_per_fabric() {
         assert_eq!(
-            vars(Flavour::Mpich, "psm2"),
+            vars(MpiFlavour::Mpich, FabricKind::Psm2),
             map(&[("FI_PROVIDER", "psm2"), ("UCX_TLS", "^tcp")])
         );
-        assert_eq!(vars(Flavour::Mpich, "ucx"), map(&[("UCX_TLS", "^tcp")]));
         assert_eq!(
-            vars(Flavour::IntelMpi, "opx"),
+            vars(MpiFlavour::Mpich, FabricKind::Ucx),
+            map(&[("UCX_TLS", "^tcp")])
+        );
+        assert_eq!(
+            vars(MpiFlavour::Intel, FabricKind::Opx),
             map(&[("FI_PROVIDER", "opx"), ("I_MPI_FABRICS", "shm:ofi")])
         );
         assert_eq!(
-            vars(Flavour::IntelMpi, "ucx"),
+            vars(MpiFlavour::Intel, FabricKind::Ucx),
             map(&[
                 ("FI_PROVIDER", "mlx"),
                 ("I_MPI_FABRICS", "shm:ofi"),
@@ -241,12 +216,12 @@ mod tests {
 
     #[test]
     fn no_tcp_anywhere_in_what_is_set() {
-        for flavour in [Flavour::Mpich, Flavour::OpenMpi, Flavour::IntelMpi] {
-            for fabric in ["psm2", "opx", "verbs", "ucx"] {
+        for &flavour in MpiFlavour::ALL {
+            for &fabric in FabricKind::ALL {
                 for (name, value) in vars(flavour, fabric) {
                     assert!(
                         !value.contains("tcp") || value == "^tcp",
-                        "{flavour:?}/{fabric}: {name}={value}"
+                        "{flavour}/{fabric}: {name}={value}"
                     );
                     assert!(!value.contains("sockets"));
                 }
@@ -256,23 +231,38 @@ mod tests {
 
     #[test]
     fn off_without_fast_fabric_or_with_allow_tcp() {
-        let g = compute(None, Some(Flavour::Mpich), false, |_| None);
+        let g = compute(None, Some(MpiFlavour::Mpich), false, |_| None);
         assert!(!g.active && g.set.is_empty());
         assert!(g.off.unwrap().contains("no [fabric] kind"));
-        let g = compute(Some("tcp"), Some(Flavour::OpenMpi), false, |_| None);
+        let g = compute(
+            Some(FabricKind::Tcp),
+            Some(MpiFlavour::Openmpi),
+            false,
+            |_| None,
+        );
         assert!(!g.active && g.off.unwrap().contains("not a fast fabric"));
-        let g = compute(Some("psm2"), Some(Flavour::OpenMpi), true, |_| None);
+        let g = compute(
+            Some(FabricKind::Psm2),
+            Some(MpiFlavour::Openmpi),
+            true,
+            |_| None,
+        );
         assert!(!g.active && g.set.is_empty());
         assert_eq!(g.off.as_deref(), Some("--allow-tcp"));
-        let g = compute(Some("psm2"), None, false, |_| None);
+        let g = compute(Some(FabricKind::Psm2), None, false, |_| None);
         assert!(!g.active);
     }
 
     #[test]
     fn user_values_are_kept_and_reported() {
-        let g = compute(Some("psm2"), Some(Flavour::OpenMpi), false, |name| {
-            (name == "OMPI_MCA_btl").then(|| ("self,vader,tcp".to_owned(), "user".to_owned()))
-        });
+        let g = compute(
+            Some(FabricKind::Psm2),
+            Some(MpiFlavour::Openmpi),
+            false,
+            |name| {
+                (name == "OMPI_MCA_btl").then(|| ("self,vader,tcp".to_owned(), "user".to_owned()))
+            },
+        );
         assert!(g.active);
         assert!(!g.set.contains_key("OMPI_MCA_btl"));
         assert_eq!(

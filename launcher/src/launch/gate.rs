@@ -14,17 +14,17 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Mode, MpiPlugin};
 use super::{LaunchError, cache};
 use crate::image::ImageError;
 use crate::image::abi::AbiMode;
 use crate::image::check::{
-    self, Driver, HostFacts, HostMpiChoice, LaunchMode, Reason, SrunPmi, Status, fabric_devices,
-    host_glibc, nvidia_driver,
+    self, Driver, HostFacts, HostMpiChoice, Reason, SrunPmi, Status, fabric_devices, host_glibc,
+    nvidia_driver,
 };
 use crate::image::contents::Image;
 use crate::image::detect;
 use crate::image::elf::GlibcVersion;
+use hybrun_core::vocab::{Mode, MpiPlugin};
 
 /// What the gate found, as recorded.
 #[derive(Debug, Clone, Serialize)]
@@ -111,8 +111,7 @@ struct Judgement {
 /// may go on, Err when it is refused.
 pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, LaunchError> {
     let launch_mode = match input.mode {
-        Mode::Hybrid => LaunchMode::Hybrid,
-        Mode::Bind => LaunchMode::Bind,
+        Mode::Hybrid | Mode::Bind => input.mode,
         // Native has no image; inside runs the image's own mpiexec, which the
         // runtime and the image decide alone.
         Mode::Native | Mode::Inside => return Ok(None),
@@ -179,14 +178,14 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
 /// files, the host MPI library and the loader cache its closure resolves
 /// through, the mode and srun plugin, and the host facts the rules compare with
 /// (glibc, NVIDIA driver, fabric devices), which are cheap to read each time.
-fn judge_cached(input: &GateInput<'_>, mode: LaunchMode) -> Result<Judgement, LaunchError> {
+fn judge_cached(input: &GateInput<'_>, mode: Mode) -> Result<Judgement, LaunchError> {
     let driver = nvidia_driver();
     let fabric = fabric_devices();
     let key = input.cache_dir.and_then(|_| {
         let mut key = input.image.key("gate")?;
         key.text(mode.name());
         key.text(input.plugin.map_or("", |p| p.name()));
-        if let Some(lib) = input.host_library.filter(|_| mode == LaunchMode::Bind) {
+        if let Some(lib) = input.host_library.filter(|_| mode == Mode::Bind) {
             key.file(lib);
             key.file(Path::new("/etc/ld.so.cache"));
         }
@@ -206,7 +205,7 @@ fn judge_cached(input: &GateInput<'_>, mode: LaunchMode) -> Result<Judgement, La
 /// Reads the image and the host MPI and applies the image check's rules.
 fn judge(
     input: &GateInput<'_>,
-    launch_mode: LaunchMode,
+    launch_mode: Mode,
     glibc: Option<GlibcVersion>,
     driver: Option<Driver>,
     fabric: Vec<String>,
@@ -231,7 +230,7 @@ fn judge(
     let mut reasons = Vec::new();
     // The host MPI matters in bind mode only (hybrid runs the image's own).
     let choice = match (launch_mode, input.host_library) {
-        (LaunchMode::Bind, Some(lib)) => HostMpiChoice::Path(lib.to_path_buf()),
+        (Mode::Bind, Some(lib)) => HostMpiChoice::Path(lib.to_path_buf()),
         _ => HostMpiChoice::None,
     };
     let host_mpi = match check::host_facts(&choice, &check::SrunChoice::None) {

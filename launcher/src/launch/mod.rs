@@ -15,8 +15,9 @@
 //! - [`fabric_guard`]: variables that keep the MPI off TCP on a fast fabric;
 //! - [`policy`]: the image path policy (allowed directory);
 //! - [`record`]: the launch record;
-//! - [`quote`]: POSIX shell quoting for `--dry-run`;
-//! - [`site_sections`]: the site file's launch sections.
+//! - [`quote`]: POSIX shell quoting for `--dry-run`.
+
+use hybrun_core::vocab::{MpiFlavour, MpiPlugin};
 
 pub mod bind;
 pub mod cache;
@@ -31,7 +32,6 @@ pub mod quote;
 pub mod record;
 pub mod render;
 pub mod runtime;
-pub mod site_sections;
 
 /// Everything that can stop a launch. Each message names the thing and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -121,15 +121,15 @@ pub enum LaunchError {
     },
 
     #[error(
-        "--mpi {plugin} does not fit profile {profile} (ABI {abi} needs --mpi={fits}; with the \
+        "--mpi {plugin} does not fit profile {profile} ({flavour} needs --mpi={fits}; with the \
          wrong plugin MPICH silently runs one-rank jobs and Open MPI fails); use --mpi {fits}, \
          or --force if the site's MPI really speaks {plugin}"
     )]
     PmiMismatch {
-        plugin: &'static str,
+        plugin: MpiPlugin,
         profile: String,
-        abi: &'static str,
-        fits: &'static str,
+        flavour: MpiFlavour,
+        fits: MpiPlugin,
     },
 
     #[error("{what} {program:?} not found on PATH; {hint}")]

@@ -21,10 +21,14 @@
 //! server's directory, the local rank's GPU).
 
 use std::ffi::{OsStr, OsString};
-use std::fmt;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, Serializer};
+
+use hybrun_core::vocab::{
+    Dialect, LauncherKind, Mode, MpiFlavour, MpiPlugin, RuntimeKind, Version,
+};
 
 use super::LaunchError;
 use super::quote;
@@ -96,160 +100,6 @@ impl Geometry {
     }
 }
 
-/// The program that starts the ranks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LauncherKind {
-    Srun,
-    MpiexecHydra,
-    MpiexecOpenmpi,
-    /// One process, started directly (also the `inside` mode, whose mpiexec runs
-    /// in the container).
-    None,
-}
-
-impl LauncherKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            LauncherKind::Srun => "srun",
-            LauncherKind::MpiexecHydra => "mpiexec-hydra",
-            LauncherKind::MpiexecOpenmpi => "mpiexec-openmpi",
-            LauncherKind::None => "none",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<LauncherKind> {
-        [
-            LauncherKind::Srun,
-            LauncherKind::MpiexecHydra,
-            LauncherKind::MpiexecOpenmpi,
-            LauncherKind::None,
-        ]
-        .into_iter()
-        .find(|k| k.name() == text)
-    }
-}
-
-/// srun's `--mpi=` plugin (the PMI the ranks' MPI library talks to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MpiPlugin {
-    Pmi2,
-    Pmix,
-    None,
-}
-
-impl MpiPlugin {
-    pub fn name(self) -> &'static str {
-        match self {
-            MpiPlugin::Pmi2 => "pmi2",
-            MpiPlugin::Pmix => "pmix",
-            MpiPlugin::None => "none",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<MpiPlugin> {
-        [MpiPlugin::Pmi2, MpiPlugin::Pmix, MpiPlugin::None]
-            .into_iter()
-            .find(|p| p.name() == text)
-    }
-}
-
-/// The MPI family, by ABI: what decides the PMI and the mpiexec flavour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MpiAbi {
-    /// MPICH and its ABI family (Intel MPI, Cray MPICH, MVAPICH2): PMI-2.
-    Mpich,
-    /// Open MPI: PMIx.
-    Openmpi,
-}
-
-impl MpiAbi {
-    pub fn name(self) -> &'static str {
-        match self {
-            MpiAbi::Mpich => "mpich",
-            MpiAbi::Openmpi => "openmpi",
-        }
-    }
-}
-
-/// A released version, `major.minor.patch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl Version {
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Version {
-        Version {
-            major,
-            minor,
-            patch,
-        }
-    }
-
-    /// Parses `3.6.4`, `3.6`, `v1.2.5`, `3.8.7-1.el8` and `singularity version
-    /// 3.6.4` (the runtime's own `--version` output).
-    pub fn parse(text: &str) -> Option<Version> {
-        let word = text.split_whitespace().find(|w| {
-            w.trim_start_matches('v')
-                .starts_with(|c: char| c.is_ascii_digit())
-        })?;
-        let word = word.trim_start_matches('v');
-        let core = word.split(['-', '+', '~']).next()?;
-        let mut parts = core.split('.').map(|p| p.parse::<u32>());
-        let major = parts.next()?.ok()?;
-        let minor = parts.next().unwrap_or(Ok(0)).ok()?;
-        let patch = parts.next().unwrap_or(Ok(0)).ok()?;
-        Some(Version::new(major, minor, patch))
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl Serialize for Version {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Which command-line dialect of Singularity a version speaks: which flags and
-/// variables it has. The renderer emits only what every dialect has (`exec`,
-/// `-B`, `--nv`, `SINGULARITYENV_*`), so the dialect is recorded for people and
-/// checked by the tests against each version's real flag list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dialect {
-    /// 3.0 to 3.5: no `--env`/`--env-file`.
-    Singularity30,
-    /// 3.6 to 3.8 (hpcng/Sylabs, incl. the production 3.6.4): `--env` and
-    /// `--env-file` exist; `--mount`, `--nvccli`, `--sharens` and
-    /// `APPTAINERENV_*` do not.
-    Singularity36,
-    /// SingularityCE 3.9 and later (and 4.x): adds `--mount`, `--nvccli`.
-    SingularityCe39,
-}
-
-impl Dialect {
-    /// The dialect of a Singularity version.
-    pub fn of(version: Version) -> Dialect {
-        if version < Version::new(3, 6, 0) {
-            Dialect::Singularity30
-        } else if version < Version::new(3, 9, 0) {
-            Dialect::Singularity36
-        } else {
-            Dialect::SingularityCe39
-        }
-    }
-}
-
 /// The container runtime that runs each rank.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -273,13 +123,13 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// The short name used on the command line and in messages.
-    pub fn name(&self) -> &'static str {
+    /// The runtime's kind (its name on the command line and in messages).
+    pub fn kind(&self) -> RuntimeKind {
         match self {
-            Runtime::Singularity { .. } => "singularity",
-            Runtime::Apptainer { .. } => "apptainer",
-            Runtime::Charliecloud { .. } => "charliecloud",
-            Runtime::None => "none",
+            Runtime::Singularity { .. } => RuntimeKind::Singularity,
+            Runtime::Apptainer { .. } => RuntimeKind::Apptainer,
+            Runtime::Charliecloud { .. } => RuntimeKind::Charliecloud,
+            Runtime::None => RuntimeKind::None,
         }
     }
 
@@ -300,38 +150,6 @@ impl Runtime {
             self,
             Runtime::Singularity { .. } | Runtime::Apptainer { .. }
         )
-    }
-}
-
-/// How the MPI library of the ranks relates to the container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// No container: the command runs on the host.
-    Native,
-    /// The container's own MPI; ranks started outside (srun/mpiexec), PMI glue
-    /// through the environment.
-    Hybrid,
-    /// The host's MPI and its library closure bound into the container.
-    Bind,
-    /// mpiexec inside the container, on one node.
-    Inside,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Native => "native",
-            Mode::Hybrid => "hybrid",
-            Mode::Bind => "bind",
-            Mode::Inside => "inside",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Mode> {
-        [Mode::Native, Mode::Hybrid, Mode::Bind, Mode::Inside]
-            .into_iter()
-            .find(|m| m.name() == text)
     }
 }
 
@@ -430,7 +248,7 @@ pub struct Join {
 pub struct InsideLauncher {
     #[serde(serialize_with = "ser_path")]
     pub program: PathBuf,
-    pub abi: MpiAbi,
+    pub flavour: MpiFlavour,
     pub ntasks: u32,
     pub oversubscribe: bool,
 }
@@ -587,7 +405,7 @@ impl RankPlan {
         let mut argv = vec![inside.program.as_os_str().to_owned()];
         argv.push("-n".into());
         argv.push(inside.ntasks.to_string().into());
-        if inside.oversubscribe && inside.abi == MpiAbi::Openmpi {
+        if inside.oversubscribe && inside.flavour == MpiFlavour::Openmpi {
             argv.push("--oversubscribe".into());
         }
         argv.extend(self.command.iter().cloned());
@@ -631,22 +449,6 @@ pub fn ser_os_pairs<S: Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions() {
-        assert_eq!(Version::parse("3.6.4"), Some(Version::new(3, 6, 4)));
-        assert_eq!(
-            Version::parse("singularity version 3.6.4"),
-            Some(Version::new(3, 6, 4))
-        );
-        assert_eq!(
-            Version::parse("apptainer version 1.2.5-1.el8"),
-            Some(Version::new(1, 2, 5))
-        );
-        assert_eq!(Version::parse("v1.3"), Some(Version::new(1, 3, 0)));
-        assert_eq!(Version::parse("nope"), None);
-        assert!(Version::new(3, 6, 4) < Version::new(3, 10, 0));
-    }
 
     #[test]
     fn geometry_checks() {

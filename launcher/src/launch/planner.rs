@@ -18,25 +18,30 @@ use super::LaunchError;
 use super::bind::{self, Bundle, PluginRequest};
 use super::cache;
 use super::env;
-use super::fabric_guard::{self, FabricGuard, Flavour};
+use super::fabric_guard::{self, FabricGuard};
 use super::gate::{self, GateInput, GateRecord, LazyImage};
 use super::plan::{
-    Bind, Dialect, EnvOp, Geometry, InsideLauncher, Join, LaunchPlan, Launcher, LauncherKind, Mode,
-    MpiAbi, MpiPlugin, PerRank, RankPlan, Runtime, Version,
+    Bind, EnvOp, Geometry, InsideLauncher, Join, LaunchPlan, Launcher, PerRank, RankPlan, Runtime,
 };
 use super::pmi;
 use super::policy::{self, AllowedDir, CheckedImage, ImageKind};
-use super::site_sections::MpiProfileSection;
-use crate::placement::CpuBinding;
 use crate::site::Site;
+use crate::site::fabric::FabricKind;
+use crate::site::gpu::GpuVendor;
+use crate::site::launcher::PerRankChoice;
+use crate::site::mpi::{MpiProfile, PluginDir};
+use hybrun_core::placement::CpuBinding;
+use hybrun_core::vocab::{
+    Dialect, LauncherKind, Mode, MpiAbi, MpiFlavour, MpiPlugin, RuntimeKind, Version,
+};
 
 /// What the user asked for, independent of how the command line spells it.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     pub site: Option<PathBuf>,
     pub mode: Option<Mode>,
-    pub runtime: Option<String>,
-    pub runtime_version: Option<String>,
+    pub runtime: Option<RuntimeKind>,
+    pub runtime_version: Option<Version>,
     pub launcher: Option<LauncherKind>,
     pub mpi_profile: Option<String>,
     pub mpi: Option<MpiPlugin>,
@@ -62,25 +67,6 @@ pub struct Request {
     pub dry_run: bool,
     pub image: Option<PathBuf>,
     pub command: Vec<OsString>,
-}
-
-/// `--per-rank`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PerRankChoice {
-    Auto,
-    Wrapper,
-    Direct,
-}
-
-impl PerRankChoice {
-    pub fn parse(text: &str) -> Option<PerRankChoice> {
-        match text {
-            "auto" => Some(PerRankChoice::Auto),
-            "wrapper" => Some(PerRankChoice::Wrapper),
-            "direct" => Some(PerRankChoice::Direct),
-            _ => None,
-        }
-    }
 }
 
 /// The host as the planner sees it: environment variables and PATH lookups.
@@ -265,23 +251,8 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     }
     let choice = req
         .per_rank
-        .or_else(|| {
-            site.config
-                .launcher
-                .per_rank
-                .as_deref()
-                .and_then(PerRankChoice::parse)
-        })
+        .or(site.config.launcher.per_rank)
         .unwrap_or(PerRankChoice::Auto);
-    if let Some(text) = &site.config.launcher.per_rank {
-        if PerRankChoice::parse(text).is_none() {
-            return Err(site_value(
-                &site,
-                "[launcher] per_rank",
-                format!("{text:?} is not auto, wrapper or direct"),
-            ));
-        }
-    }
     let wrap = kind != LauncherKind::None
         && match choice {
             PerRankChoice::Wrapper => true,
@@ -330,7 +301,7 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         bundle,
         profile_library: profile
             .as_ref()
-            .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from)),
+            .and_then(|(_, p)| p.library.as_ref().map(|l| l.to_path_buf())),
         profile: profile.map(|(name, _)| name),
         warnings: notes.warnings,
         rank_here,
@@ -368,9 +339,9 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
             gpu: notes.gpu.as_ref().map(|(d, _)| d.as_str()),
             gpu_unmappable: notes.gpu.as_ref().and_then(|(_, why)| why.as_deref()),
             nic: site.config.fabric.nic.as_deref(),
-            fabric_kind: site.config.fabric.kind.as_deref(),
+            fabric_kind: site.config.fabric.kind,
         };
-        let allowed = crate::placement::current_affinity().unwrap_or_default();
+        let allowed = hybrun_core::placement::current_affinity().unwrap_or_default();
         cpu_binding_in(&target, Path::new("/sys"), Path::new("/proc"), &allowed)
     };
     if binding.warn {
@@ -395,7 +366,7 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         bundle,
         profile_library: profile
             .as_ref()
-            .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from)),
+            .and_then(|(_, p)| p.library.as_ref().map(|l| l.to_path_buf())),
         profile: profile.map(|(name, _)| name),
         warnings: notes.warnings,
         rank_here: None,
@@ -421,7 +392,7 @@ fn site_value(site: &Site, path: &str, why: String) -> LaunchError {
     }
 }
 
-type Profile = Option<(String, MpiProfileSection)>;
+type Profile = Option<(String, MpiProfile)>;
 
 /// The MPI profile: `--mpi-profile`, else `[launcher] mpi_profile`, else none.
 fn profile(req: &Request, site: &Site) -> Result<Profile, LaunchError> {
@@ -449,10 +420,10 @@ fn profile(req: &Request, site: &Site) -> Result<Profile, LaunchError> {
     }
 }
 
-fn profile_pmi(profile: &Profile) -> Option<(&str, MpiAbi, Option<MpiPlugin>)> {
+fn profile_pmi(profile: &Profile) -> Option<(&str, MpiFlavour, Option<MpiPlugin>)> {
     profile
         .as_ref()
-        .map(|(name, p)| (name.as_str(), p.abi, p.pmi))
+        .map(|(name, p)| (name.as_str(), p.flavour, p.pmi))
 }
 
 fn launcher_kind(req: &Request, site: &Site, mode: Mode) -> Result<LauncherKind, LaunchError> {
@@ -471,16 +442,7 @@ fn launcher_kind(req: &Request, site: &Site, mode: Mode) -> Result<LauncherKind,
     if let Some(kind) = req.launcher {
         return Ok(kind);
     }
-    match &site.config.launcher.kind {
-        Some(text) => LauncherKind::parse(text).ok_or_else(|| {
-            site_value(
-                site,
-                "[launcher] kind",
-                format!("{text:?} is not srun, mpiexec-hydra, mpiexec-openmpi or none"),
-            )
-        }),
-        None => Ok(LauncherKind::Srun),
-    }
+    Ok(site.config.launcher.kind.unwrap_or(LauncherKind::Srun))
 }
 
 /// hydra cannot start Open MPI ranks (no PMIx server) and Open MPI's mpiexec
@@ -493,22 +455,21 @@ fn check_launcher_abi(
     let Some((name, p)) = profile else {
         return Ok(());
     };
-    let clash = match (kind, p.abi) {
-        (LauncherKind::MpiexecHydra, MpiAbi::Openmpi) => Some("mpiexec-openmpi"),
-        (LauncherKind::MpiexecOpenmpi, MpiAbi::Mpich) => Some("mpiexec-hydra"),
-        _ => None,
-    };
-    match clash {
-        Some(fits) if !force => Err(LaunchError::Refused {
+    let fits = p.flavour.mpiexec();
+    let is_mpiexec = matches!(
+        kind,
+        LauncherKind::MpiexecHydra | LauncherKind::MpiexecOpenmpi
+    );
+    if is_mpiexec && kind != fits && !force {
+        return Err(LaunchError::Refused {
             message: format!(
-                "--launcher {} cannot start ranks of profile {name} (ABI {}): use --launcher \
+                "--launcher {kind} cannot start ranks of profile {name} ({}): use --launcher \
                  {fits} or srun (--force to try anyway)",
-                kind.name(),
-                p.abi.name()
+                p.flavour
             ),
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
 }
 
 fn launcher_program(
@@ -606,7 +567,7 @@ fn plan_rank(
         (Mode::Native, None) => None,
         (_, None) => {
             return Err(LaunchError::NoImage {
-                runtime: runtime.name(),
+                runtime: runtime.kind().name(),
             });
         }
         (_, Some(path)) => Some(check_image(path, &runtime, site, notes)?),
@@ -618,7 +579,7 @@ fn plan_rank(
     let host_library = ctx
         .profile
         .as_ref()
-        .and_then(|(_, p)| p.library.as_ref().map(PathBuf::from));
+        .and_then(|(_, p)| p.library.as_ref().map(|l| l.to_path_buf()));
     let bind_unjudgeable = ctx.mode == Mode::Bind && host_library.is_none();
     // The image's contents, opened at most once and only when a cache entry is
     // missing: by the gate, and by bind mode (bind_library_path).
@@ -644,11 +605,11 @@ fn plan_rank(
     let mut binds: Vec<Bind> = Vec::new();
     if runtime != Runtime::None {
         for entry in &site.config.binds.always {
-            let src = PathBuf::from(&entry.src);
+            let src = entry.src.to_path_buf();
             let dst = entry
                 .dst
                 .as_ref()
-                .map_or_else(|| src.clone(), PathBuf::from);
+                .map_or_else(|| src.clone(), |d| d.to_path_buf());
             binds.push(Bind {
                 src,
                 dst,
@@ -693,22 +654,13 @@ fn plan_rank(
     }
 
     // The fabric guard: no silent fallback to TCP on a fast fabric.
-    if let Some((pname, p)) = ctx.profile {
-        if let Some(text) = p.flavour.as_deref().filter(|t| Flavour::parse(t).is_none()) {
-            return Err(site_value(
-                site,
-                &format!("[mpi.{pname}] flavour"),
-                format!("{text:?} is not mpich, mvapich2, cray-mpich, openmpi or intel"),
-            ));
-        }
-    }
     let guard = fabric_guard_for(ctx, &changes);
     if let Some(off) = &guard.off {
         if guard.fabric.is_some() && guard.flavour.is_some() {
             notes.warnings.push(format!(
                 "fabric guard off ({off}): over [fabric] kind = {:?} the MPI may fall back to \
                  TCP between nodes without an error",
-                guard.fabric.as_deref().unwrap_or_default()
+                guard.fabric.map(|f| f.name()).unwrap_or_default()
             ));
         }
     }
@@ -787,16 +739,9 @@ fn plan_rank(
 
     // GPUs.
     let wants_gpus = req.nv || req.geometry.gpus_per_node.is_some_and(|n| n > 0);
-    let vendor = site.config.gpu.vendor.as_deref().unwrap_or("nvidia");
-    if !matches!(vendor, "nvidia" | "none") {
-        return Err(site_value(
-            site,
-            "[gpu] vendor",
-            format!("{vendor:?} is not nvidia or none"),
-        ));
-    }
+    let vendor = site.config.gpu.vendor.unwrap_or(GpuVendor::Nvidia);
     let nvidia = wants_gpus
-        && vendor == "nvidia"
+        && vendor == GpuVendor::Nvidia
         && matches!(
             runtime,
             Runtime::Singularity { .. } | Runtime::Apptainer { .. }
@@ -873,19 +818,19 @@ fn plan_rank(
         })?;
         let ntasks = req.geometry.total_tasks().unwrap_or(1);
         let program = p.inside_mpiexec.clone().unwrap_or_else(|| {
-            match p.abi {
-                MpiAbi::Mpich => "mpiexec.hydra",
-                MpiAbi::Openmpi => "mpiexec",
+            match p.flavour.mpiexec() {
+                LauncherKind::MpiexecOpenmpi => "mpiexec",
+                _ => "mpiexec.hydra",
             }
             .into()
         });
         notes.notes.push(format!(
-            "inside: {program} -n {ntasks} in the container (profile {pname}, ABI {})",
-            p.abi.name()
+            "inside: {program} -n {ntasks} in the container (profile {pname}, {})",
+            p.flavour
         ));
         Some(InsideLauncher {
             program: program.into(),
-            abi: p.abi,
+            flavour: p.flavour,
             ntasks,
             oversubscribe: req.oversubscribe || exceeds_cores(&req.geometry),
         })
@@ -926,12 +871,7 @@ fn plan_rank(
 /// what is already set (by the environment hybrun runs in, the site, the profile,
 /// or `--env`).
 fn fabric_guard_for(ctx: &RankContext<'_>, changes: &[super::plan::EnvChange]) -> FabricGuard {
-    let flavour = ctx.profile.as_ref().map(|(_, p)| {
-        p.flavour
-            .as_deref()
-            .and_then(Flavour::parse)
-            .unwrap_or_else(|| Flavour::from_abi(p.abi))
-    });
+    let flavour = ctx.profile.as_ref().map(|(_, p)| p.flavour);
     let user: Vec<(String, String)> = ctx
         .req
         .env
@@ -940,7 +880,7 @@ fn fabric_guard_for(ctx: &RankContext<'_>, changes: &[super::plan::EnvChange]) -
         .map(|(n, v)| (n, v.to_string_lossy().into_owned()))
         .collect();
     fabric_guard::compute(
-        ctx.site.config.fabric.kind.as_deref(),
+        ctx.site.config.fabric.kind,
         flavour,
         ctx.req.allow_tcp,
         |name| {
@@ -963,9 +903,9 @@ fn fabric_guard_for(ctx: &RankContext<'_>, changes: &[super::plan::EnvChange]) -
 
 /// The GPU this rank uses, when it sees several and its local rank is known:
 /// one entry of CUDA_VISIBLE_DEVICES (or an ordinal of /dev/nvidiaN when that is
-/// unset), chosen by `hybrun::placement` (local rank modulo the count).
+/// unset), chosen by `hybrun_core::placement` (local rank modulo the count).
 fn gpu_for_rank(host: &Host) -> Option<(String, String)> {
-    let local = crate::placement::local_rank_from(|k| host.var(k));
+    let local = hybrun_core::placement::local_rank_from(|k| host.var(k));
     if local.source == "default" {
         return None;
     }
@@ -994,7 +934,7 @@ fn gpu_for_rank(host: &Host) -> Option<(String, String)> {
     if devices.len() < 2 {
         return None;
     }
-    let index = crate::placement::gpu_for_local_rank(local.rank, devices.len() as u32)?;
+    let index = hybrun_core::placement::gpu_for_local_rank(local.rank, devices.len() as u32)?;
     let device = devices.get(index as usize)?.clone();
     Some((
         device.clone(),
@@ -1017,7 +957,7 @@ pub struct BindTarget<'a> {
     /// `[fabric] nic`.
     pub nic: Option<&'a str>,
     /// `[fabric] kind`.
-    pub fabric_kind: Option<&'a str>,
+    pub fabric_kind: Option<FabricKind>,
 }
 
 /// The CPU binding of a rank that may run on `allowed`: near its GPU when hybrun
@@ -1030,7 +970,7 @@ pub fn cpu_binding_in(
     proc_root: &Path,
     allowed: &[usize],
 ) -> CpuBinding {
-    use crate::placement;
+    use hybrun_core::placement;
     if let Some(device) = target.gpu {
         let label = format!("GPU CUDA_VISIBLE_DEVICES={device}");
         if let Some(why) = target.gpu_unmappable {
@@ -1061,9 +1001,7 @@ pub fn cpu_binding_in(
             ),
         };
     }
-    let fast = target
-        .fabric_kind
-        .is_some_and(|k| !matches!(k, "tcp" | "none" | ""));
+    let fast = target.fabric_kind.is_some_and(FabricKind::is_fast);
     let nic = match target.nic {
         Some(nic) => Some(nic.to_owned()),
         None if fast => placement::sole_rdma_device_in(sysfs_root),
@@ -1096,7 +1034,7 @@ fn resolve_runtime(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Runtime, 
     let req = ctx.req;
     let section = &ctx.site.config.runtime;
     if ctx.mode == Mode::Native {
-        if let Some(kind) = req.runtime.as_deref().filter(|k| *k != "none") {
+        if let Some(kind) = req.runtime.filter(|k| *k != RuntimeKind::None) {
             return Err(LaunchError::Refused {
                 message: format!(
                     "--mode native runs without a container: drop --runtime {kind} (or choose \
@@ -1106,46 +1044,31 @@ fn resolve_runtime(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Runtime, 
         }
         return Ok(Runtime::None);
     }
-    let (kind, from) = match (&req.runtime, &section.kind) {
-        (Some(kind), _) => (kind.as_str(), "--runtime"),
-        (None, Some(kind)) => (kind.as_str(), "[runtime] kind"),
-        (None, None) => ("singularity", "the default"),
+    let (kind, from) = match (req.runtime, section.kind) {
+        (Some(kind), _) => (kind, "--runtime"),
+        (None, Some(kind)) => (kind, "[runtime] kind"),
+        (None, None) => (RuntimeKind::Singularity, "the default"),
     };
-    let default_program = match kind {
-        "singularity" => "singularity",
-        "apptainer" => "apptainer",
-        "charliecloud" | "ch-run" => "ch-run",
-        "none" => {
-            return Err(LaunchError::Refused {
-                message: format!(
-                    "--mode {} needs a container runtime ({from} says none): choose \
-                     singularity, apptainer or charliecloud, or --mode native",
-                    ctx.mode.name()
-                ),
-            });
-        }
-        other => {
-            let message = format!(
-                "unknown runtime {other:?} (from {from}): use singularity, apptainer, \
-                 charliecloud or none"
-            );
-            return Err(if from == "--runtime" {
-                LaunchError::Refused { message }
-            } else {
-                site_value(ctx.site, "[runtime] kind", message)
-            });
-        }
+    let Some(default_program) = kind.default_program() else {
+        return Err(LaunchError::Refused {
+            message: format!(
+                "--mode {} needs a container runtime ({from} says none): choose \
+                 singularity, apptainer or charliecloud, or --mode native",
+                ctx.mode
+            ),
+        });
     };
-    // The site's program only applies to the site's runtime.
-    let program = match (&section.program, &section.kind) {
-        (Some(p), Some(k)) if k == kind || (k == "charliecloud" && kind == "ch-run") => p.clone(),
-        (Some(p), None) if kind == "singularity" => p.clone(),
-        _ => default_program.to_owned(),
-    };
+    // The site's program and version only apply to the site's runtime.
+    let same_kind = section.kind.unwrap_or(RuntimeKind::Singularity) == kind;
+    let program = section
+        .program
+        .clone()
+        .filter(|_| same_kind)
+        .unwrap_or_else(|| default_program.to_owned());
     let found = ctx.host.which(&program);
     if found.is_none() {
-        let hint = match default_program {
-            "ch-run" => "install Charliecloud (Debian: charliecloud-runtime)",
+        let hint = match kind {
+            RuntimeKind::Charliecloud => "install Charliecloud (Debian: charliecloud-runtime)",
             _ => "load the site's module for it, or set [runtime] program in the site file",
         };
         if ctx.req.dry_run {
@@ -1160,24 +1083,20 @@ fn resolve_runtime(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Runtime, 
             });
         }
     }
-    if default_program == "ch-run" {
+    if kind == RuntimeKind::Charliecloud {
         return Ok(Runtime::Charliecloud {
             program: program.into(),
         });
     }
     // The version: given, configured, asked, or (dry run, no program) assumed.
-    let same_kind = section.kind.as_deref().is_none_or(|k| k == kind);
-    let text = req
+    let given = req
         .runtime_version
-        .clone()
-        .or_else(|| section.version.clone().filter(|_| same_kind));
-    let version = match (text, &found) {
-        (Some(text), _) => Version::parse(&text).ok_or_else(|| LaunchError::Refused {
-            message: format!("runtime version {text:?} is not a version like 3.6.4"),
-        })?,
+        .or_else(|| section.version.filter(|_| same_kind));
+    let version = match (given, &found) {
+        (Some(version), _) => version,
         (None, Some(path)) => probe_version(path)?,
         (None, None) => {
-            let assumed = if kind == "apptainer" {
+            let assumed = if kind == RuntimeKind::Apptainer {
                 Version::new(1, 0, 0)
             } else {
                 Version::new(3, 6, 0)
@@ -1189,7 +1108,7 @@ fn resolve_runtime(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Runtime, 
             assumed
         }
     };
-    if kind == "apptainer" {
+    if kind == RuntimeKind::Apptainer {
         if version.major < 1 {
             return Err(LaunchError::Refused {
                 message: format!("apptainer {version} is not supported: hybrun needs 1.x or later"),
@@ -1340,8 +1259,8 @@ fn bind_mode(
                 .into(),
         )
     })?;
-    let mut roots = vec![PathBuf::from(library)];
-    roots.extend(p.libs.iter().map(PathBuf::from));
+    let mut roots = vec![library.to_path_buf()];
+    roots.extend(p.libs.iter().map(|l| l.to_path_buf()));
     roots.extend(site.config.fabric.libs.iter().map(PathBuf::from));
     for root in &roots {
         if !root.is_absolute() {
@@ -1352,7 +1271,7 @@ fn bind_mode(
             ));
         }
     }
-    let request = |d: &super::site_sections::PluginDir, data: bool| PluginRequest {
+    let request = |d: &PluginDir, data: bool| PluginRequest {
         host: d.src.clone().into(),
         env: d.env.clone(),
         name: d.name.clone(),
@@ -1365,7 +1284,7 @@ fn bind_mode(
     // components (or none). See bind.rs.
     let mut plugins: Vec<PluginRequest> = Vec::new();
     let layout = (p.abi == MpiAbi::Openmpi && (p.plugin_dirs.is_none() || p.data_dirs.is_none()))
-        .then(|| bind::openmpi_layout(Path::new(library)));
+        .then(|| bind::openmpi_layout(library));
     match (&p.plugin_dirs, &layout) {
         (Some(dirs), _) => plugins.extend(dirs.iter().map(|d| request(d, false))),
         (None, Some(layout)) => {
@@ -1634,7 +1553,7 @@ fn exec_args(
         pair("--site", path.into_os_string());
     }
     pair("--mode", mode.name().into());
-    pair("--runtime", rank.runtime.name().into());
+    pair("--runtime", rank.runtime.kind().name().into());
     match &rank.runtime {
         // The version is passed so that no rank has to ask the runtime.
         Runtime::Singularity { version, .. } | Runtime::Apptainer { version, .. } => {

@@ -2,7 +2,7 @@
 //!
 //! # The plugin
 //!
-//! From the MPI flavour: the MPICH ABI family speaks PMI-2 (`--mpi=pmi2`), Open
+//! From the MPI flavour: the MPICH family speaks PMI-2 (`--mpi=pmi2`), Open
 //! MPI speaks PMIx (`--mpi=pmix`), unless the site's profile (`pmi = ...`) or
 //! `--mpi` says otherwise. The wrong plugin does not always fail: MPICH under
 //! `pmix` or `none` runs N independent one-rank jobs, and Open MPI under `pmi2`
@@ -38,15 +38,7 @@
 use std::path::{Path, PathBuf};
 
 use super::LaunchError;
-use super::plan::{MpiAbi, MpiPlugin};
-
-/// The plugin that fits an MPI flavour.
-pub fn plugin_for(abi: MpiAbi) -> MpiPlugin {
-    match abi {
-        MpiAbi::Mpich => MpiPlugin::Pmi2,
-        MpiAbi::Openmpi => MpiPlugin::Pmix,
-    }
-}
+use hybrun_core::vocab::{MpiFlavour, MpiPlugin};
 
 /// The plugin chosen, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,55 +48,45 @@ pub struct PmiChoice {
 }
 
 /// Chooses `srun --mpi=`: `cli` (`--mpi`) first, then the profile's `pmi`, then
-/// the flavour's default. `profile` is (name, ABI, the profile's `pmi`).
+/// the flavour's default. `profile` is (name, flavour, the profile's `pmi`).
 pub fn choose(
     cli: Option<MpiPlugin>,
-    profile: Option<(&str, MpiAbi, Option<MpiPlugin>)>,
+    profile: Option<(&str, MpiFlavour, Option<MpiPlugin>)>,
     force: bool,
 ) -> Result<PmiChoice, LaunchError> {
     match (cli, profile) {
         (Some(plugin), None) => Ok(PmiChoice {
             plugin,
-            why: format!("--mpi {}", plugin.name()),
+            why: format!("--mpi {plugin}"),
         }),
-        (Some(plugin), Some((name, abi, _))) => {
-            let fits = plugin_for(abi);
+        (Some(plugin), Some((name, flavour, _))) => {
+            let fits = flavour.default_plugin();
             if plugin != fits && !force {
                 return Err(LaunchError::PmiMismatch {
-                    plugin: plugin.name(),
+                    plugin,
                     profile: name.to_owned(),
-                    abi: abi.name(),
-                    fits: fits.name(),
+                    flavour,
+                    fits,
                 });
             }
             Ok(PmiChoice {
                 plugin,
                 why: if plugin == fits {
-                    format!(
-                        "--mpi {} (fits profile {name}, ABI {})",
-                        plugin.name(),
-                        abi.name()
-                    )
+                    format!("--mpi {plugin} (fits profile {name}, {flavour})")
                 } else {
-                    format!(
-                        "--mpi {} forced against profile {name} (ABI {} needs {})",
-                        plugin.name(),
-                        abi.name(),
-                        fits.name()
-                    )
+                    format!("--mpi {plugin} forced against profile {name} ({flavour} needs {fits})")
                 },
             })
         }
         (None, Some((name, _, Some(plugin)))) => Ok(PmiChoice {
             plugin,
-            why: format!("profile {name}: pmi = {}", plugin.name()),
+            why: format!("profile {name}: pmi = {plugin}"),
         }),
-        (None, Some((name, abi, None))) => Ok(PmiChoice {
-            plugin: plugin_for(abi),
+        (None, Some((name, flavour, None))) => Ok(PmiChoice {
+            plugin: flavour.default_plugin(),
             why: format!(
-                "profile {name}: ABI {} speaks {}",
-                abi.name(),
-                plugin_for(abi).name()
+                "profile {name}: {flavour} speaks {}",
+                flavour.default_plugin()
             ),
         }),
         (None, None) => Err(LaunchError::NoMpi),
@@ -196,17 +178,17 @@ mod tests {
 
     #[test]
     fn plugin_choice() {
-        let mpich = Some(("mpich", MpiAbi::Mpich, None));
+        let mpich = Some(("mpich", MpiFlavour::Mpich, None));
         assert_eq!(
             choose(None, mpich, false).expect("ok").plugin,
             MpiPlugin::Pmi2
         );
-        let ompi = Some(("openmpi", MpiAbi::Openmpi, None));
+        let ompi = Some(("openmpi", MpiFlavour::Openmpi, None));
         assert_eq!(
             choose(None, ompi, false).expect("ok").plugin,
             MpiPlugin::Pmix
         );
-        let site = Some(("cray", MpiAbi::Mpich, Some(MpiPlugin::Pmix)));
+        let site = Some(("cray", MpiFlavour::CrayMpich, Some(MpiPlugin::Pmix)));
         assert_eq!(
             choose(None, site, false).expect("ok").plugin,
             MpiPlugin::Pmix

@@ -27,8 +27,8 @@ use super::gate::GateRecord;
 use super::plan::{Bind, LaunchPlan, Rendered};
 use super::planner::{Host, Planned};
 use super::policy::{CheckedImage, ImageKind};
-use crate::hex;
 use crate::image::elf::ElfReader;
+use hybrun_core::sys::hex;
 
 /// Format version of the record.
 pub const FORMAT: u32 = 1;
@@ -204,16 +204,6 @@ fn host_libraries(bundle: Option<&Bundle>, profile_library: Option<&Path>) -> Ve
     }
 }
 
-/// UTC time as RFC 3339 with seconds.
-pub fn now_utc() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    chrono::DateTime::from_timestamp(now.as_secs() as i64, now.subsec_nanos())
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
-}
-
 impl Record {
     /// A record of `planned` about to run `command`.
     pub fn new(planned: &Planned, command: &Rendered, host: &Host) -> Result<Record, LaunchError> {
@@ -227,7 +217,7 @@ impl Record {
         let lossy = |s: &std::ffi::OsString| s.to_string_lossy().into_owned();
         Ok(Record {
             format: FORMAT,
-            started: now_utc(),
+            started: hybrun_core::sys::now_utc(),
             finished: None,
             exit_code: None,
             signal: None,

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Listed, Store, StoreError, Verified, utc_text};
+use super::{Listed, Store, StoreError, Verified};
 use crate::site::Site;
+use hybrun_core::sys::utc_text;
 
 /// Where the store is: the options every store subcommand takes.
 #[derive(Debug, Args)]

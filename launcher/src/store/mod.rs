@@ -323,9 +323,9 @@ impl Store {
 
         let scan = self.scan(&name, &temp.path())?;
         let entry = IndexEntry {
-            sha256: crate::hex(&digest),
+            sha256: hybrun_core::sys::hex(&digest),
             size: copied,
-            admitted: utc_text(now_unix()),
+            admitted: hybrun_core::sys::utc_text(hybrun_core::sys::now_unix()),
             source: std::fs::canonicalize(source)
                 .unwrap_or_else(|_| source.to_owned())
                 .display()
@@ -528,9 +528,9 @@ impl Store {
                 "modified: {size} bytes, {} recorded",
                 recorded.size
             )),
-            Ok((_, digest)) if crate::hex(&digest) != recorded.sha256 => Some(format!(
+            Ok((_, digest)) if hybrun_core::sys::hex(&digest) != recorded.sha256 => Some(format!(
                 "modified: sha256 {}, {} recorded",
-                crate::hex(&digest),
+                hybrun_core::sys::hex(&digest),
                 recorded.sha256
             )),
             Ok(_) => None,
@@ -541,18 +541,4 @@ impl Store {
 /// The store of the site configuration `site` (`--dir` overriding its directory).
 pub fn open(site: &crate::site::Site, dir_override: Option<&Path>) -> Result<Store, StoreError> {
     Store::open(Policy::from_site(site, dir_override)?)
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Unix seconds as "2025-01-31T12:00:00Z".
-pub(crate) fn utc_text(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0).map_or_else(
-        || unix.to_string(),
-        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    )
 }

@@ -4,7 +4,8 @@ pub mod mpiexec;
 pub mod srun;
 
 use super::LaunchError;
-use super::plan::{LaunchPlan, LauncherKind, Rendered};
+use super::plan::{LaunchPlan, Rendered};
+use hybrun_core::vocab::LauncherKind;
 
 /// Renders the launcher in front of `per_rank` (what every rank runs).
 pub fn render_launcher(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, LaunchError> {

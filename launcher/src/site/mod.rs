@@ -1,4 +1,8 @@
-//! The site configuration: what the HPC site decides, in one TOML file.
+//! The site configuration: what the HPC site decides, in one TOML file. This
+//! module owns every section of it, typed and checked as the file is read: a
+//! bad value (an unknown runtime, a relative library path, a profile whose
+//! flavour contradicts its ABI) fails at load with the file, line, key and
+//! what is accepted, before anything is planned or run.
 //!
 //! # Where it is found
 //!
@@ -9,42 +13,26 @@
 //! 3. `/etc/hybrun/site.toml` (optional: when it does not exist, every key takes
 //!    its default).
 //!
-//! # Keys
+//! # Sections
 //!
-//! Today the file has one section, `[images]`, the allowed-directory store of
-//! `hybrun image cp|ls|rm|verify`. Later sections (runtime, launcher, MPI profiles,
-//! fabric, GPU) are added as further fields of [`SiteConfig`]. Every key not
-//! listed here is refused, with the file, line and key named, so that a typo never
-//! silently falls back to a default.
-//!
-//! ```toml
-//! [images]
-//! # The allowed directory: the only place Singularity/Apptainer run images from on
-//! # this site. Absolute and canonical (no symbolic link anywhere in it).
-//! # "{user}" is replaced by the user's login name and "{uid}" by the numeric user ID.
-//! # Default: $SINGULARITY_ALLOWED_DIR.
-//! dir = "/allowed/{user}"
-//!
-//! # How many images the directory may hold (the site's limit). Default: 20.
-//! max_images = 20
-//!
-//! # Permission bits of admitted images (octal, a string). Default: "0640".
-//! # Only read bits and the owner's write bit may be set.
-//! mode = "0640"
-//!
-//! # A security scanner run on each candidate image before it is admitted: the
-//! # program and its arguments, run directly (no shell). An argument "{image}" is
-//! # replaced by the candidate's path; without one, the path is appended. Exit
-//! # status 0 admits the image, anything else refuses it. Default: no scanner.
-//! scanner = ["/usr/bin/clamscan", "--no-summary", "{image}"]
-//!
-//! # Seconds the scanner may run before it (its whole process group) is killed and
-//! # the image refused. Default: 600.
-//! scanner_timeout_s = 600
-//! ```
+//! One module each: [`images`] (the allowed-directory store), [`runtime`],
+//! [`launcher`], [`mpi`] (the host's MPI profiles), [`fabric`], [`gpu`] and
+//! [`binds`] (`[binds]` and `[env]`). `launcher/site.example.toml` documents
+//! every key with a worked example. Every key not known is refused, with the
+//! file, line and key named, so that a typo never silently falls back to a
+//! default.
 
+pub mod binds;
+pub mod fabric;
+pub mod gpu;
+pub mod images;
+pub mod launcher;
+pub mod mpi;
+pub mod paths;
+pub mod runtime;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -90,75 +78,29 @@ pub enum SiteError {
 pub struct SiteConfig {
     /// `[images]`: the allowed-directory store.
     #[serde(default)]
-    pub images: ImagesConfig,
+    pub images: images::ImagesConfig,
 
-    // The launch sections (`hybrun run`/`hybrun exec`); documented in
-    // crate::launch::site_sections and launcher/site.example.toml.
     /// `[runtime]`: the container runtime.
     #[serde(default)]
-    pub runtime: crate::launch::site_sections::RuntimeSection,
+    pub runtime: runtime::RuntimeSection,
     /// `[launcher]`: srun/mpiexec, records, the per-rank wrapper.
     #[serde(default)]
-    pub launcher: crate::launch::site_sections::LauncherSection,
+    pub launcher: launcher::LauncherSection,
     /// `[mpi.<name>]`: the host's MPI installations, by profile name.
     #[serde(default)]
-    pub mpi: std::collections::BTreeMap<String, crate::launch::site_sections::MpiProfileSection>,
+    pub mpi: BTreeMap<String, mpi::MpiProfile>,
     /// `[fabric]`: interconnect libraries, plugins, devices and variables.
     #[serde(default)]
-    pub fabric: crate::launch::site_sections::FabricSection,
-    /// `[gpu]`: the GPU vendor.
+    pub fabric: fabric::FabricSection,
+    /// `[gpu]`: the GPU vendor and per-rank placement.
     #[serde(default)]
-    pub gpu: crate::launch::site_sections::GpuSection,
+    pub gpu: gpu::GpuSection,
     /// `[binds]`: host paths bound into every container.
     #[serde(default)]
-    pub binds: crate::launch::site_sections::BindsSection,
+    pub binds: binds::BindsSection,
     /// `[env]`: variables set in or removed from every rank.
     #[serde(default)]
-    pub env: crate::launch::site_sections::EnvSection,
-}
-
-/// The `[images]` section, as written in the file (see the module documentation).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImagesConfig {
-    /// The allowed directory, with `{user}`/`{uid}` not yet replaced.
-    pub dir: Option<String>,
-    /// Most images the directory may hold.
-    #[serde(default = "default_max_images")]
-    pub max_images: u32,
-    /// Permission bits of admitted images, octal text.
-    #[serde(default = "default_mode")]
-    pub mode: String,
-    /// The scanner's argv; empty for none.
-    #[serde(default)]
-    pub scanner: Vec<String>,
-    /// The scanner's time limit in seconds.
-    #[serde(default = "default_scanner_timeout_s")]
-    pub scanner_timeout_s: u64,
-}
-
-impl Default for ImagesConfig {
-    fn default() -> Self {
-        ImagesConfig {
-            dir: None,
-            max_images: default_max_images(),
-            mode: default_mode(),
-            scanner: Vec::new(),
-            scanner_timeout_s: default_scanner_timeout_s(),
-        }
-    }
-}
-
-fn default_max_images() -> u32 {
-    20
-}
-
-fn default_mode() -> String {
-    "0640".to_owned()
-}
-
-fn default_scanner_timeout_s() -> u64 {
-    600
+    pub env: binds::EnvSection,
 }
 
 /// A site file that was read, and where from (for error messages).
@@ -232,76 +174,6 @@ impl Site {
             || format!("none found: no --site, no ${SITE_ENV}, no {DEFAULT_SITE_FILE}"),
             |p| p.display().to_string(),
         )
-    }
-}
-
-impl ImagesConfig {
-    /// Checks the values that the types alone do not.
-    fn check(&self, label: &str) -> Result<(), SiteError> {
-        let invalid = |key, value: String, why: &str| SiteError::Invalid {
-            path: label.to_owned(),
-            key,
-            value,
-            why: why.to_owned(),
-        };
-        if let Some(dir) = &self.dir {
-            if !dir.starts_with('/') {
-                return Err(invalid(
-                    "dir",
-                    dir.clone(),
-                    "it must be an absolute path (it starts with /)",
-                ));
-            }
-        }
-        if self.max_images == 0 {
-            return Err(invalid(
-                "max_images",
-                "0".into(),
-                "it must be at least 1 (20 is the usual site limit)",
-            ));
-        }
-        self.mode_bits()
-            .map_err(|why| invalid("mode", self.mode.clone(), &why))?;
-        if let Some(first) = self.scanner.first() {
-            if !first.starts_with('/') {
-                return Err(invalid(
-                    "scanner",
-                    first.clone(),
-                    "the program must be an absolute path (no $PATH search), e.g. \
-                     [\"/usr/bin/clamscan\", \"{image}\"]",
-                ));
-            }
-        }
-        if self.scanner_timeout_s == 0 {
-            return Err(invalid(
-                "scanner_timeout_s",
-                "0".into(),
-                "it must be at least 1 second",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The `mode` key as permission bits.
-    pub fn mode_bits(&self) -> Result<u32, String> {
-        let bits = u32::from_str_radix(&self.mode, 8)
-            .map_err(|_| "write it as octal text, e.g. \"0640\"".to_owned())?;
-        // Images that others can write, or that run set-ID, defeat the store's
-        // point; the owner must be able to read them to run them.
-        if bits & !0o644 != 0 {
-            return Err(
-                "only read bits and the owner's write bit may be set (e.g. \"0640\")".into(),
-            );
-        }
-        if bits & 0o400 == 0 {
-            return Err("the owner must be able to read images (e.g. \"0640\")".into());
-        }
-        Ok(bits)
-    }
-
-    /// The scanner time limit.
-    pub fn scanner_timeout(&self) -> Duration {
-        Duration::from_secs(self.scanner_timeout_s)
     }
 }
 
