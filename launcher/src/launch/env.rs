@@ -137,6 +137,52 @@ pub fn parse_assignment(text: &OsString) -> Result<(String, OsString), LaunchErr
     Ok((name.to_owned(), value))
 }
 
+/// The environment changes of one rank, merged as they are added: a later
+/// change of a variable replaces an earlier one (the planner adds them in
+/// increasing precedence: site, fabric, profile, guard, bind mode, PMIx glue,
+/// user), each with its delivery for the rank's runtime.
+#[derive(Debug)]
+pub struct Changes<'a> {
+    runtime: &'a Runtime,
+    list: Vec<EnvChange>,
+}
+
+impl<'a> Changes<'a> {
+    pub fn new(runtime: &'a Runtime) -> Changes<'a> {
+        Changes {
+            runtime,
+            list: Vec::new(),
+        }
+    }
+
+    /// Sets `name` to `value`; `why` names who asked.
+    pub fn set(&mut self, name: &str, value: OsString, why: &str) -> Result<(), LaunchError> {
+        merge(
+            &mut self.list,
+            change(self.runtime, name, EnvOp::Set(value), why)?,
+        );
+        Ok(())
+    }
+
+    /// Removes `name` from the rank's environment.
+    pub fn unset(&mut self, name: &str, why: &str) -> Result<(), LaunchError> {
+        merge(
+            &mut self.list,
+            change(self.runtime, name, EnvOp::Unset, why)?,
+        );
+        Ok(())
+    }
+
+    /// The latest change of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&EnvChange> {
+        self.list.iter().rev().find(|c| c.name == name)
+    }
+
+    pub fn into_vec(self) -> Vec<EnvChange> {
+        self.list
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! THE launch plan: everything `hybrun run` decided, as data, before anything runs.
 //!
 //! A [`LaunchPlan`] is built once (by [`super::planner`]) and then *rendered* by
-//! the backends into a [`Rendered`] command: an environment change plus an argv
+//! the backends ([`super::render`] for the launcher, [`super::runtime`] for each
+//! rank; this module knows neither) into a [`Rendered`] command: an environment change plus an argv
 //! vector, never a shell string. `--dry-run` prints that command quoted for a POSIX
 //! shell, `--json` prints the plan, the launch record stores both, and a real run
 //! executes exactly the rendered argv.
@@ -365,38 +366,7 @@ impl Rendered {
     }
 }
 
-impl LaunchPlan {
-    /// The whole job's command.
-    pub fn render(&self) -> Result<Rendered, LaunchError> {
-        let per_rank = self.render_per_rank()?;
-        super::render::render_launcher(self, per_rank)
-    }
-
-    /// What the launcher starts on each rank.
-    pub fn render_per_rank(&self) -> Result<Rendered, LaunchError> {
-        match &self.per_rank {
-            PerRank::Direct => self.rank.render(),
-            PerRank::Wrapper { program, args, .. } => {
-                let mut argv = vec![program.as_os_str().to_owned()];
-                argv.extend(args.iter().cloned());
-                Ok(Rendered {
-                    argv,
-                    ..Rendered::default()
-                })
-            }
-        }
-    }
-}
-
 impl RankPlan {
-    /// The rank's command: the runtime's argv and the launcher environment it needs.
-    pub fn render(&self) -> Result<Rendered, LaunchError> {
-        for bind in &self.binds {
-            bind.check()?;
-        }
-        super::runtime::render(self)
-    }
-
     /// The command run in the container (with the `inside` mpiexec in front).
     pub fn payload(&self) -> Vec<OsString> {
         let Some(inside) = &self.inside else {

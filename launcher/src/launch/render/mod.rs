@@ -4,8 +4,33 @@ pub mod mpiexec;
 pub mod srun;
 
 use super::LaunchError;
-use super::plan::{LaunchPlan, Rendered};
+use super::plan::{LaunchPlan, PerRank, Rendered};
 use hybrun_core::vocab::LauncherKind;
+
+// The plan is data (plan.rs imports no backend); rendering lives with the
+// backends.
+impl LaunchPlan {
+    /// The whole job's command.
+    pub fn render(&self) -> Result<Rendered, LaunchError> {
+        let per_rank = self.render_per_rank()?;
+        render_launcher(self, per_rank)
+    }
+
+    /// What the launcher starts on each rank.
+    pub fn render_per_rank(&self) -> Result<Rendered, LaunchError> {
+        match &self.per_rank {
+            PerRank::Direct => self.rank.render(),
+            PerRank::Wrapper { program, args, .. } => {
+                let mut argv = vec![program.as_os_str().to_owned()];
+                argv.extend(args.iter().cloned());
+                Ok(Rendered {
+                    argv,
+                    ..Rendered::default()
+                })
+            }
+        }
+    }
+}
 
 /// Renders the launcher in front of `per_rank` (what every rank runs).
 pub fn render_launcher(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, LaunchError> {

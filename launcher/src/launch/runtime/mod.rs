@@ -8,6 +8,16 @@ use super::LaunchError;
 use super::env;
 use super::plan::{Delivery, EnvChange, EnvOp, RankPlan, Rendered, Runtime};
 
+impl RankPlan {
+    /// The rank's command: the runtime's argv and the launcher environment it needs.
+    pub fn render(&self) -> Result<Rendered, LaunchError> {
+        for bind in &self.binds {
+            bind.check()?;
+        }
+        render(self)
+    }
+}
+
 /// Renders one rank's command for its runtime.
 pub fn render(rank: &RankPlan) -> Result<Rendered, LaunchError> {
     if rank.command.is_empty() {

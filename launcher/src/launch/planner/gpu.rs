@@ -1,0 +1,264 @@
+//! GPUs and CPU placement of a rank: Singularity/Apptainer's `--nv`, one GPU
+//! per rank (`hybrun exec`, where the local rank is known), and the CPUs the
+//! rank is bound to, near its GPU or the fabric's NIC (`hybrun_core::placement`
+//! rules both).
+
+use std::path::Path;
+
+use hybrun_core::placement::{self, CpuBinding};
+
+use super::{Host, Notes, RankContext, Role};
+use crate::launch::LaunchError;
+use crate::launch::env::Changes;
+use crate::launch::plan::{EnvOp, Runtime};
+use crate::site::fabric::FabricKind;
+use crate::site::gpu::GpuVendor;
+
+/// Whether the rank gets NVIDIA GPUs through the runtime (`--nv`): asked for
+/// (`--nv`, `--gpus-per-node`), the site's GPUs are NVIDIA's, and the runtime
+/// has the flag. ch-run has none: refused unless `--force`.
+pub(super) fn nvidia(
+    ctx: &RankContext<'_>,
+    runtime: &Runtime,
+    notes: &mut Notes,
+) -> Result<bool, LaunchError> {
+    let req = ctx.req;
+    let wants_gpus = req.nv || req.geometry.gpus_per_node.is_some_and(|n| n > 0);
+    let vendor = ctx.site.config.gpu.vendor.unwrap_or(GpuVendor::Nvidia);
+    if wants_gpus && matches!(runtime, Runtime::Charliecloud { .. }) {
+        let message = "ch-run has no --nv: GPU libraries must be in the image (ch-fromhost \
+                       --nvidia IMAGE)";
+        if !req.force {
+            return Err(LaunchError::Refused {
+                message: format!("{message}; prepare the image, then use --force"),
+            });
+        }
+        notes.warnings.push(message.to_owned());
+    }
+    Ok(wants_gpus
+        && vendor == GpuVendor::Nvidia
+        && matches!(
+            runtime,
+            Runtime::Singularity { .. } | Runtime::Apptainer { .. }
+        ))
+}
+
+/// One GPU per rank (`hybrun exec`, where the local rank is known):
+/// CUDA_VISIBLE_DEVICES narrowed to the rank's GPU, CUDA ordinals in PCI bus
+/// order.
+pub(super) fn one_per_rank(
+    ctx: &RankContext<'_>,
+    nvidia: bool,
+    changes: &mut Changes<'_>,
+    notes: &mut Notes,
+) -> Result<(), LaunchError> {
+    let wanted = nvidia && ctx.role == Role::Rank && ctx.site.config.gpu.per_rank.unwrap_or(true);
+    let Some((device, why)) = wanted.then(|| gpu_for_rank(ctx.host)).flatten() else {
+        return Ok(());
+    };
+    changes.set(
+        "CUDA_VISIBLE_DEVICES",
+        device.as_str().into(),
+        "GPU per rank",
+    )?;
+    notes.notes.push(why);
+    // CUDA numbers GPUs fastest first by default; in PCI bus order they
+    // match /proc/driver/nvidia/gpus, which is how hybrun finds the
+    // chosen GPU's PCI locality (for the CPU binding) without CUDA or
+    // NVML. The same order for every rank also keeps the mapping stable.
+    let given = changes
+        .get("CUDA_DEVICE_ORDER")
+        .map(|c| match &c.op {
+            EnvOp::Set(v) => (v.to_string_lossy().into_owned(), c.why.clone()),
+            EnvOp::Unset => (String::new(), c.why.clone()),
+        })
+        .or_else(|| {
+            ctx.host
+                .var("CUDA_DEVICE_ORDER")
+                .map(|v| (v, "the environment hybrun runs in".to_owned()))
+        });
+    let unmappable = match given {
+        None => {
+            changes.set(
+                "CUDA_DEVICE_ORDER",
+                "PCI_BUS_ID".into(),
+                "GPU per rank (CUDA ordinals in PCI bus order, as hybrun maps them)",
+            )?;
+            None
+        }
+        Some((v, _)) if v == "PCI_BUS_ID" => None,
+        Some((v, by)) => Some(format!(
+            "CUDA_DEVICE_ORDER={v:?} (set by {by}): CUDA ordinals are not in PCI bus order"
+        )),
+    };
+    notes.gpu = Some((device, unmappable));
+    Ok(())
+}
+
+/// The CPU binding of this rank (`hybrun exec`), from the GPU chosen for it
+/// (in `notes`), else the site's NIC; none when switched off.
+pub(super) fn cpu_binding(ctx: &RankContext<'_>, notes: &Notes) -> CpuBinding {
+    let site = &ctx.site.config;
+    if ctx.req.no_cpu_bind {
+        return CpuBinding::none("no binding: --no-cpu-bind");
+    }
+    if !site.gpu.bind_cpus.unwrap_or(true) {
+        return CpuBinding::none("no binding: [gpu] bind_cpus = false");
+    }
+    let target = BindTarget {
+        gpu: notes.gpu.as_ref().map(|(d, _)| d.as_str()),
+        gpu_unmappable: notes.gpu.as_ref().and_then(|(_, why)| why.as_deref()),
+        nic: site.fabric.nic.as_deref(),
+        fabric_kind: site.fabric.kind,
+    };
+    let allowed = placement::current_affinity().unwrap_or_default();
+    cpu_binding_in(&target, Path::new("/sys"), Path::new("/proc"), &allowed)
+}
+
+/// The GPU this rank uses, when it sees several and its local rank is known:
+/// one entry of CUDA_VISIBLE_DEVICES (or an ordinal of /dev/nvidiaN when that is
+/// unset), chosen by `hybrun_core::placement` (local rank modulo the count).
+fn gpu_for_rank(host: &Host) -> Option<(String, String)> {
+    let local = hybrun_core::placement::local_rank_from(|k| host.var(k));
+    if local.source == "default" {
+        return None;
+    }
+    let devices: Vec<String> = match host.var("CUDA_VISIBLE_DEVICES") {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => {
+            let mut ordinals: Vec<u32> = std::fs::read_dir("/dev")
+                .ok()?
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("nvidia"))
+                        .and_then(|n| n.parse().ok())
+                })
+                .collect();
+            ordinals.sort_unstable();
+            ordinals.into_iter().map(|o| o.to_string()).collect()
+        }
+    };
+    if devices.len() < 2 {
+        return None;
+    }
+    let index = hybrun_core::placement::gpu_for_local_rank(local.rank, devices.len() as u32)?;
+    let device = devices.get(index as usize)?.clone();
+    Some((
+        device.clone(),
+        format!(
+            "GPU per rank: local rank {} ({}) of {} visible GPUs -> CUDA_VISIBLE_DEVICES={device}",
+            local.rank,
+            local.source,
+            devices.len()
+        ),
+    ))
+}
+
+/// The device a rank's CPUs are bound near (see [`cpu_binding_in`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindTarget<'a> {
+    /// The CUDA_VISIBLE_DEVICES entry hybrun chose for the rank.
+    pub gpu: Option<&'a str>,
+    /// Why that entry's ordinal is not in PCI bus order, when it is not.
+    pub gpu_unmappable: Option<&'a str>,
+    /// `[fabric] nic`.
+    pub nic: Option<&'a str>,
+    /// `[fabric] kind`.
+    pub fabric_kind: Option<FabricKind>,
+}
+
+/// The CPU binding of a rank that may run on `allowed`: near its GPU when hybrun
+/// chose one (ordinal N = the Nth GPU of `<proc_root>/driver/nvidia/gpus` in bus
+/// order, its locality from `<sysfs_root>/bus/pci/devices`), else near the
+/// fabric's NIC. Never wider than `allowed` (see `placement::cpu_bind_decision`).
+pub fn cpu_binding_in(
+    target: &BindTarget<'_>,
+    sysfs_root: &Path,
+    proc_root: &Path,
+    allowed: &[usize],
+) -> CpuBinding {
+    if let Some(device) = target.gpu {
+        let label = format!("GPU CUDA_VISIBLE_DEVICES={device}");
+        if let Some(why) = target.gpu_unmappable {
+            return CpuBinding::near(&label, Err(why.to_owned()), allowed);
+        }
+        let Ok(ordinal) = device.parse::<usize>() else {
+            return CpuBinding::near(
+                &label,
+                Err("a GPU UUID or MIG name: its bus id needs NVML".to_owned()),
+                allowed,
+            );
+        };
+        let ids = placement::nvidia_bus_ids_in(proc_root);
+        return match ids.get(ordinal) {
+            Some(id) => CpuBinding::near(
+                &format!("GPU {id} (CUDA device {ordinal})"),
+                placement::pci_locality_in(sysfs_root, id),
+                allowed,
+            ),
+            None => CpuBinding::near(
+                &label,
+                Err(format!(
+                    "{} lists {} GPUs",
+                    proc_root.join("driver/nvidia/gpus").display(),
+                    ids.len()
+                )),
+                allowed,
+            ),
+        };
+    }
+    let fast = target.fabric_kind.is_some_and(FabricKind::is_fast);
+    let nic = match target.nic {
+        Some(nic) => Some(nic.to_owned()),
+        None if fast => placement::sole_rdma_device_in(sysfs_root),
+        None => None,
+    };
+    match nic {
+        Some(nic) => CpuBinding::near(
+            &format!("NIC {nic}"),
+            placement::nic_locality_in(sysfs_root, &nic),
+            allowed,
+        ),
+        None => {
+            let mut b = CpuBinding::none(
+                "no binding: locality unknown (no GPU chosen for this rank, and no fabric NIC: \
+                 set [fabric] nic)",
+            );
+            b.allowed_cpus = placement::format_cpulist(allowed);
+            b
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    #[test]
+    fn one_gpu_per_rank() {
+        let host = Host {
+            vars: [("SLURM_LOCALID", "3"), ("CUDA_VISIBLE_DEVICES", "0,1,2,3")]
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        };
+        assert_eq!(gpu_for_rank(&host).map(|g| g.0), Some("3".to_owned()));
+        let host = Host {
+            vars: [("CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b")]
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        };
+        // No local rank known: leave the devices alone.
+        assert_eq!(gpu_for_rank(&host), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! The rank's image: opened once (policy checks on the opened file), refused
+//! for a runtime that cannot run its form, checked against the site's allowed
+//! directory where the runtime has one, and judged by the compatibility gate.
+
+use std::path::Path;
+
+use hybrun_core::vocab::Mode;
+
+use super::{Notes, RankContext};
+use crate::launch::LaunchError;
+use crate::launch::gate::{self, GateInput, LazyImage};
+use crate::launch::plan::Runtime;
+use crate::launch::policy::{self, AllowedDir, CheckedImage, ImageKind};
+use crate::site::Site;
+
+/// The image the request names, checked for the mode and runtime: None for
+/// native mode (which refuses an image), an error when a container mode has
+/// none.
+pub(super) fn checked(
+    ctx: &RankContext<'_>,
+    runtime: &Runtime,
+    notes: &mut Notes,
+) -> Result<Option<CheckedImage>, LaunchError> {
+    match (ctx.mode, &ctx.req.image) {
+        (Mode::Native, Some(image)) => Err(LaunchError::Refused {
+            message: format!(
+                "--mode native runs without a container, but an image was given ({}): drop \
+                 it, or choose --mode hybrid|bind|inside",
+                image.display()
+            ),
+        }),
+        (Mode::Native, None) => Ok(None),
+        (_, None) => Err(LaunchError::NoImage {
+            runtime: runtime.kind().name(),
+        }),
+        (_, Some(path)) => check_image(path, runtime, ctx.site, notes).map(Some),
+    }
+}
+
+/// The compatibility gate (`hybrun::image::check`), before anything is
+/// prepared. Bind mode without a profile library is refused by bind mode
+/// itself, with the key to set.
+pub(super) fn gate(
+    ctx: &RankContext<'_>,
+    contents: Option<&LazyImage<'_>>,
+    notes: &mut Notes,
+) -> Result<(), LaunchError> {
+    let host_library = ctx
+        .profile
+        .as_ref()
+        .and_then(|(_, p)| p.library.as_ref().map(|l| l.to_path_buf()));
+    let bind_unjudgeable = ctx.mode == Mode::Bind && host_library.is_none();
+    let Some(lazy) = contents.filter(|_| !ctx.req.skip_gate && !bind_unjudgeable) else {
+        return Ok(());
+    };
+    let cache_dir = ctx.host.cache_dir();
+    let input = GateInput {
+        mode: ctx.mode,
+        image: lazy,
+        host_library: host_library.as_deref(),
+        plugin: ctx.plugin,
+        force: ctx.req.force,
+        cache_dir: cache_dir.as_deref(),
+    };
+    if let Some((record, warnings)) = gate::gate(&input)? {
+        notes.warnings.extend(warnings);
+        notes.notes.extend(record.note.clone());
+        notes.gate = Some(record);
+    }
+    Ok(())
+}
+
+fn check_image(
+    path: &Path,
+    runtime: &Runtime,
+    site: &Site,
+    notes: &mut Notes,
+) -> Result<CheckedImage, LaunchError> {
+    let image = policy::open_image(path)?;
+    if matches!(runtime, Runtime::Charliecloud { .. })
+        && matches!(image.kind, ImageKind::Sif | ImageKind::File)
+    {
+        return Err(LaunchError::Refused {
+            message: format!(
+                "image {}: ch-run runs directory and SquashFS images, not {}; use the directory \
+                 or .sqfs form of the image",
+                path.display(),
+                if image.kind == ImageKind::Sif {
+                    "SIF files"
+                } else {
+                    "this file"
+                }
+            ),
+        });
+    }
+    if runtime.has_image_policy() {
+        match crate::store::Policy::from_site(site, None) {
+            Ok(store) => {
+                let allowed = AllowedDir {
+                    dir: store.dir,
+                    from: store.dir_from,
+                };
+                policy::check_allowed(&image, &allowed)?;
+                notes.notes.push(format!(
+                    "image policy: {} is in the allowed directory {} (from {})",
+                    image.canonical.display(),
+                    allowed.dir.display(),
+                    allowed.from
+                ));
+            }
+            Err(crate::store::StoreError::NoDirectory { .. }) => notes.notes.push(
+                "image policy: no allowed directory configured ([images] dir, \
+                 $SINGULARITY_ALLOWED_DIR): not checked"
+                    .into(),
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(image)
+}

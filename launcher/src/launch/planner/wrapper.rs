@@ -1,0 +1,153 @@
+//! What the job launcher starts on each rank: the runtime command itself, or
+//! `hybrun exec` (the per-rank wrapper), which re-plans the rank on its node
+//! where per-rank facts exist (ch-run's join per node and job, the PMIx
+//! server's directory, the local rank's GPU).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use hybrun_core::vocab::{LauncherKind, MpiPlugin};
+
+use super::{Notes, RankContext};
+use crate::launch::LaunchError;
+use crate::launch::plan::{PerRank, RankPlan, Runtime};
+use crate::site::launcher::PerRankChoice;
+
+/// The wrapper where per-rank facts are needed (`--per-rank auto`), always
+/// (`wrapper`) or never (`direct`, with a warning for each fact lost).
+pub(super) fn per_rank(
+    ctx: &RankContext<'_>,
+    kind: LauncherKind,
+    mpi: Option<MpiPlugin>,
+    rank: &RankPlan,
+    notes: &mut Notes,
+) -> Result<PerRank, LaunchError> {
+    let mut reasons = reasons(ctx, kind, mpi, rank);
+    let choice = ctx
+        .req
+        .per_rank
+        .or(ctx.site.config.launcher.per_rank)
+        .unwrap_or(PerRankChoice::Auto);
+    let wrap = kind != LauncherKind::None
+        && match choice {
+            PerRankChoice::Wrapper => true,
+            PerRankChoice::Direct => {
+                for why in &reasons {
+                    notes
+                        .warnings
+                        .push(format!("--per-rank direct: not applied: {why}"));
+                }
+                false
+            }
+            PerRankChoice::Auto => !reasons.is_empty(),
+        };
+    if !wrap {
+        return Ok(PerRank::Direct);
+    }
+    if reasons.is_empty() {
+        reasons.push("--per-rank wrapper".to_owned());
+    }
+    let program = match &ctx.site.config.launcher.hybrun {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe().map_err(|source| LaunchError::Spawn {
+            program: "hybrun (own path for the per-rank wrapper)".into(),
+            source,
+        })?,
+    };
+    Ok(PerRank::Wrapper {
+        program,
+        args: exec_args(ctx, rank, mpi),
+        why: reasons,
+    })
+}
+
+/// The per-rank facts this launch needs, each as a reason for the wrapper.
+fn reasons(
+    ctx: &RankContext<'_>,
+    kind: LauncherKind,
+    mpi: Option<MpiPlugin>,
+    rank: &RankPlan,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let in_container = ctx.mode.in_container() && ctx.mode != hybrun_core::vocab::Mode::Inside;
+    if matches!(rank.runtime, Runtime::Charliecloud { .. })
+        && in_container
+        && kind != LauncherKind::None
+    {
+        reasons.push(
+            "ch-run --join-ct/--join-tag come from the rank's node and job (one container per \
+             node; the tag unique per node and job)"
+                .to_owned(),
+        );
+    }
+    if mpi == Some(MpiPlugin::Pmix) && rank.runtime != Runtime::None && in_container {
+        reasons.push(
+            "PMIx: the rank binds PMIX_SERVER_TMPDIR and maps PMIX_* to PMIX_MCA_* for the \
+             container's PMIx client"
+                .to_owned(),
+        );
+    }
+    reasons
+}
+
+/// The `hybrun exec` arguments that make a rank plan itself as `run` planned it.
+fn exec_args(ctx: &RankContext<'_>, rank: &RankPlan, mpi: Option<MpiPlugin>) -> Vec<OsString> {
+    let req = ctx.req;
+    let mut args: Vec<OsString> = vec!["exec".into()];
+    let mut pair = |flag: &str, value: OsString| {
+        args.push(flag.into());
+        args.push(value);
+    };
+    if let Some(path) = &ctx.site.path {
+        // Absolute, so a rank started in another directory reads the same file.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        pair("--site", path.into_os_string());
+    }
+    pair("--mode", ctx.mode.name().into());
+    pair("--runtime", rank.runtime.kind().name().into());
+    match &rank.runtime {
+        // The version is passed so that no rank has to ask the runtime.
+        Runtime::Singularity { version, .. } | Runtime::Apptainer { version, .. } => {
+            pair("--runtime-version", version.to_string().into());
+        }
+        _ => {}
+    }
+    if let Some((name, _)) = ctx.profile {
+        pair("--mpi-profile", name.into());
+    }
+    if let Some(mpi) = mpi {
+        pair("--mpi", mpi.name().into());
+    }
+    if let Some(dir) = &req.bind_dir {
+        pair("--bind-dir", dir.clone().into_os_string());
+    }
+    for spec in &req.binds {
+        pair("-B", spec.clone());
+    }
+    for assignment in &req.env {
+        pair("--env", assignment.clone());
+    }
+    for name in &req.unset {
+        pair("--unset", name.into());
+    }
+    if rank.nvidia {
+        args.push("--nv".into());
+    }
+    if req.force {
+        args.push("--force".into());
+    }
+    if req.allow_tcp {
+        args.push("--allow-tcp".into());
+    }
+    if req.no_cpu_bind {
+        args.push("--no-cpu-bind".into());
+    }
+    // `hybrun run` judged the image already, on the submit host.
+    args.push("--skip-gate".into());
+    if let Some(image) = &rank.image {
+        args.push(image.clone().into_os_string());
+    }
+    args.push("--".into());
+    args.extend(req.command.iter().cloned());
+    args
+}
