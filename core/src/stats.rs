@@ -41,6 +41,8 @@ pub enum StatsError {
     Empty,
     #[error("sample {index} is not a finite number ({value})")]
     NotFinite { index: usize, value: f64 },
+    #[error("sample {index} is {value}: a geometric mean needs positive finite values")]
+    NotPositive { index: usize, value: f64 },
 }
 
 impl Summary {
@@ -307,6 +309,8 @@ pub enum RatioError {
     Denominator(f64),
     #[error("confidence level {0} is not in (0, 1)")]
     Level(f64),
+    #[error("the launches do not all cover the same message sizes")]
+    Shape,
 }
 
 /// Percentile-bootstrap confidence interval of `median(num) / median(den)`.
@@ -378,6 +382,165 @@ pub fn bootstrap_ratio_of_medians(
         level,
         resamples: resamples.max(1),
     })
+}
+
+/// One ratio over all message sizes: the geometric mean of the per-size ratios
+/// (of each cell's [`Location`] of its launches), with a bootstrap interval
+/// that resamples whole launches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadlineCi {
+    /// exp(mean over sizes of ln(location(num_s) / location(den_s))), as observed.
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+    /// Nominal coverage, e.g. 0.95.
+    pub level: f64,
+    pub resamples: u32,
+    /// The per-size ratios of locations, as observed (same order as the sizes).
+    pub per_size: Vec<f64>,
+}
+
+impl HeadlineCi {
+    /// As a [`RatioCi`] (for verdicts and the stop rule).
+    pub fn as_ratio(&self) -> RatioCi {
+        RatioCi {
+            ratio: self.ratio,
+            low: self.low,
+            high: self.high,
+            level: self.level,
+            resamples: self.resamples,
+        }
+    }
+}
+
+crate::named_enum! {
+    /// How the launches of one cell are summarised per size before two cells
+    /// are compared.
+    pub enum Location ("location estimator") {
+        /// The median of the launches.
+        Median = "median",
+        /// The mean of the launches without the lowest and highest 10%: where a
+        /// launch lands in a fast or slow state and keeps it, the launches are a
+        /// mixture, whose median jumps between the states while the trimmed mean
+        /// moves smoothly (far more power for the same launches), and the trim
+        /// keeps a rare stalled launch from dragging it.
+        TrimmedMean = "trimmed-mean",
+    }
+}
+
+impl Location {
+    /// The location of `values` (reordered in place).
+    pub fn of(self, values: &mut [f64]) -> f64 {
+        match self {
+            Location::Median => median_in_place(values),
+            Location::TrimmedMean => {
+                values.sort_by(f64::total_cmp);
+                let k = values.len() / 10;
+                let kept = &values[k..values.len() - k];
+                kept.iter().sum::<f64>() / kept.len() as f64
+            }
+        }
+    }
+}
+
+/// Percentile-bootstrap interval of the geometric mean over sizes of
+/// `location(num[.][s]) / location(den[.][s])`.
+///
+/// `num` and `den` hold one row per launch, one value per size (every row the
+/// same sizes, in the same order). A resample draws whole launches (rows) with
+/// replacement, so the sizes of one launch stay together: on machines where a
+/// launch lands in a fast or slow state and keeps it, the sizes of a launch
+/// are one event, not independent samples, and the interval must see that.
+/// Values must be positive (logarithms). Cost: O(resamples x launches x sizes).
+pub fn bootstrap_geomean_ratio(
+    num: &[Vec<f64>],
+    den: &[Vec<f64>],
+    location: Location,
+    level: f64,
+    resamples: u32,
+    rng: &mut Rng,
+) -> Result<HeadlineCi, RatioError> {
+    if !(level > 0.0 && level < 1.0) {
+        return Err(RatioError::Level(level));
+    }
+    let sizes = check_rows("numerator", num)?;
+    if check_rows("denominator", den)? != sizes {
+        return Err(RatioError::Shape);
+    }
+    let per_size: Vec<f64> = (0..sizes)
+        .map(|s| column_location(num, s, location) / column_location(den, s, location))
+        .collect();
+    let geomean =
+        |ratios: &[f64]| (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+    let ratio = geomean(&per_size);
+    let mut pick_num = vec![0usize; num.len()];
+    let mut pick_den = vec![0usize; den.len()];
+    let mut scratch = Vec::with_capacity(num.len().max(den.len()));
+    let mut logs = Vec::with_capacity(resamples.max(1) as usize);
+    for _ in 0..resamples.max(1) {
+        for p in pick_num.iter_mut() {
+            *p = rng.below(num.len());
+        }
+        for p in pick_den.iter_mut() {
+            *p = rng.below(den.len());
+        }
+        let mut sum = 0.0;
+        for s in 0..sizes {
+            let a = picked_location(num, &pick_num, s, location, &mut scratch);
+            let b = picked_location(den, &pick_den, s, location, &mut scratch);
+            sum += (a / b).ln();
+        }
+        logs.push(sum / sizes as f64);
+    }
+    logs.sort_by(f64::total_cmp);
+    let alpha = 1.0 - level;
+    Ok(HeadlineCi {
+        ratio,
+        low: quantile_sorted(&logs, alpha / 2.0).exp(),
+        high: quantile_sorted(&logs, 1.0 - alpha / 2.0).exp(),
+        level,
+        resamples: resamples.max(1),
+        per_size,
+    })
+}
+
+/// Checks rows of positive finite values, all of one length; returns it.
+fn check_rows(which: &'static str, rows: &[Vec<f64>]) -> Result<usize, RatioError> {
+    let Some(first) = rows.first() else {
+        return Err(RatioError::Sample {
+            which,
+            source: StatsError::Empty,
+        });
+    };
+    let sizes = first.len();
+    if sizes == 0 || rows.iter().any(|r| r.len() != sizes) {
+        return Err(RatioError::Shape);
+    }
+    for (index, &value) in rows.iter().flatten().enumerate() {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(RatioError::Sample {
+                which,
+                source: StatsError::NotPositive { index, value },
+            });
+        }
+    }
+    Ok(sizes)
+}
+
+fn column_location(rows: &[Vec<f64>], s: usize, location: Location) -> f64 {
+    location.of(&mut rows.iter().map(|r| r[s]).collect::<Vec<_>>())
+}
+
+fn picked_location(
+    rows: &[Vec<f64>],
+    picks: &[usize],
+    s: usize,
+    location: Location,
+    scratch: &mut Vec<f64>,
+) -> f64 {
+    scratch.clear();
+    scratch.extend(picks.iter().map(|&i| rows[i][s]));
+    location.of(scratch)
 }
 
 /// What a ratio's interval says against a tolerance band around 1.
@@ -655,5 +818,86 @@ mod tests {
             Verdict::of(&ci(1.005, 1.02), 0.03, true),
             Verdict::Equivalent
         );
+    }
+
+    /// Launches of a machine that lands each launch in a fast or a slow state
+    /// (x1.15, 40% of launches) and keeps it for every size, plus small noise
+    /// per size: the situation the headline's joint resampling is for.
+    fn launches(rng: &mut Rng, n: usize, sizes: usize, factor: f64) -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|_| {
+                let state = if rng.uniform() < 0.4 { 1.15 } else { 1.0 };
+                (0..sizes)
+                    .map(|s| {
+                        factor * state * (1.0 + s as f64) * (1.0 + 0.01 * (rng.uniform() - 0.5))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn headline_interval_covers_an_a_a_comparison() {
+        for &location in Location::ALL {
+            a_a_coverage(location);
+        }
+    }
+
+    fn a_a_coverage(location: Location) {
+        let mut rng = Rng::new(7);
+        let trials = 200;
+        let mut covered = 0;
+        for _ in 0..trials {
+            let a = launches(&mut rng, 20, 8, 1.0);
+            let b = launches(&mut rng, 20, 8, 1.0);
+            let h = bootstrap_geomean_ratio(&a, &b, location, 0.95, 400, &mut rng).unwrap();
+            assert_eq!(h.per_size.len(), 8);
+            if h.low <= 1.0 && 1.0 <= h.high {
+                covered += 1;
+            }
+        }
+        let coverage = covered as f64 / trials as f64;
+        assert!(coverage >= 0.92, "{location}: coverage {coverage}");
+    }
+
+    #[test]
+    fn headline_sees_a_real_slowdown_where_the_median_does_not() {
+        let power = |location: Location| {
+            let mut rng = Rng::new(11);
+            let mut detected = 0;
+            for _ in 0..100 {
+                let slow = launches(&mut rng, 20, 8, 1.10);
+                let fast = launches(&mut rng, 20, 8, 1.0);
+                let h =
+                    bootstrap_geomean_ratio(&slow, &fast, location, 0.95, 400, &mut rng).unwrap();
+                if h.low > 1.0 {
+                    detected += 1;
+                }
+            }
+            detected
+        };
+        let trimmed = power(Location::TrimmedMean);
+        let median = power(Location::Median);
+        assert!(trimmed >= 85, "trimmed mean detected {trimmed} of 100");
+        assert!(
+            median < trimmed,
+            "median {median} vs trimmed mean {trimmed}"
+        );
+    }
+
+    #[test]
+    fn headline_refuses_ragged_or_non_positive_data() {
+        let mut rng = Rng::new(1);
+        let ok = vec![vec![1.0, 2.0], vec![1.1, 2.1]];
+        let ragged = vec![vec![1.0, 2.0], vec![1.1]];
+        let m = Location::Median;
+        assert_eq!(
+            bootstrap_geomean_ratio(&ragged, &ok, m, 0.95, 10, &mut rng),
+            Err(RatioError::Shape)
+        );
+        let zero = vec![vec![1.0, 0.0]];
+        assert!(bootstrap_geomean_ratio(&zero, &ok, m, 0.95, 10, &mut rng).is_err());
+        let h = bootstrap_geomean_ratio(&ok, &ok, m, 0.95, 10, &mut rng).unwrap();
+        assert!((h.ratio - 1.0).abs() < 1e-12);
     }
 }
