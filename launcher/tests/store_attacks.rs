@@ -46,8 +46,8 @@ fn path_tricks_in_names_refused() {
         (".hybrun-index.json", "starts with '.'"),
         (".hidden.sif", "starts with '.'"),
         (".hybrun-lock", "starts with '.'"),
-        ("evil\n.sif", "control character"),
-        ("evil\u{1b}[2J.sif", "control character"),
+        ("evil\n.sif", "U+000A"),
+        ("evil\u{1b}[2J.sif", "U+001B"),
         ("evil.img", "does not end in .sif"),
         ("evil.sif/", "'/'"),
         ("", "empty"),
@@ -55,8 +55,17 @@ fn path_tricks_in_names_refused() {
     ] {
         let out = world.run("cp", &[path_str(&a), "--name", name]);
         out.assert_refused(&["not an acceptable image name", why]);
+        // rm takes names of what is there: a path or a hidden name is refused,
+        // anything else is not found.
         let out = world.run("rm", &[name]);
-        out.assert_refused(&["not an acceptable image name", why]);
+        let expected = if name.contains('/') {
+            "contains '/'"
+        } else if name.is_empty() || name.starts_with('.') {
+            "not an acceptable image name"
+        } else {
+            "no such image"
+        };
+        out.assert_refused(&[expected]);
     }
     // A source whose own file name is not acceptable needs --name.
     let img = world.src.join("a.img");
@@ -292,4 +301,95 @@ fn planted_entries_are_not_trusted() {
         .assert_refused(&["dir.sif", "directory"]);
     world.run("rm", &["a.sif", "planted.sif"]).assert_ok();
     assert!(other.is_file());
+}
+
+/// Names planted by plain `cp` with terminal escapes, newlines or invalid
+/// UTF-8 print escaped (one line each, no forged "OK" line) and can be removed
+/// by the spelling `ls` shows.
+#[test]
+fn planted_hostile_names_print_escaped_and_can_be_removed() {
+    use std::os::unix::ffi::OsStrExt;
+    let world = World::new("");
+    world.cp_ok(&world.source("small.sif", 1000, 1));
+    let forged = "x.sif\nsmall.sif: OK";
+    std::fs::write(world.allowed.join(forged), b"planted").unwrap();
+    std::fs::write(world.allowed.join("red\u{1b}[31m.sif"), b"planted").unwrap();
+    let invalid = std::ffi::OsStr::from_bytes(b"bad\xff.sif");
+    std::fs::write(world.allowed.join(invalid), b"planted").unwrap();
+
+    let verify = world.run("verify", &[]);
+    verify.assert_refused(&["FAILED verification"]);
+    let ok_lines: Vec<&str> = verify
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("small.sif"))
+        .collect();
+    assert_eq!(ok_lines, ["small.sif: OK"], "{}", verify.stdout);
+    assert!(!verify.stdout.contains('\u{1b}'), "{}", verify.stdout);
+    assert!(
+        verify
+            .stdout
+            .contains("\"x.sif\\u{a}small.sif: OK\": FAILED (unindexed"),
+        "{}",
+        verify.stdout
+    );
+    let ls = world.run("ls", &[]);
+    assert!(!ls.stdout.contains('\u{1b}'), "{}", ls.stdout);
+    assert!(ls.stdout.contains("\"bad\\xff.sif\""), "{}", ls.stdout);
+    // Only *.sif names take the site's slots.
+    assert!(ls.stdout.contains("3 file(s) found."), "{}", ls.stdout);
+
+    let rm = world.run(
+        "rm",
+        &[
+            "x.sif\\u{a}small.sif: OK",
+            "red\\u{1b}[31m.sif",
+            "bad\\xff.sif",
+        ],
+    );
+    rm.assert_ok();
+    assert_eq!(rm.stdout.lines().count(), 3, "{}", rm.stdout);
+    assert_eq!(world.images(), ["small.sif"]);
+    world.assert_consistent();
+}
+
+/// An image deleted by hand leaves its index entry; `rm NAME` drops it, as
+/// `verify`'s advice says.
+#[test]
+fn rm_drops_the_index_entry_of_a_file_deleted_by_hand() {
+    let world = World::new("");
+    world.cp_ok(&world.source("gone.sif", 1000, 1));
+    std::fs::remove_file(world.allowed.join("gone.sif")).unwrap();
+    world
+        .run("verify", &[])
+        .assert_refused(&["FAILED verification"]);
+    let rm = world.run("rm", &["gone.sif"]);
+    rm.assert_ok();
+    assert!(
+        rm.stdout.contains("Index entry 'gone.sif' removed"),
+        "{}",
+        rm.stdout
+    );
+    assert!(world.index().images.is_empty());
+    world.run("verify", &[]).assert_ok();
+}
+
+/// Names that look like other names or like options are refused at the door.
+#[test]
+fn deceptive_names_refused() {
+    let world = World::new("");
+    let src = world.source("a.sif", 1000, 1);
+    for name in [
+        "bidi\u{202e}fis.sif",
+        "zero\u{200b}width.sif",
+        "line\u{2028}sep.sif",
+        "\u{a0}\u{a0}.sif",
+        "e\u{301}.sif",
+        "-rf.sif",
+    ] {
+        world
+            .run("cp", &[path_str(&src), &format!("--name={name}")])
+            .assert_refused(&["not an acceptable image name"]);
+    }
+    assert_nothing_admitted(&world);
 }

@@ -47,7 +47,7 @@ fn cp_ls_rm_verify() {
 
     let rm = world.run("rm", &["a.sif"]);
     rm.assert_ok();
-    assert_eq!(rm.stdout, "1 file removed.\n");
+    assert_eq!(rm.stdout, "File 'a.sif' was succesfully deleted.\n");
     assert_eq!(world.images(), ["b.sif"]);
     world.assert_consistent();
 
@@ -61,7 +61,10 @@ fn cp_ls_rm_verify() {
     world.cp_ok(&a);
     let rm = world.run("rm", &["a.sif", "b.sif", "a.sif"]);
     rm.assert_ok();
-    assert_eq!(rm.stdout, "2 files removed.\n");
+    assert_eq!(
+        rm.stdout,
+        "File 'a.sif' was succesfully deleted.\nFile 'b.sif' was succesfully deleted.\n"
+    );
     world.assert_consistent();
 
     let ls = world.run("ls", &[]);

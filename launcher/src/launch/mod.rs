@@ -14,8 +14,7 @@
 //! - [`cache`]: what launches derive from unchanged files (gate judgements, image env);
 //! - [`fabric_guard`]: variables that keep the MPI off TCP on a fast fabric;
 //! - [`policy`]: the image path policy (allowed directory);
-//! - [`record`]: the launch record;
-//! - [`quote`]: POSIX shell quoting for `--dry-run`.
+//! - [`record`]: the launch record.
 
 use hybrun_core::vocab::{MpiFlavour, MpiPlugin};
 
@@ -28,7 +27,7 @@ pub mod plan;
 pub mod planner;
 pub mod pmi;
 pub mod policy;
-pub mod quote;
+
 pub mod record;
 pub mod render;
 pub mod runtime;

@@ -32,7 +32,7 @@ use hybrun_core::vocab::{
 };
 
 use super::LaunchError;
-use super::quote;
+use crate::quote;
 
 /// Job geometry, in srun's own terms; `None` leaves the choice to the launcher
 /// (and to the allocation when run inside one).

@@ -106,12 +106,21 @@ pub fn ls(args: &LsArgs) -> Result<String, StoreError> {
 /// `hybrun image rm`: the report to print.
 pub fn rm(args: &RmArgs) -> Result<String, StoreError> {
     let store = args.store.open()?;
-    let removed = store.remove(&args.names)?;
-    Ok(if removed == 1 {
-        "1 file removed.\n".to_owned()
-    } else {
-        format!("{removed} files removed.\n")
-    })
+    let mut report = String::new();
+    // The site copy tool's words (its misspelling included): users' scripts
+    // parse them.
+    for removed in store.remove(&args.names)? {
+        if removed.file {
+            let _ = writeln!(report, "File '{}' was succesfully deleted.", removed.name);
+        } else {
+            let _ = writeln!(
+                report,
+                "Index entry '{}' removed (its file was already gone).",
+                removed.name
+            );
+        }
+    }
+    Ok(report)
 }
 
 /// The outcome of `hybrun image verify`: a report to print in any case, and an

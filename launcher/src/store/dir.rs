@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -37,6 +38,10 @@ pub(crate) struct StoreDir {
 /// One entry of the directory, not followed if it is a symbolic link.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
+    /// The name as stored (any bytes but '/' and NUL).
+    pub raw: Vec<u8>,
+    /// The name as UTF-8, invalid bytes replaced (for comparisons with names
+    /// hybrun writes, which are always valid).
     pub name: String,
     pub stat: Stat,
 }
@@ -169,6 +174,7 @@ impl StoreDir {
                 };
             entries.push(Entry {
                 name: String::from_utf8_lossy(raw).into_owned(),
+                raw: raw.to_vec(),
                 stat,
             });
         }
@@ -238,8 +244,9 @@ impl StoreDir {
         }
     }
 
-    /// Removes the entry `name` (not a directory).
-    pub fn unlink(&self, name: &str) -> io::Result<()> {
+    /// Removes the entry named `name` (its bytes; not a directory).
+    pub fn unlink(&self, name: impl AsRef<[u8]>) -> io::Result<()> {
+        let name = std::ffi::OsStr::from_bytes(name.as_ref());
         rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).map_err(Into::into)
     }
 

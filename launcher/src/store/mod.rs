@@ -27,7 +27,7 @@ use std::path::Path;
 
 pub use dir::{LOCK_FILE, TEMP_PREFIX, name_in_dir};
 pub use index::{INDEX_FILE, Index, IndexEntry};
-pub use policy::{ALLOWED_DIR_ENV, MAX_NAME_LEN, Policy, check_name};
+pub use policy::{ALLOWED_DIR_ENV, MAX_NAME_LEN, Policy, check_name, display_name, escape_name};
 pub use scan::{IMAGE_PLACEHOLDER, ScanRecord};
 
 use dir::{Entry, StoreDir};
@@ -234,6 +234,7 @@ pub struct Admitted {
 /// One image of `ls`.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// The name as it may be printed ([`policy::display_name`]).
     pub name: String,
     pub size: u64,
     /// Modification time, Unix seconds.
@@ -244,9 +245,28 @@ pub struct Listed {
     pub irregular: bool,
 }
 
+/// One name `rm` removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// As it may be printed ([`policy::display_name`]).
+    pub name: String,
+    /// Whether a file was removed (else only the index entry of a file that was
+    /// already gone).
+    pub file: bool,
+}
+
+/// What a name given to `rm` designates: a directory entry (its bytes) and/or
+/// an index entry.
+struct Target {
+    raw: Option<Vec<u8>>,
+    display: String,
+    index_name: String,
+}
+
 /// One line of `verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The name as it may be printed ([`policy::display_name`]).
     pub name: String,
     /// None: OK; otherwise why it FAILED.
     pub problem: Option<String>,
@@ -435,57 +455,94 @@ impl Store {
                 mtime: e.stat.st_mtime,
                 sha256: index.images.get(&e.name).map(|i| i.sha256.clone()),
                 irregular: e.file_type() != FileType::RegularFile,
-                name: e.name,
+                name: display_name(&e.raw),
             })
             .collect())
     }
 
-    /// Removes the images `names` (all are checked before any is removed).
-    pub fn remove(&self, names: &[String]) -> Result<usize, StoreError> {
+    /// Removes the images `names` (all are resolved before any is removed) and
+    /// their index entries; returns what was removed, by display name. A name
+    /// is an entry's exact name or its escaped spelling as `ls` shows it, so a
+    /// file planted under a name with escape codes or invalid UTF-8 can be
+    /// removed too; a name the index lists whose file is gone drops the entry.
+    pub fn remove(&self, names: &[String]) -> Result<Vec<Removed>, StoreError> {
         // A name given twice is removed once (the second unlink would fail half-way).
         let names: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
-        for &name in &names {
-            check_name(name).map_err(|why| StoreError::BadName {
-                name: name.to_string(),
-                why,
-            })?;
-        }
         let _lock = self.dir.lock()?;
-        for &name in &names {
-            match self.dir.stat(name)? {
-                None => {
-                    return Err(StoreError::NotFound {
-                        name: name.to_string(),
-                        dir: self.dir.label().to_owned(),
-                    });
-                }
-                // Not something hybrun put there, and unlink cannot remove it.
-                // (A symbolic link is removed: that only drops the link.)
-                Some(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
-                    return Err(StoreError::NotAnImage {
-                        name: name.to_string(),
-                        dir: self.dir.label().to_owned(),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
+        let entries = self.dir.entries()?;
         let mut index = Index::load(&self.dir)?;
+        let mut targets = Vec::new();
         for &name in &names {
-            index.images.remove(name);
+            targets.push(self.resolve_for_removal(name, &entries, &index)?);
+        }
+        for target in &targets {
+            index.images.remove(&target.index_name);
         }
         let new_index = index.prepare(&self.dir, self.policy.mode)?;
-        for &name in &names {
-            self.dir
-                .unlink(name)
-                .map_err(|source| StoreError::WriteIo {
-                    dir: self.dir.label().to_owned(),
-                    action: "remove an image from",
-                    source,
-                })?;
+        for target in &targets {
+            let Some(raw) = &target.raw else { continue };
+            self.dir.unlink(raw).map_err(|source| StoreError::WriteIo {
+                dir: self.dir.label().to_owned(),
+                action: "remove an image from",
+                source,
+            })?;
         }
         new_index.persist(INDEX_FILE)?;
-        Ok(names.len())
+        Ok(targets
+            .into_iter()
+            .map(|t| Removed {
+                name: t.display,
+                file: t.raw.is_some(),
+            })
+            .collect())
+    }
+
+    /// What `name` (as given to `rm`) designates.
+    fn resolve_for_removal(
+        &self,
+        name: &str,
+        entries: &[Entry],
+        index: &Index,
+    ) -> Result<Target, StoreError> {
+        let bad = |why: &str| StoreError::BadName {
+            name: name.to_owned(),
+            why: why.to_owned(),
+        };
+        if name.contains('/') {
+            return Err(bad("it contains '/' (a path, not a name)"));
+        }
+        if name.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if name.starts_with('.') {
+            return Err(bad(
+                "it starts with '.' (hidden names are hybrun's own: index, lock, temporary files)",
+            ));
+        }
+        let found = entries
+            .iter()
+            .find(|e| e.raw == name.as_bytes())
+            .or_else(|| entries.iter().find(|e| escape_name(&e.raw) == name));
+        match found {
+            Some(e) if e.file_type() == FileType::Directory => Err(StoreError::NotAnImage {
+                name: display_name(&e.raw),
+                dir: self.dir.label().to_owned(),
+            }),
+            Some(e) => Ok(Target {
+                raw: Some(e.raw.clone()),
+                display: display_name(&e.raw),
+                index_name: e.name.clone(),
+            }),
+            None if index.images.contains_key(name) => Ok(Target {
+                raw: None,
+                display: display_name(name.as_bytes()),
+                index_name: name.to_owned(),
+            }),
+            None => Err(StoreError::NotFound {
+                name: display_name(name.as_bytes()),
+                dir: self.dir.label().to_owned(),
+            }),
+        }
     }
 
     /// Checks every indexed image against its recorded size and SHA-256, and
@@ -495,19 +552,19 @@ impl Store {
         let entries = self.dir.entries()?;
         let mut results = Vec::new();
         for (name, recorded) in &index.images {
-            let problem = match entries.iter().find(|e| &e.name == name) {
+            let problem = match entries.iter().find(|e| e.raw == name.as_bytes()) {
                 None => Some("missing".to_owned()),
                 Some(_) => self.check_one(name, recorded),
             };
             results.push(Verified {
-                name: name.clone(),
+                name: display_name(name.as_bytes()),
                 problem,
             });
         }
         for entry in entries {
             if !entry.name.starts_with('.') && !index.images.contains_key(&entry.name) {
                 results.push(Verified {
-                    name: entry.name,
+                    name: display_name(&entry.raw),
                     problem: Some("unindexed: not admitted by hybrun image cp".into()),
                 });
             }

@@ -72,8 +72,16 @@ impl Policy {
     }
 }
 
-/// Checks that `name` is a plain image name: a single file name component, no
-/// hidden or reserved name, printable, ending in `.sif`. Returns why not.
+/// Checks that `name` is a plain image name: a single file name component that
+/// starts with a letter or digit, made of letters, digits and `. _ - +` only,
+/// in Unicode normal form C, ending in `.sif`. Returns why not.
+///
+/// Why so strict: a name is shown in listings, pasted into commands and
+/// compared by people. Control and format characters (terminal escapes, bidi
+/// overrides, zero-width joiners), separators (line separators, no-break
+/// spaces), a leading `-` (read as an option by `rm`) and two spellings of one
+/// name (a precomposed é and e + combining accent) would each let a name look
+/// like another or like something else entirely.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("it is empty".into());
@@ -95,13 +103,74 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.starts_with('.') {
         return Err("it starts with '.' (hidden names are reserved)".into());
     }
-    if name.chars().any(char::is_control) {
-        return Err("it contains a control character".into());
+    if name.starts_with('-') {
+        return Err("it starts with '-' (commands would read it as an option)".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')))
+    {
+        return Err(format!(
+            "it contains {} (only letters, digits, '.', '_', '-' and '+' are allowed)",
+            describe_char(c)
+        ));
+    }
+    if !name.starts_with(char::is_alphanumeric) {
+        return Err("it must start with a letter or a digit".into());
+    }
+    if !unicode_normalization::is_nfc(name) {
+        return Err(
+            "it is not in Unicode normal form C (an accented letter spelled as letter + \
+             combining mark): type it again, precomposed"
+                .into(),
+        );
     }
     if !name.ends_with(".sif") {
         return Err("it does not end in .sif".into());
     }
     Ok(())
+}
+
+/// A character for a message: printable ones quoted, others by code point.
+fn describe_char(c: char) -> String {
+    if c.is_control() || c.is_whitespace() || !(c.is_alphanumeric() || c.is_ascii_graphic()) {
+        format!("U+{:04X}", u32::from(c))
+    } else {
+        format!("'{c}'")
+    }
+}
+
+/// A directory entry's name as people may see it: unchanged when it is a valid
+/// image name (or plain printable ASCII), else quoted with every byte outside
+/// printable ASCII escaped (`\x1b`, `\u{202e}`), so that a planted name can
+/// neither drive the terminal nor forge another line of a report. `hybrun image
+/// rm` accepts this spelling (without the quotes) as well as the name itself.
+pub fn display_name(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(name) if check_name(name).is_ok() => name.to_owned(),
+        Ok(name) if name.bytes().all(|b| b.is_ascii_graphic()) => name.to_owned(),
+        _ => format!("\"{}\"", escape_name(raw)),
+    }
+}
+
+/// Every byte or character outside printable ASCII (and the backslash and
+/// double quote) escaped.
+pub fn escape_name(raw: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in raw.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                ' '..='~' => out.push(c),
+                _ => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// The directory template of the site file with `{user}` and `{uid}` replaced.
@@ -160,7 +229,13 @@ mod tests {
 
     #[test]
     fn good_names() {
-        for name in ["a.sif", "my-app_1.2.sif", "x.y.sif", "émoji-ü.sif"] {
+        for name in [
+            "a.sif",
+            "my-app_1.2.sif",
+            "x.y.sif",
+            "émoji-ü.sif",
+            "gcc+mpi.sif",
+        ] {
             assert_eq!(check_name(name), Ok(()), "{name}");
         }
         assert_eq!(check_name(&format!("{}.sif", "a".repeat(124))), Ok(()));
@@ -182,9 +257,31 @@ mod tests {
             "image.img",
             "image.sif.tmp",
             &format!("{}.sif", "a".repeat(125)),
+            "-rf.sif",
+            "a b.sif",
+            "bidi\u{202e}fis.sif",
+            "zero\u{200b}width.sif",
+            "line\u{2028}sep.sif",
+            "\u{a0}\u{a0}.sif",
+            "e\u{301}.sif",
+            "esc\u{1b}[31m.sif",
+            "_x.sif",
         ] {
             assert!(check_name(name).is_err(), "{name:?} accepted");
         }
+    }
+
+    #[test]
+    fn names_shown_escaped() {
+        assert_eq!(display_name(b"ok.sif"), "ok.sif");
+        assert_eq!(display_name(b"small.sif\n"), "\"small.sif\\u{a}\"");
+        assert_eq!(display_name(b"a\x1b[31m.sif"), "\"a\\u{1b}[31m.sif\"");
+        assert_eq!(display_name(b"bad\xff.sif"), "\"bad\\xff.sif\"");
+        assert_eq!(
+            display_name("r\u{202e}.sif".as_bytes()),
+            "\"r\\u{202e}.sif\""
+        );
+        assert_eq!(display_name(b"-rf.sif"), "-rf.sif");
     }
 
     #[test]
