@@ -2,6 +2,8 @@
 //! `sh -c`, behaviour without srun or the runtime on PATH, and bad input that
 //! must fail clearly with nothing launched.
 
+mod test_images;
+
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -20,7 +22,26 @@ struct World {
 }
 
 impl World {
+    /// The world, with the MPICH test image admitted as `app.sif` by `hybrun
+    /// image cp` (the only way an image may run from the allowed directory).
     fn new() -> World {
+        let w = World::bare();
+        let images = test_images::images().expect("the test images");
+        let out = w.run(&[
+            "image",
+            "cp",
+            "--site",
+            w.site(),
+            images.join("mpich.sif").to_str().expect("utf-8"),
+            "--name",
+            "app.sif",
+        ]);
+        assert!(out.status.success(), "image cp: {}", stderr(&out));
+        w
+    }
+
+    /// The world with nothing admitted.
+    fn bare() -> World {
         let tmp = tempfile::tempdir().expect("tmp");
         let root = std::fs::canonicalize(tmp.path()).expect("canonical");
         let allowed = root.join("allowed");
@@ -29,7 +50,6 @@ impl World {
         for dir in [&allowed, &bin, &home, &root.join("allowed_evil")] {
             std::fs::create_dir_all(dir).expect("mkdir");
         }
-        std::fs::write(allowed.join("app.sif"), b"image").expect("image");
         // An Open MPI library with no component directory next to it.
         std::fs::create_dir_all(root.join("bare")).expect("mkdir");
         std::fs::write(root.join("bare/libmpi.so.40"), b"not a library").expect("lib");
@@ -413,6 +433,9 @@ fn bad_input_is_refused_with_nothing_launched() {
             "openmpi-bare",
             "--mode",
             "bind",
+            // Past the gate (an MPICH image, an Open MPI profile): the point is
+            // bind mode's own refusal.
+            "--force",
             &image,
             "--",
             "/x",
@@ -602,12 +625,13 @@ fn record_of_an_image_has_its_digest() {
         .expect("runs");
     assert!(out.status.success(), "{}", stderr(&out));
     let doc = w.only_record();
-    // sha256("image")
-    assert_eq!(
-        doc["image"]["sha256"],
-        "6105d6cc76af400325e94d588ce511be5bfdbb73b437dc51eca43917d7a43e3d"
-    );
-    assert_eq!(doc["image"]["kind"], "file");
+    // What `hybrun image cp` recorded when it admitted the image.
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(w.allowed.join(".hybrun-index.json")).expect("index"),
+    )
+    .expect("index json");
+    assert_eq!(doc["image"]["sha256"], index["images"]["app.sif"]["sha256"]);
+    assert_eq!(doc["image"]["kind"], "sif");
 }
 
 #[test]
@@ -733,8 +757,7 @@ fn example_site_file_is_valid_and_plans() {
     );
     assert!(site.config.mpi.contains_key("mpich") && site.config.mpi.contains_key("openmpi"));
     let w = World::new();
-    std::fs::write(w.allowed.join("x.sif"), b"x").expect("image");
-    let image = w.allowed.join("x.sif");
+    let image = w.allowed.join("app.sif");
     let out = w
         .hybrun(&[
             "run",
@@ -873,7 +896,17 @@ fn bind_mode_keeps_the_images_own_library_path_behind_the_host_mpi() {
     )
     .expect("fake");
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let image = w.allowed.join("cuda-app");
+    // Outside any image policy: a directory image is no SIF that `hybrun image
+    // cp` could admit, and the point here is the environment.
+    let site = w.root.join("site-no-images.toml");
+    let text = std::fs::read_to_string(&w.site).expect("site");
+    let text = text.replace(
+        &format!("[images]\ndir = \"{}\"\n", w.allowed.display()),
+        "",
+    );
+    assert!(!text.contains("[images]"), "{text}");
+    std::fs::write(&site, text).expect("site");
+    let image = w.root.join("cuda-app");
     let env_dir = image.join(".singularity.d/env");
     std::fs::create_dir_all(&env_dir).expect("mkdir");
     std::fs::write(
@@ -899,7 +932,7 @@ fn bind_mode_keeps_the_images_own_library_path_behind_the_host_mpi() {
         w.run(&[
             "exec",
             "--site",
-            w.site(),
+            site.to_str().expect("utf-8"),
             "--mode",
             "bind",
             "--mpi-profile",
@@ -919,7 +952,7 @@ fn bind_mode_keeps_the_images_own_library_path_behind_the_host_mpi() {
         .output()
         .expect("mksquashfs (scripts/setup installs squashfs-tools)");
     assert!(made.status.success(), "{}", stderr(&made));
-    let sif = w.allowed.join("cuda-app.sif");
+    let sif = w.root.join("cuda-app.sif");
     let wrapped = Command::new(HYBRUN)
         .args(["image", "wrap"])
         .arg(&sqfs)
@@ -953,4 +986,147 @@ fn bind_mode_keeps_the_images_own_library_path_behind_the_host_mpi() {
     ] {
         assert!(err.contains(want), "{want:?} in {err}");
     }
+}
+
+/// Only images `hybrun image cp` admitted, unchanged since, run from the
+/// allowed directory: planted, modified, nested, special and hybrun's own files
+/// are refused with the rule that refused them and how to admit an image.
+#[test]
+fn launch_policy_admits_only_what_image_cp_admitted() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let images = test_images::images().expect("the test images");
+    let sif = images.join("mpich.sif");
+    let run = |image: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--site",
+            w.site(),
+            "--mpi-profile",
+            "mpich",
+            "--dry-run",
+        ];
+        args.extend_from_slice(extra);
+        args.extend([image.to_str().expect("utf-8"), "--", "/app/x"]);
+        w.run(&args)
+    };
+    let refused_by = |image: &std::path::Path, rule: &str| {
+        let out = run(image, &[]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{} ran: {err}", image.display());
+        for needle in [
+            "image is not in an allowed configured path",
+            rule,
+            "hybrun image cp",
+        ] {
+            assert!(
+                err.contains(needle),
+                "{}: {needle:?} not in {err}",
+                image.display()
+            );
+        }
+    };
+    // A valid SIF planted with plain cp, a non-SIF named .sif, a hard link.
+    std::fs::copy(&sif, w.allowed.join("planted.sif")).expect("cp");
+    refused_by(&w.allowed.join("planted.sif"), "index does not list it");
+    std::fs::write(w.allowed.join("text.sif"), b"not an image").expect("write");
+    refused_by(&w.allowed.join("text.sif"), "index does not list it");
+    std::fs::hard_link(w.allowed.join("planted.sif"), w.allowed.join("linked.sif")).expect("ln");
+    refused_by(&w.allowed.join("linked.sif"), "index does not list it");
+    // Nested, a directory, hybrun's own files.
+    std::fs::create_dir_all(w.allowed.join("sub")).expect("mkdir");
+    std::fs::copy(&sif, w.allowed.join("sub/deep.sif")).expect("cp");
+    refused_by(
+        &w.allowed.join("sub/deep.sif"),
+        "not directly in the allowed directory",
+    );
+    std::fs::create_dir_all(w.allowed.join("dir.sif")).expect("mkdir");
+    refused_by(&w.allowed.join("dir.sif"), "not a regular file");
+    refused_by(&w.allowed.join(".hybrun-index.json"), "not an image name");
+    std::fs::copy(&sif, w.allowed.join(".hybrun-tmp-1-00-host")).expect("cp");
+    refused_by(
+        &w.allowed.join(".hybrun-tmp-1-00-host"),
+        "not an image name",
+    );
+
+    // The admitted image runs; touched (same content) it is hashed again and runs.
+    let app = w.allowed.join("app.sif");
+    assert!(run(&app, &[]).status.success());
+    let times = std::fs::File::options()
+        .write(true)
+        .open(&app)
+        .expect("open");
+    times
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .expect("touch");
+    drop(times);
+    let out = run(&app, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("its content was hashed again and is unchanged"),
+        "{}",
+        stdout(&out)
+    );
+    // A rank of a job `hybrun run` checked never re-hashes: changed, refused.
+    let out = w.run(&[
+        "exec",
+        "--site",
+        w.site(),
+        "--mpi-profile",
+        "mpich",
+        "--skip-gate",
+        "--dry-run",
+        app.to_str().expect("utf-8"),
+        "--",
+        "/app/x",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("changed after `hybrun run` checked it"),
+        "{}",
+        stderr(&out)
+    );
+    // Modified content: refused, even with --force (the policy is not a judgement call).
+    use std::io::Write;
+    let mut file = std::fs::File::options()
+        .append(true)
+        .open(&app)
+        .expect("open");
+    file.write_all(b"x").expect("append");
+    drop(file);
+    refused_by(&app, "modified after it was admitted");
+    let out = run(&app, &["--force"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+}
+
+/// The allowed directory of a launch is checked like the store checks it: a
+/// path that is not canonical (`{user}` or a typo leading through `..`) is
+/// refused, not resolved.
+#[test]
+fn launch_policy_refuses_a_non_canonical_allowed_directory() {
+    let w = World::new();
+    let site = w.root.join("site-dotdot.toml");
+    let text = std::fs::read_to_string(&w.site).expect("site").replace(
+        &format!("dir = \"{}\"", w.allowed.display()),
+        &format!("dir = \"{}/home/../allowed\"", w.root.display()),
+    );
+    std::fs::write(&site, text).expect("site");
+    let out = w.run(&[
+        "run",
+        "--site",
+        site.to_str().expect("utf-8"),
+        "--mpi-profile",
+        "mpich",
+        "--dry-run",
+        w.allowed.join("app.sif").to_str().expect("utf-8"),
+        "--",
+        "/app/x",
+    ]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("not the canonical path"),
+        "{}",
+        stderr(&out)
+    );
 }

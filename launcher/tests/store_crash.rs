@@ -54,7 +54,9 @@ fn sigkill_during_copy_leaves_no_partial_image() {
     // No partial image: only the temporary file, which is neither listed nor counted.
     assert_eq!(world.images(), ["before.sif"]);
     assert!(!world.index().images.contains_key("big.sif"));
-    // The next operation removes it (its owner is dead).
+    // The next operation removes it (its owner is dead: nobody holds its lock),
+    // once it is older than a freshly created one can be.
+    backdate(&world.allowed.join(&temp));
     let ls = world.run("ls", &[]);
     ls.assert_ok();
     assert!(ls.stdout.ends_with("1 file(s) found.\n"), "{}", ls.stdout);
@@ -68,26 +70,44 @@ fn sigkill_during_copy_leaves_no_partial_image() {
 
 #[test]
 fn live_owners_temp_files_are_kept() {
-    // A temporary file of a live process (this test) must survive another
-    // operation: it may be a copy in progress.
+    // A temporary file whose owner lives (holds its lock) must survive another
+    // operation, whatever PID its name carries (the owner may run in another
+    // PID namespace, where its PID means another process here); one nobody
+    // holds is removed, even when its name carries a live PID.
     let world = World::new("");
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()
         .into_owned();
-    let mine = format!(
-        "{TEMP_PREFIX}{}-0123456789abcdef-{host}",
+    let live = format!("{TEMP_PREFIX}{}-0123456789abcdef-{host}", dead_pid());
+    std::fs::write(world.allowed.join(&live), "in progress").unwrap();
+    let held = std::fs::File::open(world.allowed.join(&live)).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let abandoned = format!(
+        "{TEMP_PREFIX}{}-fedcba9876543210-{host}",
         std::process::id()
     );
-    std::fs::write(world.allowed.join(&mine), "in progress").unwrap();
+    std::fs::write(world.allowed.join(&abandoned), "abandoned").unwrap();
+    // A fresh one is kept even unlocked: its creator may not have locked it yet.
+    let fresh = format!("{TEMP_PREFIX}1-00112233445566ff-{host}");
+    std::fs::write(world.allowed.join(&fresh), "just created").unwrap();
+    backdate(&world.allowed.join(&live));
+    backdate(&world.allowed.join(&abandoned));
     world.run("ls", &[]).assert_ok();
-    assert_eq!(world.temps(), std::slice::from_ref(&mine));
-    // A dead owner's: removed.
-    let dead = format!("{TEMP_PREFIX}{}-0123456789abcdef-{host}", dead_pid());
-    std::fs::write(world.allowed.join(&dead), "abandoned").unwrap();
-    world.run("verify", &[]).assert_ok();
-    assert_eq!(world.temps(), std::slice::from_ref(&mine));
-    std::fs::remove_file(world.allowed.join(&mine)).unwrap();
+    let mut expected = vec![fresh.clone(), live.clone()];
+    expected.sort();
+    assert_eq!(world.temps(), expected);
+    drop(held);
+    for name in [&live, &fresh] {
+        std::fs::remove_file(world.allowed.join(name)).unwrap();
+    }
+}
+
+/// Sets a file's modification time a minute back.
+fn backdate(path: &Path) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
 }
 
 /// The ID of a process that has exited and been reaped.
@@ -165,7 +185,7 @@ fn scanner_rejection_refuses() {
         "a.sif: refused by the scanner (exit status 1)",
         "nothing was admitted",
         "found EICAR in",
-        TEMP_PREFIX,
+        "/proc/self/fd/",
         "on stderr",
     ]);
     assert_eq!(world.images(), Vec::<String>::new());
@@ -228,7 +248,8 @@ fn passing_scanner_output_kept_in_index() {
     let scan = index.images["a.sif"].scan.as_ref().expect("scan recorded");
     assert_eq!(scan.status, "exit status 0");
     assert!(scan.output.starts_with("clean: "), "{scan:?}");
-    assert!(scan.output.contains(TEMP_PREFIX), "{scan:?}");
+    // The scanner reads the candidate itself, through an inherited descriptor.
+    assert!(scan.output.contains("/proc/self/fd/"), "{scan:?}");
     assert_eq!(scan.command[0], "/bin/sh");
     world.assert_consistent();
 }
@@ -237,13 +258,19 @@ fn passing_scanner_output_kept_in_index() {
 fn scanner_that_alters_the_candidate_refuses() {
     // Appending to the candidate, or putting another file in its place: either
     // way what would be renamed is not what was hashed.
-    for script in [
-        "echo tampered >> \"$1\"",
-        "cp \"$1\" \"$1.x\" && mv \"$1.x\" \"$1\"",
-    ] {
-        let world = World::new(&format!(
-            "scanner = [\"/bin/sh\", \"-c\", {script:?}, \"scan\"]\n"
-        ));
+    for replace in [false, true] {
+        let world = World::new("");
+        let script = if replace {
+            let dir = world.allowed.display();
+            format!(
+                "for f in {dir}/{TEMP_PREFIX}*; do cp \"$f\" \"$f.x\" && mv \"$f.x\" \"$f\"; done"
+            )
+        } else {
+            "echo tampered >> \"$1\"".to_owned()
+        };
+        let site = std::fs::read_to_string(&world.site).unwrap()
+            + &format!("scanner = [\"/bin/sh\", \"-c\", {script:?}, \"scan\"]\n");
+        std::fs::write(&world.site, site).unwrap();
         let a = world.source("a.sif", 1000, 1);
         world.run("cp", &[path_str(&a)]).assert_refused(&[
             TEMP_PREFIX,
@@ -265,4 +292,96 @@ fn scanner_that_cannot_start_refuses() {
     ]);
     assert_eq!(world.images(), Vec::<String>::new());
     world.assert_consistent();
+}
+
+/// The scanner reads the candidate hybrun wrote, not whatever its path names by
+/// the time the scanner opens it: an allowed directory renamed away during the
+/// scan, with a harmless decoy at the candidate's old path, neither fools the
+/// scanner nor lands the image in the renamed directory.
+#[test]
+fn scanner_reads_the_candidate_not_a_decoy() {
+    let world = World::new("");
+    let dir = world.allowed.display().to_string();
+    let decoy = world.src.join("decoy");
+    std::fs::write(&decoy, "harmless text").unwrap();
+    // Signature: the SIF magic (every real candidate has it, the decoy not).
+    // Before scanning, the "attacker" moves the directory and plants the decoy.
+    let script = format!(
+        "t=$(basename \"$1\"); mv {dir} {dir}.moved && mkdir {dir} && cp {decoy} {dir}/$t; \
+         if grep -q SIF_MAGIC \"$1\"; then echo signature found; exit 1; fi",
+        decoy = decoy.display()
+    );
+    let site = std::fs::read_to_string(&world.site).unwrap()
+        + &format!("scanner = [\"/bin/sh\", \"-c\", {script:?}, \"scan\"]\n");
+    std::fs::write(&world.site, site).unwrap();
+    let a = world.source("a.sif", 1000, 1);
+    world
+        .run("cp", &[path_str(&a)])
+        .assert_refused(&["refused by the scanner", "signature found"]);
+    let moved = PathBuf::from(format!("{dir}.moved"));
+    let landed = |d: &Path| d.join("a.sif").exists();
+    assert!(!landed(&world.allowed) && !landed(&moved));
+}
+
+/// A benign scanner that renames the allowed directory: the candidate must not
+/// be renamed into a directory that is no longer at the allowed path.
+#[test]
+fn allowed_directory_moved_during_the_scan_refuses() {
+    let world = World::new("");
+    let dir = world.allowed.display().to_string();
+    let script = format!("mv {dir} {dir}.moved && mkdir {dir}");
+    let site = std::fs::read_to_string(&world.site).unwrap()
+        + &format!("scanner = [\"/bin/sh\", \"-c\", {script:?}, \"scan\"]\n");
+    std::fs::write(&world.site, site).unwrap();
+    let a = world.source("a.sif", 1000, 1);
+    world
+        .run("cp", &[path_str(&a)])
+        .assert_refused(&["the allowed directory changed"]);
+    let moved = PathBuf::from(format!("{dir}.moved"));
+    assert!(!moved.join("a.sif").exists());
+    assert!(!world.allowed.join("a.sif").exists());
+}
+
+/// A corrupt index stops `image cp` before the copy and the scan, not after.
+#[test]
+fn corrupt_index_fails_before_copying() {
+    let scratch = tempfile::tempdir().expect("temporary directory");
+    let marker = scratch.path().join("scanned");
+    let world = World::new(&format!(
+        "scanner = [\"/bin/sh\", \"-c\", \"touch {}\", \"scan\"]\n",
+        marker.display()
+    ));
+    std::fs::write(world.allowed.join(".hybrun-index.json"), "{ not json").unwrap();
+    let a = world.source("a.sif", 1_000_000, 1);
+    world
+        .run("cp", &[path_str(&a)])
+        .assert_refused(&["corrupt index", "move it away"]);
+    assert!(!marker.exists(), "the image was copied and scanned first");
+    assert!(world.temps().is_empty());
+}
+
+/// The index records where the copied file was when it was opened, even if
+/// its path is swapped for a link while the copy goes on.
+#[test]
+fn provenance_is_the_opened_file() {
+    let world = World::new("");
+    let a = world.source("a.sif", 1000, 1);
+    let original = a.display().to_string();
+    let script = format!("mv {original} {original}.orig && ln -s /etc/passwd {original}");
+    let site = std::fs::read_to_string(&world.site).unwrap()
+        + &format!("scanner = [\"/bin/sh\", \"-c\", {script:?}, \"scan\"]\n");
+    std::fs::write(&world.site, site).unwrap();
+    world.cp_ok(&a);
+    assert_eq!(world.index().images["a.sif"].source, original);
+}
+
+/// A time limit the clock cannot hold is refused when the site file is read,
+/// before any scanner starts (it made `image cp` panic after spawning it).
+#[test]
+fn absurd_scanner_time_limit_refused_at_load() {
+    let world = World::new("scanner = [\"/bin/true\"]\nscanner_timeout_s = 18446744073709551615\n");
+    let a = world.source("a.sif", 1000, 1);
+    world
+        .run("cp", &[path_str(&a)])
+        .assert_refused(&["scanner_timeout_s", "86400"]);
 }

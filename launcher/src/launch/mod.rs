@@ -157,12 +157,11 @@ pub enum LaunchError {
 
     #[error(
         "image is not in an allowed configured path: {image} ({why}); this site runs \
-         Singularity/Apptainer images only from {allowed} (from {from}); copy it there with \
-         `hybrun image cp {image}` and run the copy"
+         Singularity/Apptainer images only from {allowed} (from {from}), and only as `hybrun \
+         image cp` admitted them: copy it in with `hybrun image cp {image}` and run the copy"
     )]
     ImageNotAllowed {
         image: String,
-        canonical: String,
         allowed: String,
         from: String,
         why: String,

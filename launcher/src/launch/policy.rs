@@ -1,23 +1,17 @@
-//! The image path policy at launch: on a site whose Singularity/Apptainer runs
-//! images only from an allowed directory (`limit container paths`), refuse any
-//! other image before the job starts, with the runtime's own words and the fix.
-//!
-//! How the check is made, and why:
+//! Opening the image of a launch, so that what is checked is what runs:
 //!
 //! 1. The image path is canonicalized (every symbolic link and `..` resolved), so
 //!    a link inside the allowed directory that points out of it is judged by
 //!    where it points.
 //! 2. The canonical path is opened (`O_NOFOLLOW`: its last component is not a
-//!    link, so a link appearing there is a swap in progress) and the opened
-//!    file's device and inode are compared with a fresh `stat` of the canonical
-//!    path and of the path as given: the file checked is the file opened.
-//! 3. The canonical path is compared with the canonical allowed directory
-//!    component by component (`Path::starts_with`), so `/x/allowed` does not
-//!    admit `/x/allowed_evil/...`.
+//!    link, so a link appearing there is a swap in progress; `O_NONBLOCK`: a
+//!    FIFO cannot hang the open) and the opened file's device and inode are
+//!    compared with a fresh `stat` of the canonical path and of the path as
+//!    given: the file checked is the file opened.
 //!
-//! The runtime then gets the canonical path. It applies the same rule itself;
-//! this check makes the refusal early (before srun allocates nodes), clear, and
-//! recorded. It applies to Singularity/Apptainer only; ch-run and native skip it.
+//! The runtime then gets the canonical path. Whether an opened image may run on
+//! this site (Singularity/Apptainer's allowed directory) is the store's rule:
+//! [`crate::store::admission`].
 
 use std::fs::File;
 use std::io::Read;
@@ -118,81 +112,31 @@ fn sniff(file: &File) -> ImageKind {
     }
 }
 
-/// The allowed directory, as configured, and where that came from.
-#[derive(Debug, Clone)]
-pub struct AllowedDir {
-    pub dir: PathBuf,
-    pub from: String,
-}
-
-/// Step 3: refuses `image` unless it is inside `allowed`.
-pub fn check_allowed(image: &CheckedImage, allowed: &AllowedDir) -> Result<(), LaunchError> {
-    let refuse = |why: String| LaunchError::ImageNotAllowed {
-        image: image.given.display().to_string(),
-        canonical: image.canonical.display().to_string(),
-        allowed: allowed.dir.display().to_string(),
-        from: allowed.from.clone(),
-        why,
-    };
-    let dir = std::fs::canonicalize(&allowed.dir)
-        .map_err(|e| refuse(format!("the allowed directory cannot be resolved: {e}")))?;
-    if !image.canonical.starts_with(&dir) || image.canonical == dir {
-        let why = if image.canonical != image.given {
-            format!(
-                "it resolves to {} (symbolic links and '..' followed)",
-                image.canonical.display()
-            )
-        } else {
-            format!("it is at {}", image.canonical.display())
-        };
-        return Err(refuse(why));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn allowed(dir: &Path) -> AllowedDir {
-        AllowedDir {
-            dir: dir.to_owned(),
-            from: "test".into(),
-        }
-    }
-
     #[test]
-    fn inside_outside_sibling_and_link() {
+    fn opened_is_what_the_path_names() {
         let tmp = tempfile::tempdir().expect("tmp");
         let root = std::fs::canonicalize(tmp.path()).expect("canon");
-        let ok_dir = root.join("allowed");
-        let evil = root.join("allowed_evil");
-        std::fs::create_dir_all(&ok_dir).expect("mkdir");
-        std::fs::create_dir_all(&evil).expect("mkdir");
-        std::fs::write(ok_dir.join("a.sif"), b"x").expect("write");
-        std::fs::write(evil.join("b.sif"), b"x").expect("write");
-        std::os::unix::fs::symlink(evil.join("b.sif"), ok_dir.join("link.sif")).expect("ln");
-        let policy = allowed(&ok_dir);
-
-        let good = open_image(&ok_dir.join("a.sif")).expect("open");
-        assert!(check_allowed(&good, &policy).is_ok());
+        std::fs::write(root.join("a.sif"), b"x").expect("write");
+        std::os::unix::fs::symlink(root.join("a.sif"), root.join("link.sif")).expect("ln");
+        let good = open_image(&root.join("a.sif")).expect("open");
         assert_eq!(good.kind, ImageKind::File);
-
-        let sibling = open_image(&evil.join("b.sif")).expect("open");
-        let err = check_allowed(&sibling, &policy).expect_err("sibling refused");
-        assert!(
-            err.to_string()
-                .contains("not in an allowed configured path"),
-            "{err}"
-        );
-
-        let link = open_image(&ok_dir.join("link.sif")).expect("open");
-        let err = check_allowed(&link, &policy).expect_err("link refused");
-        assert!(err.to_string().contains("resolves to"), "{err}");
-
-        let dotdot = open_image(&ok_dir.join("../allowed_evil/b.sif")).expect("open");
-        assert!(check_allowed(&dotdot, &policy).is_err());
-
-        assert!(open_image(&ok_dir.join("missing.sif")).is_err());
+        let link = open_image(&root.join("link.sif")).expect("open");
+        assert_eq!(link.canonical, root.join("a.sif"));
+        assert_eq!((link.dev, link.ino), (good.dev, good.ino));
+        assert!(open_image(&root.join("missing.sif")).is_err());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("fifo.sif"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+        let err = open_image(&root.join("fifo.sif")).expect_err("a FIFO is no image");
+        assert!(err.to_string().contains("neither a regular file"), "{err}");
     }
 }

@@ -33,6 +33,9 @@ use serde::Deserialize;
 
 use super::SiteError;
 
+/// The longest scan the site file may allow: a day.
+pub const MAX_SCANNER_TIMEOUT_S: u64 = 86_400;
+
 /// The `[images]` section, as written in the file (see the module documentation).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,11 +117,11 @@ impl ImagesConfig {
                 ));
             }
         }
-        if self.scanner_timeout_s == 0 {
+        if self.scanner_timeout_s == 0 || self.scanner_timeout_s > MAX_SCANNER_TIMEOUT_S {
             return Err(invalid(
                 "scanner_timeout_s",
-                "0".into(),
-                "it must be at least 1 second",
+                self.scanner_timeout_s.to_string(),
+                "it must be from 1 second to 86400 (a day)",
             ));
         }
         Ok(())

@@ -63,6 +63,12 @@ pub enum SiteError {
         message: String,
     },
 
+    #[error(
+        "{path}: refused as a site file: {why}; it decides what runs and what is scanned: \
+         `chmod go-w {path}` (and `chown` it to root or yourself)"
+    )]
+    Untrusted { path: String, why: String },
+
     #[error("{path}: [images] {key} = {value:?} is invalid: {why}")]
     Invalid {
         path: String,
@@ -109,17 +115,31 @@ pub struct Site {
     /// The file it was read from; None when no file exists (all defaults).
     pub path: Option<PathBuf>,
     pub config: SiteConfig,
+    /// Where `config.images` came from when it is not `path`: the system site
+    /// file's `[images]` wins over a user's `--site` or `$HYBRUN_SITE` (see
+    /// [`Site::load`]).
+    pub images_from: Option<PathBuf>,
 }
 
 impl Site {
     /// Finds and reads the site file: `cli` (`--site`), else `$HYBRUN_SITE`, else
     /// `/etc/hybrun/site.toml` if it exists, else the defaults.
+    ///
+    /// The `[images]` policy is the site's, not the user's: when
+    /// `/etc/hybrun/site.toml` exists, its `[images]` replaces the one of a file
+    /// named by `--site` or `$HYBRUN_SITE` (as Singularity's root-owned
+    /// configuration decides where images run, whatever the user passes).
     pub fn load(cli: Option<&Path>) -> Result<Site, SiteError> {
-        if let Some(path) = cli {
-            return Self::read(path, "--site");
-        }
-        if let Some(path) = std::env::var_os(SITE_ENV).filter(|p| !p.is_empty()) {
-            return Self::read(Path::new(&path), "$HYBRUN_SITE");
+        let named = match cli {
+            Some(path) => Some((path.to_owned(), "--site")),
+            None => std::env::var_os(SITE_ENV)
+                .filter(|p| !p.is_empty())
+                .map(|p| (PathBuf::from(p), "$HYBRUN_SITE")),
+        };
+        if let Some((path, from)) = named {
+            let mut site = Self::read(&path, from)?;
+            site.take_system_images(Path::new(DEFAULT_SITE_FILE))?;
+            return Ok(site);
         }
         match Self::read(Path::new(DEFAULT_SITE_FILE), "the default location") {
             Err(SiteError::Read { source, .. })
@@ -128,6 +148,7 @@ impl Site {
                 Ok(Site {
                     path: None,
                     config: SiteConfig::default(),
+                    images_from: None,
                 })
             }
             other => other,
@@ -142,10 +163,12 @@ impl Site {
             from,
             source,
         })?;
+        check_trusted(path, &label)?;
         let config = Self::parse(&text, &label)?;
         Ok(Site {
             path: Some(path.to_owned()),
             config,
+            images_from: None,
         })
     }
 
@@ -168,6 +191,31 @@ impl Site {
         Ok(config)
     }
 
+    /// Replaces `[images]` with the one of the system site file `system`, when
+    /// it exists and is not the file already read.
+    pub fn take_system_images(&mut self, system: &Path) -> Result<(), SiteError> {
+        let same = match (&self.path, std::fs::canonicalize(system)) {
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            (Some(path), Ok(system)) => std::fs::canonicalize(path).is_ok_and(|p| p == system),
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        let site = Self::read(system, "the system site file")?;
+        self.config.images = site.config.images;
+        self.images_from = Some(system.to_owned());
+        Ok(())
+    }
+
+    /// How to name where the `[images]` policy came from in messages.
+    pub fn images_label(&self) -> String {
+        match &self.images_from {
+            Some(path) => format!("{} (the system site file)", path.display()),
+            None => self.label(),
+        }
+    }
+
     /// How to name this site file in messages.
     pub fn label(&self) -> String {
         self.path.as_ref().map_or_else(
@@ -175,6 +223,37 @@ impl Site {
             |p| p.display().to_string(),
         )
     }
+}
+
+/// Refuses a site file that someone other than root or this user could have
+/// written: owned by another user, or writable by its group or by others. Its
+/// scanner runs with this user's rights (root's, for a site's copy tool), and
+/// its policy decides what runs.
+fn check_trusted(path: &Path, label: &str) -> Result<(), SiteError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|source| SiteError::Read {
+        path: label.to_owned(),
+        from: "its owner and mode",
+        source,
+    })?;
+    let me = rustix::process::geteuid().as_raw();
+    let why = if meta.uid() != 0 && meta.uid() != me {
+        format!(
+            "it is owned by user ID {}, neither root nor you (user ID {me})",
+            meta.uid()
+        )
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "its mode {:04o} lets its group or others write it",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(SiteError::Untrusted {
+        path: label.to_owned(),
+        why,
+    })
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -223,9 +302,36 @@ mod tests {
             ("[images]\nmode = \"rw\"\n", "mode"),
             ("[images]\nscanner = [\"clamscan\"]\n", "scanner"),
             ("[images]\nscanner_timeout_s = 0\n", "scanner_timeout_s"),
+            (
+                "[images]\nscanner_timeout_s = 18446744073709551615\n",
+                "scanner_timeout_s",
+            ),
         ] {
             let err = Site::parse(text, "s.toml").expect_err(text);
             assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn site_files_others_could_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("site.toml");
+        std::fs::write(&path, "[images]\nmax_images = 3\n").expect("write");
+        for mode in [0o644, 0o600, 0o444] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            assert!(Site::read(&path, "--site").is_ok(), "{mode:o}");
+        }
+        for mode in [0o664, 0o646, 0o666] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = Site::read(&path, "--site").expect_err("refused");
+            assert!(err.to_string().contains("chmod go-w"), "{mode:o}: {err}");
+        }
+        if rustix::process::geteuid().is_root() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+            std::os::unix::fs::chown(&path, Some(12345), None).expect("chown");
+            let err = Site::read(&path, "--site").expect_err("refused");
+            assert!(err.to_string().contains("owned by user ID 12345"), "{err}");
         }
     }
 

@@ -23,6 +23,8 @@ const CHUNK: usize = 1 << 20;
 pub(crate) struct Source {
     pub file: File,
     pub label: String,
+    /// The opened file's path when it was opened (`/proc/self/fd/N`'s target).
+    pub canonical: std::path::PathBuf,
     pub len: u64,
 }
 
@@ -71,9 +73,13 @@ pub(crate) fn open_source(path: &Path) -> Result<Source, StoreError> {
     }
     // Regular files ignore O_NONBLOCK, but clear it so reads behave as usual.
     rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| io_err("open", e.into()))?;
+    let canonical = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .or_else(|_| std::fs::canonicalize(path))
+        .unwrap_or_else(|_| path.to_owned());
     Ok(Source {
         file,
         label,
+        canonical,
         len: stat.st_size.max(0) as u64,
     })
 }

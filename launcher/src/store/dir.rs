@@ -23,9 +23,13 @@ pub const TEMP_PREFIX: &str = ".hybrun-tmp-";
 pub const LOCK_FILE: &str = ".hybrun-lock";
 
 /// Temporary files left by another host (the directory may be on a shared file
-/// system, where this host cannot tell whether their owner lives) are removed
-/// once they are this old.
+/// system, where this host may not see that host's locks) are removed once
+/// they are this old and unlocked.
 const FOREIGN_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Temporary files younger than this are never removed: their creator may not
+/// have taken its lock yet.
+const NEW_TEMP_AGE: Duration = Duration::from_secs(10);
 
 /// The allowed directory, open.
 #[derive(Debug)]
@@ -115,6 +119,21 @@ impl StoreDir {
             label,
             fd,
         })
+    }
+
+    /// Fails unless the directory's path still leads to this very directory
+    /// (not renamed away, not replaced): what is admitted must land where
+    /// the runtimes look.
+    pub fn check_still_at_path(&self) -> Result<(), StoreError> {
+        let opened = rustix::fs::fstat(&self.fd).map_err(|e| self.io_err("look at", e))?;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(now) if now.is_dir() && (now.dev(), now.ino()) == (opened.st_dev, opened.st_ino) => {
+                Ok(())
+            }
+            _ => Err(StoreError::DirChanged {
+                dir: self.label.clone(),
+            }),
+        }
     }
 
     /// The directory's path.
@@ -207,8 +226,10 @@ impl StoreDir {
         Ok(File::from(fd))
     }
 
-    /// Creates a new temporary file (`O_EXCL`, mode 0600) named after this process
-    /// and host, so that a later operation can tell whether its owner died.
+    /// Creates a new temporary file (`O_EXCL`, mode 0600) named after this
+    /// process and host, and holds an exclusive `flock` on it for its life, so
+    /// that a later operation can tell whether its owner died (see
+    /// [`Self::clean_stale_temps`]).
     pub fn create_temp(&self) -> Result<TempFile<'_>, StoreError> {
         loop {
             let mut nonce = [0u8; 8];
@@ -231,6 +252,8 @@ impl StoreDir {
                 Mode::from_raw_mode(0o600),
             ) {
                 Ok(fd) => {
+                    rustix::fs::flock(&fd, FlockOperation::LockExclusive)
+                        .map_err(|e| self.io_err("lock a temporary file in", e))?;
                     return Ok(TempFile {
                         dir: self,
                         name,
@@ -255,13 +278,17 @@ impl StoreDir {
         rustix::fs::fsync(&self.fd).map_err(|e| self.io_err("flush to disk", e))
     }
 
-    /// Removes the temporary files whose owner is dead: on this host, a process
-    /// that no longer exists; on another host, older than a day. Returns how many.
+    /// Removes the temporary files whose owner is dead: nobody holds the lock
+    /// its owner takes at creation (a process's locks go with it, whatever PID
+    /// namespace it ran in), it is older than a few seconds (a creator takes the
+    /// lock right after creating it), and it comes from this host or is older
+    /// than a day (on a shared file system another host's locks may not be
+    /// visible here). Returns how many.
     pub fn clean_stale_temps(&self) -> Result<usize, StoreError> {
         let host = host_name();
         let mut removed = 0;
         for entry in self.entries()? {
-            if !entry.name.starts_with(TEMP_PREFIX) || !is_stale(&entry, &host) {
+            if !entry.name.starts_with(TEMP_PREFIX) || !self.is_stale(&entry, &host) {
                 continue;
             }
             match self.unlink(&entry.name) {
@@ -278,12 +305,35 @@ impl StoreDir {
     }
 }
 
-impl TempFile<'_> {
-    /// The file's full path (for the scanner).
-    pub fn path(&self) -> PathBuf {
-        self.dir.path.join(&self.name)
+impl StoreDir {
+    /// Whether the temporary file `entry` belongs to nobody any more.
+    fn is_stale(&self, entry: &Entry, host: &str) -> bool {
+        let age = SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(entry.stat.st_mtime.max(0) as u64))
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+            .unwrap_or_default();
+        let owner_host = entry.name[TEMP_PREFIX.len()..]
+            .splitn(3, '-')
+            .nth(2)
+            .unwrap_or("");
+        if age < NEW_TEMP_AGE || (owner_host != host && age < FOREIGN_TEMP_AGE) {
+            return false;
+        }
+        let name = std::ffi::OsStr::from_bytes(&entry.raw);
+        let Ok(fd) = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            // Gone already, or not a file we can open: not ours to judge.
+            return false;
+        };
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok()
     }
+}
 
+impl TempFile<'_> {
     /// The file's status now, from its descriptor.
     pub fn stat(&self) -> Result<Stat, StoreError> {
         rustix::fs::fstat(&self.file).map_err(|e| self.dir.io_err("look at a new file in", e))
@@ -364,29 +414,6 @@ impl Drop for TempFile<'_> {
             let _ = self.dir.unlink(&self.name);
         }
     }
-}
-
-/// Whether the temporary file `entry` belongs to nobody any more.
-fn is_stale(entry: &Entry, host: &str) -> bool {
-    let Some((pid, rest)) = entry.name[TEMP_PREFIX.len()..].split_once('-') else {
-        return true; // Not one of ours as written today: nobody owns it.
-    };
-    let owner_host = rest.split_once('-').map_or("", |(_nonce, host)| host);
-    if owner_host == host {
-        return match pid
-            .parse::<i32>()
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            // EPERM: the process exists (another user's); only ESRCH means gone.
-            Some(pid) => rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH),
-            None => true,
-        };
-    }
-    let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(entry.stat.st_mtime.max(0) as u64);
-    SystemTime::now()
-        .duration_since(modified)
-        .is_ok_and(|age| age > FOREIGN_TEMP_AGE)
 }
 
 /// This host's name, as it appears in temporary file names ('-' kept: the host is

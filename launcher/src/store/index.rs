@@ -47,6 +47,36 @@ pub struct IndexEntry {
     /// The scanner's run, when the site has a scanner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanRecord>,
+    /// The admitted file's identity, recorded after it was renamed into place:
+    /// a launch whose file still has it needs no re-hash (see
+    /// [`super::admission`]). Absent in indexes written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+/// What identifies a file's content without reading it: the same device and
+/// inode, size, and modification and change times. Writing the file, or setting
+/// its times back, changes the change time (`st_ctime`), which only the kernel
+/// sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl Identity {
+    pub fn of(stat: &rustix::fs::Stat) -> Identity {
+        Identity {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: stat.st_size.max(0) as u64,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec as i64),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec as i64),
+        }
+    }
 }
 
 impl Index {

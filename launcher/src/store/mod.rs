@@ -16,6 +16,7 @@
 //! an exclusive `flock` on `.hybrun-lock`, so two copies racing for the last slot
 //! cannot both win.
 
+mod admission;
 pub mod cli;
 mod copy;
 mod dir;
@@ -25,8 +26,9 @@ mod scan;
 
 use std::path::Path;
 
+pub use admission::{Admission, Recheck, Refusal};
 pub use dir::{LOCK_FILE, TEMP_PREFIX, name_in_dir};
-pub use index::{INDEX_FILE, Index, IndexEntry};
+pub use index::{INDEX_FILE, Identity, Index, IndexEntry};
 pub use policy::{ALLOWED_DIR_ENV, MAX_NAME_LEN, Policy, check_name, display_name, escape_name};
 pub use scan::{IMAGE_PLACEHOLDER, ScanRecord};
 
@@ -48,6 +50,12 @@ pub enum StoreError {
          ({site}), or export {ALLOWED_DIR_ENV}=/path/to/your/allowed/dir"
     )]
     NoDirectory { site: String, why: String },
+
+    #[error(
+        "--dir {dir}: refused: the site's allowed directory is set in {system}, which users \
+         cannot override; drop --dir"
+    )]
+    DirOverride { dir: String, system: String },
 
     #[error("{dir} (from {from}): the allowed directory must be an absolute path")]
     DirNotAbsolute { dir: String, from: String },
@@ -281,6 +289,15 @@ impl Store {
         Ok(Store { dir, policy })
     }
 
+    /// Opens the allowed directory of `policy` to look, not to change anything
+    /// (launches check images with it).
+    pub fn open_to_read(policy: Policy) -> Result<Store, StoreError> {
+        Ok(Store {
+            dir: StoreDir::open(&policy.dir)?,
+            policy,
+        })
+    }
+
     /// The allowed directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -306,10 +323,12 @@ impl Store {
             why,
         })?;
         let mut src = copy::open_source(source)?;
-        // Early checks, without the lock, so that a wrong file or a full
-        // directory fails before a long copy; all are repeated on the copy or under
-        // the lock, since the source or the directory can change meanwhile.
+        // Early checks, without the lock, so that a wrong file, a corrupt index
+        // or a full directory fails before a long copy; all are repeated on the
+        // copy or under the lock, since the source or the directory can change
+        // meanwhile.
         copy::check_sif(&mut src.file, &src.label)?;
+        Index::load(&self.dir)?;
         self.check_room(&name)?;
 
         let mut temp = self.dir.create_temp()?;
@@ -341,29 +360,53 @@ impl Store {
         copy::check_sif(&mut temp.file, &src.label)?;
         let written = temp.stat()?;
 
-        let scan = self.scan(&name, &temp.path())?;
+        let scan = self.scan(&name, &temp.file)?;
         let entry = IndexEntry {
             sha256: hybrun_core::sys::hex(&digest),
             size: copied,
             admitted: hybrun_core::sys::utc_text(hybrun_core::sys::now_unix()),
-            source: std::fs::canonicalize(source)
-                .unwrap_or_else(|_| source.to_owned())
-                .display()
-                .to_string(),
+            // Where the opened file was when it was opened, not where its
+            // path leads now (the path may have been swapped meanwhile).
+            source: src.canonical.display().to_string(),
             scan,
+            identity: None,
         };
 
         let _lock = self.dir.lock()?;
         self.check_room(&name)?;
-        // The scanner (or anything else) must not have changed or replaced it.
+        // The scanner (or anything else) must not have changed or replaced it,
+        // and the allowed directory's path must still lead to this directory.
         temp.check_unchanged(&written)?;
+        self.dir.check_still_at_path()?;
         let mut index = Index::load(&self.dir)?;
         index.images.insert(name.clone(), entry.clone());
+        // Written once before the rename, so that a full disk shows before the
+        // image is in place, and again with the identity the renamed file has
+        // (a rename changes its change time).
         let new_index = index.prepare(&self.dir, self.policy.mode)?;
-        // A crash between the two renames leaves an unindexed image, which
-        // `verify` reports; the reverse order would index a missing one.
+        // A crash between the renames leaves an unindexed image, which `verify`
+        // reports and launches refuse; the reverse order would index a missing one.
         temp.persist_new(&name)?;
-        new_index.persist(INDEX_FILE)?;
+        let placed = self.dir.stat(&name)?;
+        let entry = match placed {
+            Some(stat) if (stat.st_dev, stat.st_ino) == (written.st_dev, written.st_ino) => {
+                IndexEntry {
+                    identity: Some(Identity::of(&stat)),
+                    ..entry
+                }
+            }
+            _ => {
+                return Err(StoreError::CandidateChanged {
+                    temp: name.clone(),
+                    dir: self.dir.label().to_owned(),
+                });
+            }
+        };
+        drop(new_index);
+        index.images.insert(name.clone(), entry.clone());
+        index
+            .prepare(&self.dir, self.policy.mode)?
+            .persist(INDEX_FILE)?;
         Ok(Admitted { name, entry })
     }
 
@@ -387,8 +430,12 @@ impl Store {
         Ok(())
     }
 
-    /// Runs the site's scanner, if any, on the candidate at `candidate`.
-    fn scan(&self, name: &str, candidate: &Path) -> Result<Option<ScanRecord>, StoreError> {
+    /// Runs the site's scanner, if any, on the candidate file.
+    fn scan(
+        &self,
+        name: &str,
+        candidate: &std::fs::File,
+    ) -> Result<Option<ScanRecord>, StoreError> {
         if self.policy.scanner.is_empty() {
             return Ok(None);
         }

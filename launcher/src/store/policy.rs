@@ -39,18 +39,24 @@ impl Policy {
     pub fn from_site(site: &Site, dir_override: Option<&Path>) -> Result<Policy, StoreError> {
         let images = &site.config.images;
         let (dir, dir_from) = if let Some(dir) = dir_override {
+            if let (Some(system), Some(_)) = (&site.images_from, &images.dir) {
+                return Err(StoreError::DirOverride {
+                    dir: dir.display().to_string(),
+                    system: system.display().to_string(),
+                });
+            }
             (dir.to_owned(), "--dir".to_owned())
         } else if let Some(template) = &images.dir {
             let dir = expand_dir(template).map_err(|why| StoreError::NoDirectory {
-                site: site.label(),
+                site: site.images_label(),
                 why,
             })?;
-            (dir, site.label())
+            (dir, site.images_label())
         } else if let Some(dir) = std::env::var_os(ALLOWED_DIR_ENV).filter(|d| !d.is_empty()) {
             (PathBuf::from(dir), format!("${ALLOWED_DIR_ENV}"))
         } else {
             return Err(StoreError::NoDirectory {
-                site: site.label(),
+                site: site.images_label(),
                 why: "it is not set".into(),
             });
         };

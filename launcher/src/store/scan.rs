@@ -1,9 +1,10 @@
 //! Running the site's scanner on a candidate image: no shell, its own process
 //! group (killed whole on timeout), output kept.
 
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 
-/// Placeholder argument replaced by the candidate's path.
+/// Placeholder argument replaced by the candidate's path (`/proc/self/fd/N`,
+/// the file itself).
 pub const IMAGE_PLACEHOLDER: &str = "{image}";
 
 /// Most scanner output kept (the start: where scanners name what they found).
@@ -48,13 +50,30 @@ pub(crate) enum Verdict {
     TimedOut,
 }
 
-/// Runs `argv` on `candidate` within `timeout`.
+/// Runs `argv` on the open file `candidate` within `timeout`.
+///
+/// The scanner is given the file itself, not its path: the descriptor is
+/// inherited (`/proc/self/fd/N` in the scanner names the very file hybrun
+/// wrote and hashed), so renaming the allowed directory or swapping the
+/// candidate's name during the scan cannot make it read a decoy.
 pub(crate) fn run(
     argv: &[String],
-    candidate: &Path,
+    candidate: &File,
     timeout: Duration,
 ) -> Result<(Verdict, ScanRecord), StoreError> {
-    let candidate = candidate.to_string_lossy().into_owned();
+    let start_err = |source: std::io::Error| StoreError::ScanStart {
+        program: argv.first().cloned().unwrap_or_default(),
+        source,
+    };
+    // A read-only descriptor of the file without close-on-exec: the scanner
+    // inherits it at this number.
+    let inherited = rustix::fs::open(
+        format!("/proc/self/fd/{}", candidate.as_raw_fd()),
+        rustix::fs::OFlags::RDONLY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| start_err(e.into()))?;
+    let candidate = format!("/proc/self/fd/{}", inherited.as_raw_fd());
     let mut command: Vec<String> = argv
         .iter()
         .map(|a| {
@@ -68,10 +87,6 @@ pub(crate) fn run(
     if !argv.iter().any(|a| a == IMAGE_PLACEHOLDER) {
         command.push(candidate);
     }
-    let start_err = |source: std::io::Error| StoreError::ScanStart {
-        program: argv.first().cloned().unwrap_or_default(),
-        source,
-    };
     let (program, args) = command
         .split_first()
         .ok_or_else(|| start_err(std::io::Error::other("the scanner command is empty")))?;
@@ -90,6 +105,7 @@ pub(crate) fn run(
         .process_group(0)
         .spawn()
         .map_err(start_err)?;
+    drop(inherited);
     let pgid = Pid::from_child(&child);
 
     let (sender, receiver) = mpsc::channel();
@@ -97,11 +113,13 @@ pub(crate) fn run(
         let _ = sender.send(read_limited(std::fs::File::from(reader)));
     });
 
-    let deadline = started + timeout;
+    // The site file bounds the time limit; a deadline past what the clock can
+    // hold is no deadline.
+    let deadline = started.checked_add(timeout);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => break None,
+            Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => break None,
             Ok(None) => std::thread::sleep(POLL),
             Err(e) => {
                 let _ = rustix::process::kill_process_group(pgid, Signal::KILL);

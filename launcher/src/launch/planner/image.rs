@@ -10,8 +10,8 @@ use super::{Notes, RankContext};
 use crate::launch::LaunchError;
 use crate::launch::gate::{self, GateInput, LazyImage};
 use crate::launch::plan::Runtime;
-use crate::launch::policy::{self, AllowedDir, CheckedImage, ImageKind};
-use crate::site::Site;
+use crate::launch::policy::{self, CheckedImage, ImageKind};
+use crate::store::{Policy, Recheck, Store, StoreError};
 
 /// The image the request names, checked for the mode and runtime: None for
 /// native mode (which refuses an image), an error when a container mode has
@@ -33,7 +33,7 @@ pub(super) fn checked(
         (_, None) => Err(LaunchError::NoImage {
             runtime: runtime.kind().name(),
         }),
-        (_, Some(path)) => check_image(path, runtime, ctx.site, notes).map(Some),
+        (_, Some(path)) => check_image(ctx, path, runtime, notes).map(Some),
     }
 }
 
@@ -71,9 +71,9 @@ pub(super) fn gate(
 }
 
 fn check_image(
+    ctx: &RankContext<'_>,
     path: &Path,
     runtime: &Runtime,
-    site: &Site,
     notes: &mut Notes,
 ) -> Result<CheckedImage, LaunchError> {
     let image = policy::open_image(path)?;
@@ -94,27 +94,65 @@ fn check_image(
         });
     }
     if runtime.has_image_policy() {
-        match crate::store::Policy::from_site(site, None) {
-            Ok(store) => {
-                let allowed = AllowedDir {
-                    dir: store.dir,
-                    from: store.dir_from,
-                };
-                policy::check_allowed(&image, &allowed)?;
-                notes.notes.push(format!(
-                    "image policy: {} is in the allowed directory {} (from {})",
-                    image.canonical.display(),
-                    allowed.dir.display(),
-                    allowed.from
-                ));
-            }
-            Err(crate::store::StoreError::NoDirectory { .. }) => notes.notes.push(
+        admit(ctx, &image, notes)?;
+    }
+    Ok(image)
+}
+
+/// The site's image policy (Singularity/Apptainer's allowed directory): the
+/// image must be one `hybrun image cp` admitted there, unchanged (see
+/// [`crate::store::admission`]). `hybrun run` and a stand-alone `hybrun exec`
+/// may re-hash an image whose file identity changed; the ranks of a job `hybrun
+/// run` checked (`--skip-gate`) may not.
+fn admit(
+    ctx: &RankContext<'_>,
+    image: &CheckedImage,
+    notes: &mut Notes,
+) -> Result<(), LaunchError> {
+    let policy = match Policy::from_site(ctx.site, None) {
+        Ok(policy) => policy,
+        Err(StoreError::NoDirectory { .. }) => {
+            notes.notes.push(
                 "image policy: no allowed directory configured ([images] dir, \
                  $SINGULARITY_ALLOWED_DIR): not checked"
                     .into(),
-            ),
-            Err(e) => return Err(e.into()),
+            );
+            return Ok(());
         }
-    }
-    Ok(image)
+        Err(e) => return Err(e.into()),
+    };
+    let refuse = |why: String| LaunchError::ImageNotAllowed {
+        image: image.given.display().to_string(),
+        allowed: policy.dir.display().to_string(),
+        from: policy.dir_from.clone(),
+        why,
+    };
+    let store = Store::open_to_read(policy.clone()).map_err(|e| refuse(e.to_string()))?;
+    let recheck = if ctx.req.skip_gate {
+        Recheck::IdentityOnly
+    } else {
+        Recheck::Rehash
+    };
+    let admission = store
+        .admits(&image.canonical, &image.file, recheck)
+        .map_err(|rule| {
+            let mut why = rule.to_string();
+            if image.canonical != image.given {
+                why = format!("{why}; it resolves to {}", image.canonical.display());
+            }
+            refuse(why)
+        })?;
+    notes.notes.push(format!(
+        "image policy: {} was admitted to {} (from {}) with sha256 {}{}",
+        admission.name,
+        policy.dir.display(),
+        policy.dir_from,
+        admission.entry.sha256,
+        if admission.rehashed {
+            "; its file changed identity, its content was hashed again and is unchanged"
+        } else {
+            ""
+        }
+    ));
+    Ok(())
 }
