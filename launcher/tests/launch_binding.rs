@@ -207,15 +207,13 @@ fn this_host_reports_no_binding_without_error() {
 fn chosen_gpu_sets_pci_bus_order_unless_the_user_did() {
     let tmp = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(tmp.path()).unwrap();
+    // No image policy here (no [images]): the point is the GPU environment.
     std::fs::create_dir_all(root.join("allowed")).unwrap();
     std::fs::write(root.join("allowed/app.sif"), b"image").unwrap();
     let site = root.join("site.toml");
     std::fs::write(
         &site,
-        format!(
-            "[images]\ndir = \"{}\"\n[runtime]\nkind = \"singularity\"\nversion = \"3.6.4\"\n",
-            root.join("allowed").display()
-        ),
+        "[runtime]\nkind = \"singularity\"\nversion = \"3.6.4\"\n",
     )
     .unwrap();
     let run = |order: Option<&str>| -> serde_json::Value {

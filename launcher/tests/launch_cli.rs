@@ -1130,3 +1130,49 @@ fn launch_policy_refuses_a_non_canonical_allowed_directory() {
         stderr(&out)
     );
 }
+
+/// GPU and CPU placement is applied by the rank's `hybrun exec`: a launch that
+/// needs it gets the wrapper in auto mode, and `--per-rank direct` is refused
+/// with the reason instead of silently dropping it.
+#[test]
+fn placement_needs_the_wrapper_or_is_refused() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--site",
+            w.site(),
+            "--mpi-profile",
+            "mpich",
+            "--gpus-per-node",
+            "2",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args.extend([image.to_str().expect("utf-8"), "--", "/app/x"]);
+        w.run(&args)
+    };
+    let out = plan(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["plan"]["per_rank"]["kind"], "wrapper", "{doc}");
+    let why = doc["plan"]["per_rank"]["why"].to_string();
+    assert!(
+        why.contains("one GPU per rank") && why.contains("CPU binding"),
+        "{why}"
+    );
+    let out = plan(&["--per-rank", "direct"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--per-rank direct cannot apply"),
+        "{}",
+        stderr(&out)
+    );
+    // Switched off, direct is fine.
+    let out = plan(&["--per-rank", "direct", "--no-cpu-bind"]);
+    assert!(
+        !out.status.success(),
+        "the GPU per rank still needs the wrapper"
+    );
+}

@@ -23,11 +23,24 @@ pub(super) fn per_rank(
     notes: &mut Notes,
 ) -> Result<PerRank, LaunchError> {
     let mut reasons = reasons(ctx, kind, mpi, rank);
+    let placement = placement_reasons(ctx, kind, rank);
     let choice = ctx
         .req
         .per_rank
         .or(ctx.site.config.launcher.per_rank)
         .unwrap_or(PerRankChoice::Auto);
+    if choice == PerRankChoice::Direct {
+        if let Some(why) = placement.first() {
+            return Err(LaunchError::Refused {
+                message: format!(
+                    "--per-rank direct cannot apply the site's placement: {why}; use \
+                     --per-rank auto (or wrapper), or switch it off ([gpu] per_rank = false, \
+                     [gpu] bind_cpus = false or --no-cpu-bind)"
+                ),
+            });
+        }
+    }
+    reasons.extend(placement);
     let wrap = kind != LauncherKind::None
         && match choice {
             PerRankChoice::Wrapper => true,
@@ -59,6 +72,37 @@ pub(super) fn per_rank(
         args: exec_args(ctx, rank, mpi),
         why: reasons,
     })
+}
+
+/// The placement only the rank can apply (it needs its local rank and its
+/// node), each as a reason for the wrapper: one GPU per rank when the ranks get
+/// GPUs, and a CPU binding near the rank's GPU or the fabric's adapter.
+fn placement_reasons(ctx: &RankContext<'_>, kind: LauncherKind, rank: &RankPlan) -> Vec<String> {
+    let gpu = &ctx.site.config.gpu;
+    if kind == LauncherKind::None {
+        return Vec::new();
+    }
+    let mut reasons = Vec::new();
+    if rank.nvidia && gpu.per_rank.unwrap_or(true) {
+        reasons.push(
+            "one GPU per rank ([gpu] per_rank): the rank's GPU comes from its local rank"
+                .to_owned(),
+        );
+    }
+    let fast_fabric = ctx
+        .site
+        .config
+        .fabric
+        .kind
+        .is_some_and(crate::site::fabric::FabricKind::is_fast);
+    if (rank.nvidia || fast_fabric) && gpu.bind_cpus.unwrap_or(true) && !ctx.req.no_cpu_bind {
+        reasons.push(
+            "CPU binding near the rank's GPU or the fabric's adapter ([gpu] bind_cpus): the \
+             rank's CPUs come from its node"
+                .to_owned(),
+        );
+    }
+    reasons
 }
 
 /// The per-rank facts this launch needs, each as a reason for the wrapper.
