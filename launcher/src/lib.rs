@@ -6,6 +6,5 @@
 pub mod campaign;
 pub mod image;
 pub mod launch;
-pub mod sif;
 pub mod site;
 pub mod store;
