@@ -318,7 +318,7 @@ const GPU_TABLE_HEADER: &str = "# benchmark             size       unit       me
 fn gpu_table_line(row: &ResultRow) -> String {
     let size = match row.matrix_n {
         Some(n) => format!("N={n}"),
-        None => crate::gpu::human_bytes(row.size_bytes),
+        None => human_bytes(row.size_bytes),
     };
     let opt = |v: Option<f64>, digits: usize| match v {
         Some(x) => format!("{x:.digits$}"),
@@ -358,5 +358,27 @@ fn num(v: f64) -> String {
         format!("{v:.3}")
     } else {
         format!("{v:.2}")
+    }
+}
+
+/// Bytes as `1 GiB`, `256 MiB`, `4 KiB`, `17 B`.
+fn human_bytes(b: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if b >= 1 << shift && b % (1 << shift) == 0 {
+            return format!("{} {unit}", b >> shift);
+        }
+    }
+    format!("{b} B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+        assert_eq!(human_bytes(3 << 20), "3 MiB");
+        assert_eq!(human_bytes(1000), "1000 B");
     }
 }
