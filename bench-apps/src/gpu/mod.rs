@@ -35,9 +35,9 @@ use anyhow::Result;
 use hybrun_core::placement::{self, Placement};
 use hybrun_core::schema::Unit;
 
-use crate::cli::{Benchmark, Cli, Common, parse_size_range};
+use crate::cli::{Benchmark, Cli, Common, Format, parse_size_range};
 use crate::comm::World;
-use crate::output::{SamplesSink, Sink};
+use crate::output::Outputs;
 
 /// Exit status when the GPU environment is missing: no driver, no GPU, no
 /// cuBLAS/NVRTC, or an MPI that is not CUDA-aware (README: exit status).
@@ -265,6 +265,14 @@ fn options(bench: Benchmark, c: &Common) -> Result<GpuOptions, GpuError> {
             Ok(())
         }
     };
+    if c.format == Format::Osu && bench.osu_name().is_none() {
+        return Err(usage(format!(
+            "--format osu: {} has no OSU Micro-Benchmarks equivalent (of the GPU benchmarks \
+             only gpu-mpi has one, osu_latency/osu_bw -d cuda D D); use --format table, csv \
+             or json",
+            bench.name()
+        )));
+    }
     reject(c.pairs.is_some(), "--pairs")?;
     if bench != Benchmark::GpuMpi {
         reject(c.window.is_some(), "--window")?;
@@ -436,11 +444,10 @@ fn run(cli: &Cli, ranks: &Ranks) -> ExitCode {
         Err(code) => return code,
     };
     // Outputs are opened on rank 0 before anything is measured.
-    let mut sinks = None;
+    let mut outputs = None;
     let opened: Result<(), GpuError> = if ranks.rank() == 0 {
-        Sink::open(c.format, c.output.as_deref())
-            .and_then(|s| Ok((s, c.samples.as_deref().map(SamplesSink::open).transpose()?)))
-            .map(|s| sinks = Some(s))
+        Outputs::open(bench, c)
+            .map(|o| outputs = Some(o))
             .map_err(|e| GpuError::Usage(format!("{e:#}")))
     } else {
         Ok(())
@@ -502,7 +509,7 @@ fn run(cli: &Cli, ranks: &Ranks) -> ExitCode {
         telemetry_note,
         started_at,
     };
-    report::report(&run, sinks)
+    report::report(&run, outputs)
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64): inputs must be random
@@ -577,6 +584,16 @@ mod tests {
             opts(&["gpu-gemm", "-i", "0"]),
             Err(GpuError::Usage(_))
         ));
+        for bench in ["gpu-gemm", "gpu-stream", "gpu-copy"] {
+            let Err(GpuError::Usage(message)) = opts(&[bench, "--format", "osu"]) else {
+                panic!("{bench} --format osu is a usage error");
+            };
+            assert!(
+                message.contains(&format!("{bench} has no OSU Micro-Benchmarks equivalent")),
+                "{message}"
+            );
+        }
+        assert!(opts(&["gpu-mpi", "--format", "osu"]).is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use hybrun_core::stats::{OverRanks, Summary};
 use super::{Ceiling, EXIT_FAILED, EXIT_USAGE, Measured, Ranks, Setup, driver, telemetry};
 use crate::cli::Benchmark;
 use crate::meta::{self, RankInfo};
-use crate::output::{SamplesSink, Sink};
+use crate::output::Outputs;
 
 /// What one GPU run measured on this rank, and what its report needs.
 pub struct Run<'a> {
@@ -34,7 +34,7 @@ pub struct Run<'a> {
 
 /// Gather every rank's rows onto rank 0, which adds peaks, ceilings and
 /// telemetry and writes them; every rank returns rank 0's exit status.
-pub fn report(run: &Run, sinks: Option<(Sink, Option<SamplesSink>)>) -> ExitCode {
+pub fn report(run: &Run, outputs: Option<Outputs>) -> ExitCode {
     let ranks = run.ranks;
     let (meta, rank_infos) = match ranks {
         Ranks::Solo => solo_metadata(run.started_at.clone()),
@@ -67,7 +67,7 @@ pub fn report(run: &Run, sinks: Option<(Sink, Option<SamplesSink>)>) -> ExitCode
             rank_infos: &rank_infos,
             placements: &placements,
         };
-        report.write(gathered, sinks)
+        report.write(gathered, outputs)
     } else {
         0
     };
@@ -163,7 +163,7 @@ struct Report<'a> {
 
 impl Report<'_> {
     /// Build the rows, add ceilings, write everything; returns the exit status.
-    fn write(&self, gathered: Vec<Gathered>, sinks: Option<(Sink, Option<SamplesSink>)>) -> u8 {
+    fn write(&self, gathered: Vec<Gathered>, outputs: Option<Outputs>) -> u8 {
         let device = self.device();
         let mut out: Vec<ResultRow> = Vec::with_capacity(self.run.rows.len());
         for (r, g) in self.run.rows.iter().zip(gathered) {
@@ -177,11 +177,12 @@ impl Report<'_> {
         }
         add_ceilings(&self.run.rows, &mut out);
 
-        let Some((mut sink, mut samples_sink)) = sinks else {
+        let Some(mut outputs) = outputs else {
             return EXIT_FAILED;
         };
-        let written = self.emit(&device, &out, &mut sink, samples_sink.as_mut());
-        if let Err(e) = written.and_then(|_| sink.finish(self.meta, self.rank_infos, "cuda-events"))
+        let written = self.emit(&device, &out, &mut outputs);
+        if let Err(e) =
+            written.and_then(|_| outputs.finish(self.meta, self.rank_infos, "cuda-events"))
         {
             eprintln!("hybench: error: {e:#}");
             return EXIT_USAGE;
@@ -212,17 +213,11 @@ impl Report<'_> {
     }
 
     /// Header lines, rows (and their samples), then the notes.
-    fn emit(
-        &self,
-        device: &Device,
-        out: &[ResultRow],
-        sink: &mut Sink,
-        mut samples_sink: Option<&mut SamplesSink>,
-    ) -> Result<()> {
-        sink.gpu_header(&self.header_lines(device))?;
+    fn emit(&self, device: &Device, out: &[ResultRow], outputs: &mut Outputs) -> Result<()> {
+        outputs.gpu_header(&self.header_lines(device))?;
         for (row, r) in out.iter().zip(&self.run.rows) {
-            sink.push(row.clone())?;
-            if let Some(s) = samples_sink.as_mut() {
+            outputs.push(row.clone())?;
+            if let Some(s) = outputs.samples.as_mut() {
                 s.push_values(
                     &r.benchmark,
                     r.size_bytes,
@@ -232,7 +227,7 @@ impl Report<'_> {
                 )?;
             }
         }
-        sink.gpu_footer(&notes(out))
+        outputs.gpu_footer(&notes(out))
     }
 
     /// The `#` lines above the table: the run, the GPU, libraries, placement,

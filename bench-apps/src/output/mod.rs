@@ -1,4 +1,10 @@
-//! Rows, tables, CSV, JSON and the samples file. Only rank 0 writes.
+//! What hybench writes, on rank 0 only: the result rows in the chosen format
+//! (hybench's table, [`table`]; CSV; JSON; OSU's text, [`osu`]), optionally a CSV
+//! copy of the same rows (`--csv`), and the per-iteration samples (`--samples`).
+//! Every file is opened before anything is measured, so a bad path costs no time.
+
+mod osu;
+mod table;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -10,7 +16,7 @@ use hybrun_core::stats::Summary;
 use serde::Serialize;
 
 use crate::bench::SizeResult;
-use crate::cli::{Benchmark, Format, Plan};
+use crate::cli::{Benchmark, Common, Format, Plan};
 use crate::meta::RankInfo;
 
 pub fn unit_of(bench: Benchmark) -> Unit {
@@ -52,13 +58,16 @@ pub fn row(plan: &Plan, r: &SizeResult, meta: &RunMetadata) -> Result<ResultRow>
     Ok(row)
 }
 
-/// Where results go: a file opened before the run (so an unwritable path fails
-/// before any time is spent), or standard output.
+/// Where results go in one format: a file opened before the run, or standard
+/// output.
 pub struct Sink {
     out: Box<dyn Write>,
     format: Format,
     csv_header_done: bool,
+    /// The rows so far (JSON is written whole at the end).
     rows: Vec<ResultRow>,
+    /// `--format osu`: the OSU blocks written so far.
+    osu: Option<osu::OsuText>,
     path: Option<PathBuf>,
 }
 
@@ -72,9 +81,17 @@ fn create(path: &Path, what: &str) -> Result<File> {
 }
 
 impl Sink {
-    pub fn open(format: Format, path: Option<&Path>) -> Result<Sink> {
+    /// Results of `bench` in `format`, to `path` (`what` names it in errors) or
+    /// standard output; `validate` is `--validate` (OSU's Validation column).
+    fn open(
+        format: Format,
+        path: Option<&Path>,
+        what: &str,
+        bench: Benchmark,
+        validate: bool,
+    ) -> Result<Sink> {
         let out: Box<dyn Write> = match path {
-            Some(p) => Box::new(BufWriter::new(create(p, "output")?)),
+            Some(p) => Box::new(BufWriter::new(create(p, what)?)),
             None => Box::new(io::stdout()),
         };
         Ok(Sink {
@@ -82,88 +99,39 @@ impl Sink {
             format,
             csv_header_done: false,
             rows: Vec::new(),
+            osu: (format == Format::Osu).then(|| osu::OsuText::new(bench, validate)),
             path: path.map(Path::to_path_buf),
         })
     }
 
-    pub fn header(&mut self, plan: &Plan, meta: &RunMetadata, clock: &str) -> Result<()> {
+    /// The table's context lines and column names (the other formats have none
+    /// before the first row).
+    fn header(&mut self, plan: &Plan, meta: &RunMetadata, clock: &str) -> Result<()> {
         if self.format != Format::Table {
             return Ok(());
         }
-        let w = &mut self.out;
-        writeln!(
-            w,
-            "# hybench {} ({} method) v{}",
-            plan.bench.name(),
-            plan.bench.osu_name().unwrap_or("no OSU equivalent"),
-            meta.hybench_version
-        )?;
-        writeln!(w, "# MPI: {} [{}]", meta.mpi_version, meta.mpi_flavour)?;
-        writeln!(
-            w,
-            "# libmpi: {} (inode {}, dev {})",
-            meta.mpi_library, meta.mpi_library_inode, meta.mpi_library_dev
-        )?;
-        writeln!(
-            w,
-            "# ranks: {} on {} node(s) ({} per node); container: {}; per-iteration clock: {}",
-            meta.comm_size, meta.nodes, meta.ranks_per_node, meta.container, clock
-        )?;
-        if plan.bench.is_bandwidth() {
-            writeln!(
-                w,
-                "# window: {}{}",
-                plan.window,
-                if plan.pairs > 1 {
-                    format!("; pairs: {}", plan.pairs)
-                } else {
-                    String::new()
-                }
-            )?;
-        }
-        let osu_col = if plan.bench.is_bandwidth() {
-            "OSU MB/s"
-        } else {
-            "OSU lat(us)"
-        };
-        writeln!(
-            w,
-            "{:<10} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>23} {:>8}{}",
-            "# Size",
-            osu_col,
-            "median",
-            "min",
-            "p90",
-            "p99",
-            "max",
-            "95% CI of median",
-            "n",
-            if plan.bench.is_collective() {
-                "   min/max over ranks"
-            } else {
-                ""
-            }
-        )?;
-        w.flush()?;
+        self.out
+            .write_all(table::header(plan, meta, clock).as_bytes())?;
+        self.out.flush()?;
         Ok(())
     }
 
     /// Table header of a GPU run: `#`-prefixed context lines, then the columns
-    /// (nothing for CSV and JSON, whose columns say it all).
-    pub fn gpu_header(&mut self, lines: &[String]) -> Result<()> {
+    /// (nothing for CSV and JSON, whose columns say it all, nor OSU's text).
+    fn gpu_header(&mut self, lines: &[String]) -> Result<()> {
         if self.format != Format::Table {
             return Ok(());
         }
         for l in lines {
             writeln!(self.out, "# {l}")?;
         }
-        writeln!(self.out, "{}", GPU_TABLE_HEADER)?;
+        writeln!(self.out, "{}", table::GPU_HEADER)?;
         self.out.flush()?;
         Ok(())
     }
 
     /// Notes after a GPU table (where each peak and ceiling comes from).
-    pub fn gpu_footer(&mut self, lines: &[String]) -> Result<()> {
+    fn gpu_footer(&mut self, lines: &[String]) -> Result<()> {
         if self.format != Format::Table {
             return Ok(());
         }
@@ -173,44 +141,15 @@ impl Sink {
         Ok(())
     }
 
-    /// Emit one row now (table and CSV stream; JSON collects until `finish`).
-    pub fn push(&mut self, row: ResultRow) -> Result<()> {
+    /// Emit one row now (table, CSV and OSU stream; JSON collects until `finish`).
+    fn push(&mut self, row: ResultRow) -> Result<()> {
         match self.format {
             Format::Table if row.benchmark.starts_with("gpu-") => {
-                writeln!(self.out, "{}", gpu_table_line(&row))?;
+                writeln!(self.out, "{}", table::gpu_line(&row))?;
                 self.out.flush()?;
             }
             Format::Table => {
-                let ci = match (row.ci95_low, row.ci95_high) {
-                    (Some(l), Some(h)) => format!("[{}, {}]", num(l), num(h)),
-                    _ => "-".into(),
-                };
-                let extra = match (row.rank_min, row.rank_max) {
-                    (Some(a), Some(b)) => format!("   {} / {}", num(a), num(b)),
-                    _ => String::new(),
-                };
-                let rate = row
-                    .message_rate
-                    .map(|r| format!("   {r:.0} msg/s"))
-                    .unwrap_or_default();
-                let valid = if row.validation.is_empty() {
-                    String::new()
-                } else {
-                    format!("   {}", row.validation)
-                };
-                writeln!(
-                    self.out,
-                    "{:<10} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>23} {:>8}{extra}{rate}{valid}",
-                    row.size_bytes,
-                    num(row.osu_value),
-                    num(row.median),
-                    num(row.min),
-                    num(row.p90),
-                    num(row.p99),
-                    num(row.max),
-                    ci,
-                    row.n_samples
-                )?;
+                writeln!(self.out, "{}", table::line(&row))?;
                 self.out.flush()?;
             }
             Format::Csv => {
@@ -223,13 +162,20 @@ impl Sink {
                 self.out.flush()?;
                 self.csv_header_done = true;
             }
+            Format::Osu => {
+                if let Some(osu) = self.osu.as_mut() {
+                    let text = osu.row(&row).map_err(anyhow::Error::msg)?;
+                    self.out.write_all(text.as_bytes())?;
+                    self.out.flush()?;
+                }
+            }
             Format::Json => {}
         }
         self.rows.push(row);
         Ok(())
     }
 
-    pub fn finish(mut self, meta: &RunMetadata, ranks: &[RankInfo], clock: &str) -> Result<()> {
+    fn finish(mut self, meta: &RunMetadata, ranks: &[RankInfo], clock: &str) -> Result<()> {
         if self.format == Format::Json {
             #[derive(Serialize)]
             struct Doc<'a> {
@@ -253,6 +199,86 @@ impl Sink {
             Some(p) => format!("writing {}", p.display()),
             None => "writing standard output".into(),
         })
+    }
+}
+
+/// Everything one run writes (rank 0): the results in the chosen format, a CSV
+/// copy of the same rows (`--csv`), the samples (`--samples`).
+pub struct Outputs {
+    results: Sink,
+    csv: Option<Sink>,
+    pub samples: Option<SamplesSink>,
+}
+
+impl Outputs {
+    /// Open every output the options name for a run of `bench`.
+    pub fn open(bench: Benchmark, c: &Common) -> Result<Outputs> {
+        let files = [
+            ("--output", &c.output),
+            ("--csv", &c.csv),
+            ("--samples", &c.samples),
+        ];
+        for (i, (a, path_a)) in files.iter().enumerate() {
+            for (b, path_b) in &files[i + 1..] {
+                if let (Some(x), Some(y)) = (path_a, path_b) {
+                    if x == y {
+                        anyhow::bail!(
+                            "{a} and {b} both name {}: give each a file of its own",
+                            x.display()
+                        );
+                    }
+                }
+            }
+        }
+        let results = Sink::open(c.format, c.output.as_deref(), "output", bench, c.validate)?;
+        let csv = c
+            .csv
+            .as_deref()
+            .map(|p| Sink::open(Format::Csv, Some(p), "CSV", bench, c.validate))
+            .transpose()?;
+        let samples = c.samples.as_deref().map(SamplesSink::open).transpose()?;
+        Ok(Outputs {
+            results,
+            csv,
+            samples,
+        })
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut Sink) -> Result<()>) -> Result<()> {
+        f(&mut self.results)?;
+        self.csv.as_mut().map_or(Ok(()), f)
+    }
+
+    /// Before the first row of an MPI benchmark.
+    pub fn header(&mut self, plan: &Plan, meta: &RunMetadata, clock: &str) -> Result<()> {
+        self.each(|s| s.header(plan, meta, clock))
+    }
+
+    /// Before the first row of a GPU benchmark.
+    pub fn gpu_header(&mut self, lines: &[String]) -> Result<()> {
+        self.each(|s| s.gpu_header(lines))
+    }
+
+    /// After the last row of a GPU benchmark.
+    pub fn gpu_footer(&mut self, lines: &[String]) -> Result<()> {
+        self.each(|s| s.gpu_footer(lines))
+    }
+
+    /// One result row, to the results and the CSV copy.
+    pub fn push(&mut self, row: ResultRow) -> Result<()> {
+        if let Some(csv) = self.csv.as_mut() {
+            csv.push(row.clone())?;
+        }
+        self.results.push(row)
+    }
+
+    /// Write what waits for the end (JSON) and flush every file.
+    pub fn finish(self, meta: &RunMetadata, ranks: &[RankInfo], clock: &str) -> Result<()> {
+        self.results.finish(meta, ranks, clock)?;
+        match self.csv {
+            Some(csv) => csv.finish(meta, ranks, clock),
+            None => Ok(()),
+        }
     }
 }
 
@@ -310,75 +336,27 @@ impl SamplesSink {
     }
 }
 
-/// Columns of the GPU table: value statistics in the row's unit, percent of
-/// the device's vendor peak and of the ceiling measured in the same run, and
-/// the median clocks, peak power and temperature NVML saw during the row.
-const GPU_TABLE_HEADER: &str = "# benchmark             size       unit       median        min        max      n  %peak  %ceil  SM MHz  mem MHz  W max  C max  throttle          valid";
-
-fn gpu_table_line(row: &ResultRow) -> String {
-    let size = match row.matrix_n {
-        Some(n) => format!("N={n}"),
-        None => human_bytes(row.size_bytes),
-    };
-    let opt = |v: Option<f64>, digits: usize| match v {
-        Some(x) => format!("{x:.digits$}"),
-        None => "-".into(),
-    };
-    format!(
-        "{:<23} {:>10} {:<8} {:>10} {:>10} {:>10} {:>6} {:>6} {:>6} {:>7} {:>8} {:>6} {:>6}  {:<17} {}",
-        row.benchmark,
-        size,
-        row.unit.as_str(),
-        num(row.median),
-        num(row.min),
-        num(row.max),
-        row.n_samples,
-        opt(row.peak_pct, 1),
-        opt(row.ceiling_pct, 1),
-        opt(row.sm_clock_mhz_median, 0),
-        opt(row.mem_clock_mhz_median, 0),
-        opt(row.power_w_max, 0),
-        opt(row.temp_c_max, 0),
-        if row.throttle_reasons.is_empty() {
-            "-"
-        } else {
-            &row.throttle_reasons
-        },
-        if row.validation.is_empty() {
-            "-"
-        } else {
-            &row.validation
-        }
-    )
-}
-
-/// Two decimals like OSU, more for sub-unit values so 0.19 us stays readable.
-fn num(v: f64) -> String {
-    if v.abs() < 10.0 {
-        format!("{v:.3}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// Bytes as `1 GiB`, `256 MiB`, `4 KiB`, `17 B`.
-fn human_bytes(b: u64) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if b >= 1 << shift && b % (1 << shift) == 0 {
-            return format!("{} {unit}", b >> shift);
-        }
-    }
-    format!("{b} B")
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::cli::Cli;
 
     #[test]
-    fn bytes() {
-        assert_eq!(human_bytes(1 << 30), "1 GiB");
-        assert_eq!(human_bytes(3 << 20), "3 MiB");
-        assert_eq!(human_bytes(1000), "1000 B");
+    fn two_outputs_in_one_file_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let file = dir.path().join("out.txt");
+        let file = file.to_str().expect("UTF-8");
+        for (a, b) in [("-o", "--csv"), ("--csv", "--samples"), ("-o", "--samples")] {
+            let cli =
+                Cli::try_parse_from(["hybench", "latency", a, file, b, file]).expect("parses");
+            let err = Outputs::open(cli.bench, &cli.common)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains("both name") && err.contains(file), "{err}");
+        }
+        assert!(!dir.path().join("out.txt").exists());
     }
 }
