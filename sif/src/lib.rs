@@ -5,7 +5,7 @@
 //! per data object: definition file, JSON metadata, file system partitions,
 //! signatures, OCI blobs, ...) and the objects' data. The layout and every code
 //! follow the reference implementation, `github.com/sylabs/sif/v2` (see
-//! [`format`]).
+//! [`format`](mod@format)).
 //!
 //! - [`reader::SifImage`] reads only the header and the descriptor table, with
 //!   every offset and count checked against the file, so inspecting a multi-GiB
