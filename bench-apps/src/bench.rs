@@ -20,7 +20,7 @@ pub struct SizeResult {
     pub size: u64,
     pub iterations: u64,
     pub warmup: u64,
-    /// The value osu_<bench> prints for this size.
+    /// The value `osu_<bench>` prints for this size.
     pub osu_value: f64,
     pub message_rate: Option<f64>,
     /// (rank, per-iteration values in the benchmark's unit).

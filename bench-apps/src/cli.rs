@@ -28,9 +28,15 @@ pub struct Cli {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// hybench's table: the OSU value and the statistics of every iteration.
     Table,
+    /// One row per size, every column (the result schema).
     Csv,
+    /// The run's metadata, each rank's placement and every row.
     Json,
+    /// The text of OSU Micro-Benchmarks 7.2, for scripts that parse OSU's output
+    /// (the MPI benchmarks and gpu-mpi).
+    Osu,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,6 +72,10 @@ pub struct Common {
     /// Write the results to FILE instead of standard output.
     #[arg(short = 'o', long, value_name = "FILE", global = true)]
     pub output: Option<PathBuf>,
+    /// Also write the results as CSV to FILE, whatever --format says (the full
+    /// statistics next to a table or OSU's text).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub csv: Option<PathBuf>,
     /// Write every per-iteration timing to FILE (CSV, one row per sample).
     #[arg(long, value_name = "FILE", global = true)]
     pub samples: Option<PathBuf>,

@@ -12,6 +12,12 @@ use std::ffi::{c_int, c_void};
 
 use mpi::ffi;
 
+/// What `MPI_Type_get_name` calls the datatype of every byte buffer sent here
+/// (`ffi::RSMPI_UINT8_T`): the `# Datatype:` line of `--format osu`.
+pub const BYTE_TYPE_NAME: &str = "MPI_UINT8_T";
+/// The datatype of the reductions (`reduce_sum_f32`, `allreduce_sum_f32`).
+pub const REDUCE_TYPE_NAME: &str = "MPI_FLOAT";
+
 /// MPI_COMM_WORLD with this process's rank and size.
 pub struct World {
     comm: ffi::MPI_Comm,

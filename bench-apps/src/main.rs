@@ -20,7 +20,7 @@ use crate::bench::Runner;
 use crate::cli::Cli;
 use crate::clock::ClockKind;
 use crate::comm::World;
-use crate::output::{SamplesSink, Sink};
+use crate::output::Outputs;
 
 /// Exit status for a usage error (bad option, wrong rank count, unwritable path).
 const EXIT_USAGE: u8 = 2;
@@ -84,13 +84,11 @@ fn run(cli: &Cli, world: &World) -> ExitCode {
     };
     let c = &cli.common;
     // Open the outputs on rank 0 before measuring anything; share the outcome.
-    let mut sinks = None;
+    let mut outputs = None;
     let mut open_error = None;
     if world.rank == 0 {
-        let opened = Sink::open(c.format, c.output.as_deref())
-            .and_then(|s| Ok((s, c.samples.as_deref().map(SamplesSink::open).transpose()?)));
-        match opened {
-            Ok(s) => sinks = Some(s),
+        match Outputs::open(plan.bench, c) {
+            Ok(o) => outputs = Some(o),
             Err(e) => open_error = Some(format!("{e:#}")),
         }
     }
@@ -113,8 +111,8 @@ fn run(cli: &Cli, world: &World) -> ExitCode {
     };
 
     let mut write_error: Option<anyhow::Error> = None;
-    if let Some((sink, _)) = sinks.as_mut() {
-        if let Err(e) = sink.header(&plan, &collected.meta, clock.name()) {
+    if let Some(out) = outputs.as_mut() {
+        if let Err(e) = out.header(&plan, &collected.meta, clock.name()) {
             write_error = Some(e);
         }
     }
@@ -130,10 +128,10 @@ fn run(cli: &Cli, world: &World) -> ExitCode {
         if write_error.is_some() {
             return;
         }
-        if let Some((sink, samples)) = sinks.as_mut() {
+        if let Some(out) = outputs.as_mut() {
             let step = output::row(&plan, r, &collected.meta)
-                .and_then(|row| sink.push(row))
-                .and_then(|_| match samples {
+                .and_then(|row| out.push(row))
+                .and_then(|_| match out.samples.as_mut() {
                     Some(s) => s.push(plan.bench, r),
                     None => Ok(()),
                 });
@@ -142,9 +140,9 @@ fn run(cli: &Cli, world: &World) -> ExitCode {
             }
         }
     });
-    if let Some((sink, _)) = sinks {
+    if let Some(out) = outputs {
         if write_error.is_none() {
-            if let Err(e) = sink.finish(&collected.meta, &collected.ranks, clock.name()) {
+            if let Err(e) = out.finish(&collected.meta, &collected.ranks, clock.name()) {
                 write_error = Some(e);
             }
         }

@@ -43,7 +43,7 @@ pub fn is_mpi_library(file_name: &str) -> bool {
     .any(|p| file_name == *p || file_name.starts_with(&format!("{p}.")))
 }
 
-/// Find the MPI library in the text of /proc/<pid>/maps.
+/// Find the MPI library in the text of `/proc/<pid>/maps`.
 pub fn find_mpi_in_maps(maps: &str) -> Option<MappedLibrary> {
     for line in maps.lines() {
         // address perms offset dev inode pathname

@@ -1,11 +1,11 @@
-//! `hybrun image ...`: the command-line side of the [`hybrun::sif`] module.
+//! `hybrun image ...`: the command-line side of the [`hybrun_sif`] crate.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use hybrun::sif::{SifImage, display};
 use hybrun::store::cli as store;
+use hybrun_sif::{SifImage, display};
 
 /// Subcommands of `hybrun image`.
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,7 @@
 //! The input of `scripts/bench-image-cp`, written with hybrun's own SIF writer.
 //! Ignored in normal test runs: the script runs it with the paths it wants.
 
-use hybrun::sif::{Arch, SifBuilder};
+use hybrun_sif::{Arch, SifBuilder};
 
 /// Wraps `$HYBRUN_BENCH_PARTITION` (any file) as the primary system partition of
 /// a new SIF at `$HYBRUN_BENCH_SIF`.

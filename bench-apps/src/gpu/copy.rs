@@ -156,12 +156,7 @@ pub fn run(setup: &Setup, opts: &GpuOptions) -> Result<(Vec<Measured>, Vec<Strin
             };
             let moved = if dir == Dir::D2d { 2.0 } else { 1.0 } * n as f64;
             let peak = match dir {
-                Dir::D2d => setup.peaks.map(|p| {
-                    (
-                        p.mem_gbs,
-                        format!("{} memory {} GB/s ({})", p.model, p.mem_gbs, p.source),
-                    )
-                }),
+                Dir::D2d => setup.peaks.map(|p| p.memory()),
                 _ => pcie.map(|(g, w, v)| {
                     (
                         v,

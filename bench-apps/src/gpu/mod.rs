@@ -10,7 +10,7 @@
 //! started by a launcher (mpiexec, srun: PMI/PMIx variables present) it
 //! initialises MPI and each rank measures its own GPU (local rank -> GPU, see
 //! `hybrun_core::placement`); rank 0 pools the samples and reports min/avg/max over
-//! ranks. `gpu-mpi` always initialises MPI.
+//! ranks ([`report`]). `gpu-mpi` always initialises MPI.
 //!
 //! Each rank measures every row locally first, then the ranks agree on
 //! errors, and only then exchange results: a failure on one rank cannot leave
@@ -22,6 +22,7 @@ mod gemm;
 mod libs;
 mod mpi_gpu;
 mod peaks;
+mod report;
 mod stream;
 mod telemetry;
 
@@ -32,13 +33,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use hybrun_core::placement::{self, Placement};
-use hybrun_core::schema::{ResultRow, RunMetadata, SCHEMA_VERSION, Unit};
-use hybrun_core::stats::{OverRanks, Summary};
+use hybrun_core::schema::Unit;
 
-use crate::cli::{Benchmark, Cli, Common, parse_size_range};
+use crate::cli::{Benchmark, Cli, Common, Format, parse_size_range};
 use crate::comm::World;
-use crate::meta::{self, RankInfo};
-use crate::output::{SamplesSink, Sink};
+use crate::output::Outputs;
 
 /// Exit status when the GPU environment is missing: no driver, no GPU, no
 /// cuBLAS/NVRTC, or an MPI that is not CUDA-aware (README: exit status).
@@ -266,6 +265,14 @@ fn options(bench: Benchmark, c: &Common) -> Result<GpuOptions, GpuError> {
             Ok(())
         }
     };
+    if c.format == Format::Osu && bench.osu_name().is_none() {
+        return Err(usage(format!(
+            "--format osu: {} has no OSU Micro-Benchmarks equivalent (of the GPU benchmarks \
+             only gpu-mpi has one, osu_latency/osu_bw -d cuda D D); use --format table, csv \
+             or json",
+            bench.name()
+        )));
+    }
     reject(c.pairs.is_some(), "--pairs")?;
     if bench != Benchmark::GpuMpi {
         reject(c.window.is_some(), "--window")?;
@@ -437,11 +444,10 @@ fn run(cli: &Cli, ranks: &Ranks) -> ExitCode {
         Err(code) => return code,
     };
     // Outputs are opened on rank 0 before anything is measured.
-    let mut sinks = None;
+    let mut outputs = None;
     let opened: Result<(), GpuError> = if ranks.rank() == 0 {
-        Sink::open(c.format, c.output.as_deref())
-            .and_then(|s| Ok((s, c.samples.as_deref().map(SamplesSink::open).transpose()?)))
-            .map(|s| sinks = Some(s))
+        Outputs::open(bench, c)
+            .map(|o| outputs = Some(o))
             .map_err(|e| GpuError::Usage(format!("{e:#}")))
     } else {
         Ok(())
@@ -493,367 +499,17 @@ fn run(cli: &Cli, ranks: &Ranks) -> ExitCode {
         Ok(m) => m,
         Err(code) => return code,
     };
-    report(
+    let run = report::Run {
         ranks,
         bench,
-        &setup,
+        setup: &setup,
         rows,
         libs,
-        &samples,
-        &telemetry_note,
+        samples,
+        telemetry_note,
         started_at,
-        sinks,
-    )
-}
-
-/// Metadata of a run without MPI_Init (one process). MPI_Get_library_version
-/// may be called before MPI_Init (MPI 3.1, section 8.1.1).
-fn solo_metadata(started_at: String) -> (RunMetadata, Vec<RankInfo>) {
-    let me = RankInfo::collect(0);
-    let version = crate::comm::library_version();
-    let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let meta = RunMetadata {
-        schema_version: SCHEMA_VERSION,
-        hybench_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at,
-        mpi_flavour: meta::flavour(&version).to_string(),
-        mpi_version: version,
-        mpi_library: me.mpi_library.clone(),
-        mpi_library_inode: me.mpi_library_inode,
-        mpi_library_dev: me.mpi_library_dev.clone(),
-        mpi_library_uniform: true,
-        comm_size: 1,
-        nodes: 1,
-        ranks_per_node: "1".into(),
-        rank_placement: format!("0@{}:{}", me.host, me.cpus),
-        container: meta::container().to_string(),
-        transport_env: meta::transport_env(),
-        slurm_job_id: env("SLURM_JOB_ID"),
-        slurm_step_id: env("SLURM_STEP_ID"),
     };
-    (meta, vec![me])
-}
-
-fn pct(v: f64, of: Option<f64>) -> Option<f64> {
-    of.filter(|p| *p > 0.0).map(|p| 100.0 * v / p)
-}
-
-/// Gather every rank's rows onto rank 0, add peaks, ceilings and telemetry,
-/// and write them.
-#[allow(clippy::too_many_arguments)]
-fn report(
-    ranks: &Ranks,
-    bench: Benchmark,
-    setup: &Setup,
-    rows: Vec<Measured>,
-    libs: Vec<String>,
-    samples: &[telemetry::Sample],
-    telemetry_note: &str,
-    started_at: String,
-    sinks: Option<(Sink, Option<SamplesSink>)>,
-) -> ExitCode {
-    let (meta, rank_infos) = match ranks {
-        Ranks::Solo => solo_metadata(started_at),
-        Ranks::Mpi(w) => {
-            let c = meta::collect(w, started_at);
-            (c.meta, c.ranks)
-        }
-    };
-    let host = rank_infos
-        .first()
-        .map(|r| r.host.clone())
-        .unwrap_or_default();
-    let mine = format!(
-        "{}@{}:{}",
-        ranks.rank(),
-        if ranks.rank() == 0 {
-            host
-        } else {
-            String::new()
-        },
-        setup.placement.summary()
-    );
-    let placements = ranks.gather_strings(&mine);
-    // Host names of other ranks come from the metadata's rank list.
-    let placements: Vec<String> = placements
-        .iter()
-        .enumerate()
-        .map(|(i, p)| match rank_infos.get(i) {
-            Some(r) if i > 0 => p.replacen(&format!("{i}@:"), &format!("{i}@{}:", r.host), 1),
-            _ => p.clone(),
-        })
-        .collect();
-
-    // Per row, gather samples, validity and telemetry summaries.
-    let mut gathered = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let all = ranks.gather(&r.samples);
-        let valid = ranks.gather(&[match r.valid {
-            Some(true) => 1.0,
-            Some(false) => 0.0,
-            None => -1.0,
-        }]);
-        let tel = ranks.gather(&telemetry::summarise(samples, r.start, r.end));
-        gathered.push((all, valid, tel));
-    }
-    // Rank 0 writes; every rank exits with rank 0's verdict.
-    let code = if ranks.rank() == 0 {
-        write_report(
-            ranks,
-            bench,
-            setup,
-            &rows,
-            &libs,
-            gathered,
-            &placements,
-            telemetry_note,
-            &meta,
-            &rank_infos,
-            sinks,
-        )
-    } else {
-        0
-    };
-    let code = match ranks {
-        Ranks::Solo => code,
-        Ranks::Mpi(w) => w.bcast_u64(code as u64) as u8,
-    };
-    ExitCode::from(code)
-}
-
-type Gathered = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>);
-
-/// Rank 0: build the rows, add peaks, ceilings and telemetry, write them.
-/// Returns the exit status.
-#[allow(clippy::too_many_arguments)]
-fn write_report(
-    ranks: &Ranks,
-    bench: Benchmark,
-    setup: &Setup,
-    rows: &[Measured],
-    libs: &[String],
-    gathered: Vec<Gathered>,
-    placements: &[String],
-    telemetry_note: &str,
-    meta: &RunMetadata,
-    rank_infos: &[RankInfo],
-    sinks: Option<(Sink, Option<SamplesSink>)>,
-) -> u8 {
-    let nvml = setup.nvml.as_ref().ok();
-    let gpu_name = nvml
-        .map(|i| i.name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| setup.cuda.info.name.clone());
-    let mut out: Vec<ResultRow> = Vec::new();
-    let mut any_fail = false;
-    for (r, (all, valid, tel)) in rows.iter().zip(gathered) {
-        let all: Vec<Vec<f64>> = if r.rank0_only {
-            all.into_iter().take(1).collect()
-        } else {
-            all
-        };
-        let pooled: Vec<f64> = all.iter().flatten().copied().collect();
-        let summary = match Summary::of(&pooled) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("hybench: error: {} size {}: {e}", r.benchmark, r.size_bytes);
-                return EXIT_FAILED;
-            }
-        };
-        let per_rank: Vec<f64> = all
-            .iter()
-            .filter_map(|v| hybrun_core::stats::median(v))
-            .collect();
-        let over = (all.len() > 1).then(|| OverRanks {
-            min: per_rank.iter().copied().fold(f64::INFINITY, f64::min),
-            avg: hybrun_core::stats::mean(&per_rank),
-            max: per_rank.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        });
-        let mut row = ResultRow::new(
-            &r.benchmark,
-            r.size_bytes,
-            r.unit,
-            r.iterations,
-            r.warmup,
-            r.window,
-            r.pairs,
-            r.osu_value.unwrap_or(summary.median),
-            &summary,
-            over,
-            meta,
-        );
-        let flags: Vec<f64> = valid.iter().flatten().copied().collect();
-        row.validation = if flags.contains(&0.0) {
-            any_fail = true;
-            "fail".into()
-        } else if flags.iter().all(|v| *v == 1.0) {
-            "pass".into()
-        } else {
-            String::new()
-        };
-        row.matrix_n = r.matrix_n;
-        row.gpu_name = gpu_name.clone();
-        row.gpu_driver_version = nvml.map(|i| i.driver_version.clone()).unwrap_or_default();
-        row.cuda_version = driver::version_string(setup.driver_version);
-        row.gpu_libraries = libs.join("; ");
-        row.gpu_placement = placements.join(";");
-        if let Some((p, src)) = &r.peak {
-            row.peak = Some(*p);
-            row.peak_pct = pct(row.median, Some(*p));
-            row.peak_source = src.clone();
-        }
-        let t = telemetry::combine(
-            &tel.iter()
-                .filter_map(|v| <[f64; telemetry::SUMMARY_LEN]>::try_from(v.as_slice()).ok())
-                .collect::<Vec<_>>(),
-        );
-        row.telemetry_samples = t.samples;
-        [
-            row.sm_clock_mhz_min,
-            row.sm_clock_mhz_median,
-            row.sm_clock_mhz_max,
-        ] = t.sm;
-        [
-            row.mem_clock_mhz_min,
-            row.mem_clock_mhz_median,
-            row.mem_clock_mhz_max,
-        ] = t.mem;
-        [row.power_w_min, row.power_w_median, row.power_w_max] = t.power;
-        [row.temp_c_min, row.temp_c_median, row.temp_c_max] = t.temp;
-        row.gpu_util_pct_median = t.util_median;
-        row.throttle_reasons = t.throttle;
-        row.ecc_errors = t.ecc;
-        out.push(row);
-    }
-    // Ceilings measured in the same run.
-    for (i, r) in rows.iter().enumerate() {
-        let found = match &r.ceiling {
-            Ceiling::None => None,
-            Ceiling::SameSize(b) => out
-                .iter()
-                .find(|o| &o.benchmark == b && o.size_bytes == out[i].size_bytes)
-                .map(|o| {
-                    (
-                        o.median,
-                        format!("{} at {} B, same run", o.benchmark, o.size_bytes),
-                    )
-                }),
-            Ceiling::BestOf(prefix) => out
-                .iter()
-                .filter(|o| o.benchmark.starts_with(prefix))
-                .max_by(|a, b| a.median.total_cmp(&b.median))
-                .map(|o| {
-                    (
-                        o.median,
-                        format!(
-                            "best in run: {}{}",
-                            o.benchmark,
-                            o.matrix_n.map(|n| format!(" N={n}")).unwrap_or_default()
-                        ),
-                    )
-                }),
-        };
-        if let Some((v, src)) = found {
-            out[i].ceiling = Some(v);
-            out[i].ceiling_pct = pct(out[i].median, Some(v));
-            out[i].ceiling_source = src;
-        }
-    }
-
-    let Some((mut sink, mut samples_sink)) = sinks else {
-        return EXIT_FAILED;
-    };
-    let mut header = vec![
-        format!(
-            "hybench {} v{} ({} rank{})",
-            bench.name(),
-            meta.hybench_version,
-            ranks.size(),
-            if ranks.size() == 1 { "" } else { "s" }
-        ),
-        format!(
-            "GPU {}: {} [{}], cc {}.{}, {} SMs, {:.0} GiB; driver {}, CUDA {}",
-            setup.cuda.info.ordinal,
-            gpu_name,
-            setup
-                .peaks
-                .map(|p| format!("peaks: {} ({})", p.model, p.source))
-                .unwrap_or_else(|| "no known peaks".into()),
-            setup.cuda.info.cc_major,
-            setup.cuda.info.cc_minor,
-            setup.cuda.info.sms,
-            setup.cuda.info.total_mem as f64 / (1u64 << 30) as f64,
-            nvml.map(|i| i.driver_version.as_str()).unwrap_or("?"),
-            driver::version_string(setup.driver_version),
-        ),
-    ];
-    if !libs.is_empty() {
-        header.push(format!("libraries: {}", libs.join("; ")));
-    }
-    header.push(format!("placement: {}", placements.join("; ")));
-    if let Some(note) = &setup.bind_note {
-        header.push(format!("binding: {note} (--bind-near-gpu)"));
-    }
-    header.push(format!(
-        "MPI: {} [{}]; telemetry: {telemetry_note}; timing: CUDA events",
-        meta.mpi_version, meta.mpi_flavour
-    ));
-    if let Err(e) = &setup.nvml {
-        header.push(format!("NVML: {e}"));
-    }
-    let mut write = || -> Result<()> {
-        sink.gpu_header(&header)?;
-        for (row, r) in out.iter().zip(rows) {
-            sink.push(row.clone())?;
-            if let Some(s) = samples_sink.as_mut() {
-                s.push_values(
-                    &r.benchmark,
-                    r.size_bytes,
-                    ranks.rank() as u32,
-                    &r.samples,
-                    r.unit,
-                )?;
-            }
-        }
-        let notes: Vec<String> = out
-            .iter()
-            .filter(|r| !r.ceiling_source.is_empty() || !r.peak_source.is_empty())
-            .map(|r| {
-                format!(
-                    "{} {}: peak {}; ceiling {}",
-                    r.benchmark,
-                    r.matrix_n
-                        .map(|n| format!("N={n}"))
-                        .unwrap_or_else(|| format!("{} B", r.size_bytes)),
-                    if r.peak_source.is_empty() {
-                        "-"
-                    } else {
-                        &r.peak_source
-                    },
-                    if r.ceiling_source.is_empty() {
-                        "-"
-                    } else {
-                        &r.ceiling_source
-                    }
-                )
-            })
-            .collect();
-        sink.gpu_footer(&notes)?;
-        Ok(())
-    };
-    let written = write();
-    if let Err(e) = written.and_then(|_| sink.finish(meta, rank_infos, "cuda-events")) {
-        eprintln!("hybench: error: {e:#}");
-        return EXIT_USAGE;
-    }
-    if any_fail {
-        eprintln!(
-            "hybench: error: DATA VALIDATION FAILED for {} (rows with validation = fail)",
-            bench.name()
-        );
-        return EXIT_FAILED;
-    }
-    0
+    report::report(&run, outputs)
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64): inputs must be random
@@ -876,16 +532,6 @@ impl Rng {
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
     }
-}
-
-/// Bytes as `1 GiB`, `256 MiB`, `4 KiB`, `17 B`.
-pub fn human_bytes(b: u64) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if b >= 1 << shift && b % (1 << shift) == 0 {
-            return format!("{} {unit}", b >> shift);
-        }
-    }
-    format!("{b} B")
 }
 
 #[cfg(test)]
@@ -938,16 +584,23 @@ mod tests {
             opts(&["gpu-gemm", "-i", "0"]),
             Err(GpuError::Usage(_))
         ));
+        for bench in ["gpu-gemm", "gpu-stream", "gpu-copy"] {
+            let Err(GpuError::Usage(message)) = opts(&[bench, "--format", "osu"]) else {
+                panic!("{bench} --format osu is a usage error");
+            };
+            assert!(
+                message.contains(&format!("{bench} has no OSU Micro-Benchmarks equivalent")),
+                "{message}"
+            );
+        }
+        assert!(opts(&["gpu-mpi", "--format", "osu"]).is_ok());
     }
 
     #[test]
-    fn rng_and_bytes() {
+    fn rng() {
         let mut r = Rng::new(1);
         let v: Vec<f64> = (0..1000).map(|_| r.uniform(-1.0, 1.0)).collect();
         assert!(v.iter().all(|x| (-1.0..1.0).contains(x)));
         assert!(v.iter().any(|x| *x < -0.9) && v.iter().any(|x| *x > 0.9));
-        assert_eq!(human_bytes(1 << 30), "1 GiB");
-        assert_eq!(human_bytes(3 << 20), "3 MiB");
-        assert_eq!(human_bytes(1000), "1000 B");
     }
 }

@@ -39,6 +39,20 @@ pub struct DevicePeaks {
     pub source: &'static str,
 }
 
+impl DevicePeaks {
+    /// The memory bandwidth peak of a row, and where it comes from (the note
+    /// under the table).
+    pub fn memory(&self) -> (f64, String) {
+        (
+            self.mem_gbs,
+            format!(
+                "{} memory {} GB/s ({})",
+                self.model, self.mem_gbs, self.source
+            ),
+        )
+    }
+}
+
 const V100_SXM2: DevicePeaks = DevicePeaks {
     model: "V100 SXM2",
     fp64: 7.8,
@@ -211,6 +225,13 @@ mod tests {
         assert_eq!(m("NVIDIA GeForce RTX 4090"), None);
         assert_eq!(detect("NVIDIA H200").map(|p| p.mem_gbs), Some(4800.0));
         assert!(detect("Tesla V100-SXM2-16GB").unwrap().bf16.is_none());
+        assert_eq!(
+            detect("NVIDIA H200").unwrap().memory(),
+            (
+                4800.0,
+                "H200 SXM memory 4800 GB/s (NVIDIA H200 datasheet)".to_string()
+            )
+        );
     }
 
     #[test]

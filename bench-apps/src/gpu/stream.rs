@@ -26,6 +26,8 @@ use std::time::Instant;
 use anyhow::Result;
 use hybrun_core::schema::Unit;
 
+use cudarc::driver::sys::CUfunction;
+
 use super::driver::{self, DevBuf, Module, sync_copy};
 use super::libs::Nvrtc;
 use super::{Ceiling, GpuError, GpuOptions, Measured, Rng, Setup};
@@ -91,156 +93,173 @@ fn check(
     Ok(true)
 }
 
+/// The four STREAM kernels, compiled once for this device.
+struct Kernels {
+    copy: CUfunction,
+    scale: CUfunction,
+    add: CUfunction,
+    triad: CUfunction,
+    /// Holds the kernels' code on the device while they are used.
+    _module: Module,
+}
+
 pub fn run(setup: &Setup, opts: &GpuOptions) -> Result<(Vec<Measured>, Vec<String>), GpuError> {
     let cuda = &setup.cuda;
     let nvrtc = Nvrtc::open()?;
     let cc = cuda.info.cc_major * 10 + cuda.info.cc_minor;
     let image = nvrtc.compile(SRC, "hybench_stream.cu", cc)?;
     let module = Module::load(&image.bytes)?;
-    let f_copy = module.function("stream_copy")?;
-    let f_scale = module.function("stream_scale")?;
-    let f_add = module.function("stream_add")?;
-    let f_triad = module.function("stream_triad")?;
+    let kernels = Kernels {
+        copy: module.function("stream_copy")?,
+        scale: module.function("stream_scale")?,
+        add: module.function("stream_add")?,
+        triad: module.function("stream_triad")?,
+        _module: module,
+    };
     let libs = vec![format!(
         "NVRTC {} ({}), kernels built as {} for sm_{cc}",
         nvrtc.version, nvrtc.path, image.kind
     )];
-    let stream = cuda.stream;
     let mut rows = Vec::new();
     for &size in &opts.sizes {
-        let bytes = size as usize;
-        cuda.ensure_free(3 * bytes + (64 << 20), "gpu-stream")?;
-        let (a, b, c) = (
-            DevBuf::new(bytes)?,
-            DevBuf::new(bytes)?,
-            DevBuf::new(bytes)?,
-        );
-        let n = bytes / 8;
-        let mut rng = Rng::new(size);
-        let a0: Vec<f64> = (0..n).map(|_| rng.uniform(1.0, 2.0)).collect();
-        let a0_bytes: Vec<u8> = a0.iter().flat_map(|v| v.to_le_bytes()).collect();
-        a.upload(0, &a0_bytes)?;
-        drop(a0_bytes);
-        let n2 = (bytes / 16) as u64;
-        let grid = u32::try_from(n2.div_ceil(BLOCK as u64))
-            .map_err(|_| anyhow::anyhow!("gpu-stream: {size} bytes need too many blocks"))?;
-        let peak = setup.peaks.map(|p| {
-            (
-                p.mem_gbs,
-                format!("{} memory {} GB/s ({})", p.model, p.mem_gbs, p.source),
-            )
-        });
-        let measure = |name: &str,
-                       moved: f64,
-                       ceiling: Ceiling,
-                       op: &mut dyn FnMut() -> Result<()>|
-         -> Result<Measured> {
-            let start = Instant::now();
-            let ms = cuda.time_each(stream, opts.warmup, opts.iterations, op)?;
-            let end = Instant::now();
-            Ok(Measured {
-                benchmark: format!("gpu-stream-{name}"),
-                size_bytes: size,
-                matrix_n: None,
-                unit: Unit::GigabytesPerSec,
-                iterations: opts.iterations,
-                warmup: opts.warmup,
-                window: 1,
-                pairs: 0,
-                rank0_only: false,
-                samples: ms.iter().map(|t| moved / (t * 1e-3) / 1e9).collect(),
-                osu_value: None,
-                valid: None,
-                start,
-                end,
-                peak: peak.clone(),
-                ceiling,
-            })
-        };
-        let two = 2.0 * bytes as f64;
-        let three = 3.0 * bytes as f64;
-        let kernel = |f, args: &mut [*mut c_void]| driver::launch(f, grid, BLOCK, stream, args);
-        let (mut pa, mut pb, mut pc, mut q, mut nn) = (a.ptr, b.ptr, c.ptr, Q, n2);
-        let p = |v: &mut u64| v as *mut u64 as *mut c_void;
-
-        // Ceiling: the driver's device-to-device copy of one array.
-        c.fill_byte(0xff, stream)?;
-        let mut r = measure("memcpy", two, Ceiling::None, &mut || {
-            sync_copy::dtod_async(&c, &a, bytes, stream)
-        })?;
-        cuda.synchronize()?;
-        r.valid = Some(check(&c, "memcpy", true, false, |i| a0[i])?);
-        rows.push(r);
-
-        c.fill_byte(0xff, stream)?;
-        let mut r = measure(
-            "copy",
-            two,
-            Ceiling::SameSize("gpu-stream-memcpy".into()),
-            &mut || kernel(f_copy, &mut [p(&mut pa), p(&mut pc), p(&mut nn)]),
-        )?;
-        cuda.synchronize()?;
-        r.valid = Some(check(&c, "copy", true, opts.corrupt, |i| a0[i])?);
-        rows.push(r);
-
-        b.fill_byte(0xff, stream)?;
-        let mut r = measure(
-            "scale",
-            two,
-            Ceiling::SameSize("gpu-stream-memcpy".into()),
-            &mut || {
-                kernel(
-                    f_scale,
-                    &mut [
-                        p(&mut pb),
-                        p(&mut pc),
-                        &mut q as *mut f64 as *mut c_void,
-                        p(&mut nn),
-                    ],
-                )
-            },
-        )?;
-        cuda.synchronize()?;
-        r.valid = Some(check(&b, "scale", true, false, |i| Q * a0[i])?);
-        rows.push(r);
-
-        c.fill_byte(0xff, stream)?;
-        let mut r = measure(
-            "add",
-            three,
-            Ceiling::SameSize("gpu-stream-memcpy".into()),
-            &mut || kernel(f_add, &mut [p(&mut pa), p(&mut pb), p(&mut pc), p(&mut nn)]),
-        )?;
-        cuda.synchronize()?;
-        r.valid = Some(check(&c, "add", true, false, |i| a0[i] + Q * a0[i])?);
-        rows.push(r);
-
-        a.fill_byte(0xff, stream)?;
-        let mut r = measure(
-            "triad",
-            three,
-            Ceiling::SameSize("gpu-stream-memcpy".into()),
-            &mut || {
-                kernel(
-                    f_triad,
-                    &mut [
-                        p(&mut pa),
-                        p(&mut pb),
-                        p(&mut pc),
-                        &mut q as *mut f64 as *mut c_void,
-                        p(&mut nn),
-                    ],
-                )
-            },
-        )?;
-        cuda.synchronize()?;
-        r.valid = Some(check(&a, "triad", false, false, |i| {
-            Q * a0[i] + Q * (a0[i] + Q * a0[i])
-        })?);
-        rows.push(r);
+        rows.extend(one_size(setup, opts, &kernels, size)?);
     }
     if rows.is_empty() {
         return Err(GpuError::Failed(anyhow::anyhow!("gpu-stream: no sizes")));
     }
     Ok((rows, libs))
+}
+
+/// How the rows of one array size are timed.
+struct Timer<'a> {
+    setup: &'a Setup,
+    opts: &'a GpuOptions,
+    size: u64,
+    /// The device's memory bandwidth and where it comes from.
+    peak: Option<(f64, String)>,
+}
+
+impl Timer<'_> {
+    /// Time `op` (warm-up, then CUDA events around each launch) as
+    /// `gpu-stream-NAME`, `moved` bytes per launch.
+    fn measure(
+        &self,
+        name: &str,
+        moved: f64,
+        ceiling: Ceiling,
+        op: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Measured> {
+        let (cuda, opts) = (&self.setup.cuda, self.opts);
+        let start = Instant::now();
+        let ms = cuda.time_each(cuda.stream, opts.warmup, opts.iterations, op)?;
+        let end = Instant::now();
+        Ok(Measured {
+            benchmark: format!("gpu-stream-{name}"),
+            size_bytes: self.size,
+            matrix_n: None,
+            unit: Unit::GigabytesPerSec,
+            iterations: opts.iterations,
+            warmup: opts.warmup,
+            window: 1,
+            pairs: 0,
+            rank0_only: false,
+            samples: ms.iter().map(|t| moved / (t * 1e-3) / 1e9).collect(),
+            osu_value: None,
+            valid: None,
+            start,
+            end,
+            peak: self.peak.clone(),
+            ceiling,
+        })
+    }
+}
+
+/// Arrays of `size` bytes: the memcpy ceiling, then copy, scale, add and triad,
+/// each output poisoned first and checked after.
+fn one_size(
+    setup: &Setup,
+    opts: &GpuOptions,
+    k: &Kernels,
+    size: u64,
+) -> Result<Vec<Measured>, GpuError> {
+    let cuda = &setup.cuda;
+    let stream = cuda.stream;
+    let mut rows = Vec::new();
+    let bytes = size as usize;
+    cuda.ensure_free(3 * bytes + (64 << 20), "gpu-stream")?;
+    let (a, b, c) = (
+        DevBuf::new(bytes)?,
+        DevBuf::new(bytes)?,
+        DevBuf::new(bytes)?,
+    );
+    let n = bytes / 8;
+    let mut rng = Rng::new(size);
+    let a0: Vec<f64> = (0..n).map(|_| rng.uniform(1.0, 2.0)).collect();
+    let a0_bytes: Vec<u8> = a0.iter().flat_map(|v| v.to_le_bytes()).collect();
+    a.upload(0, &a0_bytes)?;
+    drop(a0_bytes);
+    let n2 = (bytes / 16) as u64;
+    let grid = u32::try_from(n2.div_ceil(BLOCK as u64))
+        .map_err(|_| anyhow::anyhow!("gpu-stream: {size} bytes need too many blocks"))?;
+    let timer = Timer {
+        setup,
+        opts,
+        size,
+        peak: setup.peaks.map(|p| p.memory()),
+    };
+    let two = 2.0 * bytes as f64;
+    let three = 3.0 * bytes as f64;
+    let kernel = |f, args: &mut [*mut c_void]| driver::launch(f, grid, BLOCK, stream, args);
+    let (mut pa, mut pb, mut pc, mut q, mut nn) = (a.ptr, b.ptr, c.ptr, Q, n2);
+    let p = |v: &mut u64| v as *mut u64 as *mut c_void;
+    let memcpy = || Ceiling::SameSize("gpu-stream-memcpy".into());
+
+    // Ceiling: the driver's device-to-device copy of one array.
+    c.fill_byte(0xff, stream)?;
+    let mut r = timer.measure("memcpy", two, Ceiling::None, &mut || {
+        sync_copy::dtod_async(&c, &a, bytes, stream)
+    })?;
+    cuda.synchronize()?;
+    r.valid = Some(check(&c, "memcpy", true, false, |i| a0[i])?);
+    rows.push(r);
+
+    c.fill_byte(0xff, stream)?;
+    let mut r = timer.measure("copy", two, memcpy(), &mut || {
+        kernel(k.copy, &mut [p(&mut pa), p(&mut pc), p(&mut nn)])
+    })?;
+    cuda.synchronize()?;
+    r.valid = Some(check(&c, "copy", true, opts.corrupt, |i| a0[i])?);
+    rows.push(r);
+
+    b.fill_byte(0xff, stream)?;
+    let mut r = timer.measure("scale", two, memcpy(), &mut || {
+        let q = &mut q as *mut f64 as *mut c_void;
+        kernel(k.scale, &mut [p(&mut pb), p(&mut pc), q, p(&mut nn)])
+    })?;
+    cuda.synchronize()?;
+    r.valid = Some(check(&b, "scale", true, false, |i| Q * a0[i])?);
+    rows.push(r);
+
+    c.fill_byte(0xff, stream)?;
+    let mut r = timer.measure("add", three, memcpy(), &mut || {
+        kernel(k.add, &mut [p(&mut pa), p(&mut pb), p(&mut pc), p(&mut nn)])
+    })?;
+    cuda.synchronize()?;
+    r.valid = Some(check(&c, "add", true, false, |i| a0[i] + Q * a0[i])?);
+    rows.push(r);
+
+    a.fill_byte(0xff, stream)?;
+    let mut r = timer.measure("triad", three, memcpy(), &mut || {
+        let q = &mut q as *mut f64 as *mut c_void;
+        kernel(
+            k.triad,
+            &mut [p(&mut pa), p(&mut pb), p(&mut pc), q, p(&mut nn)],
+        )
+    })?;
+    cuda.synchronize()?;
+    r.valid = Some(check(&a, "triad", false, false, |i| {
+        Q * a0[i] + Q * (a0[i] + Q * a0[i])
+    })?);
+    rows.push(r);
+    Ok(rows)
 }

@@ -12,8 +12,8 @@ use super::abi::AbiMode;
 use super::check::{self, HostMpiChoice, SrunChoice, Status};
 use super::contents::Image;
 use super::detect;
-use crate::sif::{Arch, SifBuilder, SifImage, display};
 use hybrun_core::vocab::Mode;
+use hybrun_sif::{Arch, SifBuilder, SifImage, display};
 
 /// Arguments of `hybrun image wrap`.
 #[derive(Debug, Args)]

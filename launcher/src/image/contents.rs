@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use backhand::{FilesystemReader, InnerNode, SquashfsFileReader};
 
 use super::ImageError;
-use crate::sif::{FsType, Metadata, SifImage, format::MAGIC};
+use hybrun_sif::{FsType, Metadata, SifImage, format::MAGIC};
 
 /// The most entries a directory image may have (a guard against pointing hybrun at `/`).
 pub const MAX_DIR_ENTRIES: usize = 2_000_000;

@@ -23,7 +23,7 @@ pub mod env;
 
 use std::io;
 
-use crate::sif::SifError;
+use hybrun_sif::SifError;
 
 /// Everything that can go wrong reading an image's contents. Each message names the
 /// image (and the file inside it) and, where there is one, the fix.

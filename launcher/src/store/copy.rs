@@ -12,7 +12,7 @@ use rustix::fs::{FileType, OFlags};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
-use crate::sif::SifImage;
+use hybrun_sif::SifImage;
 
 /// Bytes per read/hash/write step: large enough that system calls cost nothing
 /// next to the copy and the hash, small enough to stay in the CPU caches.

@@ -35,8 +35,8 @@ pub use scan::{IMAGE_PLACEHOLDER, ScanRecord};
 use dir::{Entry, StoreDir};
 use rustix::fs::FileType;
 
-use crate::sif::SifError;
 use crate::site::SiteError;
+use hybrun_sif::SifError;
 
 /// Everything that can go wrong in the store. Each message names the file or
 /// directory and says what to do.

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hybrun::sif::writer::ObjectSource;
-use hybrun::sif::{Arch, FsType, ObjectInput, PartType, SifBuilder};
 use hybrun::store::{INDEX_FILE, Index, TEMP_PREFIX};
+use hybrun_sif::writer::ObjectSource;
+use hybrun_sif::{Arch, FsType, ObjectInput, PartType, SifBuilder};
 
 /// Longest any single `hybrun` run may take in these tests.
 pub const RUN_LIMIT: Duration = Duration::from_secs(120);

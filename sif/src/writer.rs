@@ -8,8 +8,8 @@
 //! Apptainer expect.
 //!
 //! ```no_run
-//! use hybrun::sif::{Arch, SifBuilder, ObjectInput};
-//! # fn main() -> Result<(), hybrun::sif::SifError> {
+//! use hybrun_sif::{Arch, SifBuilder, ObjectInput};
+//! # fn main() -> Result<(), hybrun_sif::SifError> {
 //! SifBuilder::new(Arch::Amd64)
 //!     .add_object(ObjectInput::deffile("Bootstrap: docker\nFrom: alpine\n"))
 //!     .add_primary_squashfs("rootfs.squashfs")
@@ -27,14 +27,14 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::SifError;
-use super::format::{
+use crate::SifError;
+use crate::format::{
     Arch, DEFAULT_DESCRIPTOR_CAPACITY, DEFAULT_DESCRIPTORS_OFFSET, DEFAULT_GROUP,
     DEFAULT_LAUNCH_SCRIPT, DESCRIPTOR_LEN, DataType, EXTRA_LEN, FsType, GROUP_MASK, ImageId,
     LAUNCH_SCRIPT_LEN, Link, MAGIC, Metadata, NAME_LEN, PARTITION_ALIGNMENT, PartType, VERSION,
     ZERO_TIME, group_to_raw,
 };
-use super::reader::{Descriptor, Header, MAX_DESCRIPTORS};
+use crate::reader::{Descriptor, Header, MAX_DESCRIPTORS};
 
 /// Where an object's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -560,7 +560,7 @@ fn make_executable(_file: &File) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sif::reader::SifImage;
+    use crate::reader::SifImage;
     use std::io::Cursor;
 
     fn build(builder: &SifBuilder) -> SifImage<Cursor<Vec<u8>>> {
@@ -641,7 +641,7 @@ mod tests {
             base().add_object(ObjectInput::deffile("x").alignment(3)),
             base().add_object(ObjectInput::from_bytes(DataType::Partition, vec![1])),
             base().add_object(ObjectInput::deffile("x").metadata(Metadata::Sbom {
-                format: crate::sif::SbomFormat::SpdxJson,
+                format: crate::SbomFormat::SpdxJson,
             })),
             base()
                 .descriptor_capacity(0)

@@ -1,46 +1,22 @@
 //! Truncated, oversized and inconsistent images give typed errors that name the
-//! file (never a panic), and `hybrun image inspect` reports them with exit code 1.
+//! file (never a panic). `launcher/tests/sif_cli.rs` checks that `hybrun image
+//! inspect` reports them with exit code 1.
 
-mod sif_common;
+mod common;
 
 use std::io::Cursor;
-use std::process::Command;
 
-use hybrun::sif::format::{DESCRIPTOR_LEN, HEADER_LEN};
-use hybrun::sif::{
-    Arch, DataType, Descriptor, HashType, Header, Link, Metadata, ObjectInput, SifBuilder,
-    SifError, SifImage,
-};
+use hybrun_sif::format::{DESCRIPTOR_LEN, HEADER_LEN};
+use hybrun_sif::{DataType, Descriptor, Header, Metadata, SifError, SifImage};
 
 const LABEL: &str = "test.sif";
-
-/// A valid image: deffile, primary partition, signature over group 1.
-fn base_image() -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    SifBuilder::new(Arch::Amd64)
-        .deterministic()
-        .add_object(ObjectInput::deffile("Bootstrap: scratch\n"))
-        .add_object(sif_common::primary_partition(5000, Arch::Amd64))
-        .add_object(
-            ObjectInput::from_bytes(DataType::Signature, b"sig".to_vec())
-                .metadata(Metadata::Signature {
-                    hash_type: HashType::Sha256,
-                    fingerprint: None,
-                })
-                .no_group()
-                .link(Link::Group(1)),
-        )
-        .write_image(&mut out, LABEL)
-        .expect("base image");
-    out.into_inner()
-}
 
 fn parse(bytes: Vec<u8>) -> Result<SifImage<Cursor<Vec<u8>>>, SifError> {
     SifImage::from_reader(Cursor::new(bytes), LABEL)
 }
 
 fn with_header(edit: impl FnOnce(&mut Header)) -> Vec<u8> {
-    let mut bytes = base_image();
+    let mut bytes = common::base_image();
     let mut header = Header::decode(bytes[..HEADER_LEN].try_into().expect("header"));
     edit(&mut header);
     bytes[..HEADER_LEN].copy_from_slice(&header.encode());
@@ -48,7 +24,7 @@ fn with_header(edit: impl FnOnce(&mut Header)) -> Vec<u8> {
 }
 
 fn with_descriptor(slot: usize, edit: impl FnOnce(&mut Descriptor)) -> Vec<u8> {
-    let mut bytes = base_image();
+    let mut bytes = common::base_image();
     let at = 4096 + slot * DESCRIPTOR_LEN;
     let range = at..at + DESCRIPTOR_LEN;
     let mut d = Descriptor::decode(bytes[range.clone()].try_into().expect("descriptor"));
@@ -70,21 +46,21 @@ fn error_of(bytes: Vec<u8>) -> SifError {
 
 #[test]
 fn the_base_image_is_valid() {
-    let image = parse(base_image()).expect("valid");
+    let image = parse(common::base_image()).expect("valid");
     assert_eq!(image.descriptors().len(), 3);
 }
 
 #[test]
 fn short_files_are_not_sif() {
     for len in [0, 1, 100, HEADER_LEN - 1] {
-        let err = error_of(base_image()[..len].to_vec());
+        let err = error_of(common::base_image()[..len].to_vec());
         assert!(matches!(err, SifError::TooShort { .. }), "{len}: {err}");
     }
 }
 
 #[test]
 fn bad_magic_says_what_was_found_and_what_hybrun_reads() {
-    let mut bytes = base_image();
+    let mut bytes = common::base_image();
     bytes[32..42].copy_from_slice(b"NOT_MAGIC\0");
     let err = error_of(bytes);
     assert!(matches!(err, SifError::BadMagic { .. }), "{err}");
@@ -242,7 +218,7 @@ fn inconsistent_descriptors_are_refused() {
 
 #[test]
 fn truncation_anywhere_is_an_error() {
-    let full = base_image();
+    let full = common::base_image();
     for len in (HEADER_LEN..full.len()).step_by(97) {
         let err = error_of(full[..len].to_vec());
         assert!(
@@ -262,13 +238,13 @@ fn unknown_codes_are_shown_not_refused() {
     let d = image.descriptor(2).expect("object 2");
     assert_eq!(d.data_type.name(), "Unknown");
     assert_eq!(d.metadata(), Metadata::None);
-    let text = hybrun::sif::display::list_text(image.descriptors());
+    let text = hybrun_sif::display::list_text(image.descriptors());
     assert!(text.contains("|Unknown\n"), "{text}");
 }
 
 #[test]
 fn object_lookup_errors_are_typed() {
-    let mut image = parse(base_image()).expect("valid");
+    let mut image = parse(common::base_image()).expect("valid");
     assert!(matches!(
         image.read_object(9, 100),
         Err(SifError::ObjectNotFound { id: 9, .. })
@@ -277,39 +253,4 @@ fn object_lookup_errors_are_typed() {
         image.read_object(2, 10),
         Err(SifError::ObjectTooLarge { id: 2, .. })
     ));
-}
-
-fn inspect(path: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hybrun"))
-        .args(["image", "inspect", path.to_str().expect("UTF-8 path")])
-        .output()
-        .expect("run hybrun")
-}
-
-#[test]
-fn cli_reports_errors_with_exit_code_1() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let not_sif = dir.path().join("notes.txt");
-    std::fs::write(
-        &not_sif,
-        "just some text, long enough to hold a header? no.\n".repeat(4),
-    )
-    .expect("write");
-    let truncated = dir.path().join("truncated.sif");
-    std::fs::write(&truncated, &base_image()[..20_000]).expect("write");
-    let missing = dir.path().join("missing.sif");
-    for (path, needle) in [
-        (&not_sif, "not a SIF file"),
-        (&truncated, "truncated or corrupt SIF"),
-        (&missing, "cannot open the image"),
-        (&dir.path().to_path_buf(), "cannot"),
-    ] {
-        let out = inspect(path);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
-        assert!(stderr.starts_with("hybrun: error: "), "{stderr}");
-        assert!(stderr.contains(needle), "{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(out.stdout.is_empty());
-    }
 }

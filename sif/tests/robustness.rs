@@ -1,5 +1,5 @@
 //! Property test of the SIF reader (the stable-Rust counterpart of the cargo-fuzz
-//! target in `launcher/fuzz`): many thousands of deterministic mutations of real
+//! target in `sif/fuzz`): many thousands of deterministic mutations of real
 //! and generated images (bit flips, truncation at every offset of the header and
 //! descriptor table, hostile field values, huge sizes, random files) must each
 //! give either a typed error that names the file or a parse that is consistent
@@ -7,13 +7,13 @@
 //!
 //! `HYBRUN_SIF_ROBUSTNESS_ROUNDS=N` multiplies the number of random cases (default 1).
 
-mod sif_common;
+mod common;
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use hybrun::sif::format::{DESCRIPTOR_LEN, HEADER_LEN, MAGIC, VERSION};
-use hybrun::sif::{SifError, SifImage, display};
+use hybrun_sif::format::{DESCRIPTOR_LEN, HEADER_LEN, MAGIC, VERSION};
+use hybrun_sif::{SifError, SifImage, display};
 
 const LABEL: &str = "mutant.sif";
 
@@ -88,9 +88,9 @@ fn check_inner(bytes: &[u8]) -> Result<bool, String> {
 /// The images to mutate: the project's own, plus the reference corpus when present.
 fn seeds() -> Vec<(String, Vec<u8>)> {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut paths = sif_common::generated_images(dir.path());
-    if let Some(reference) = sif_common::reference_dir("sif_robustness") {
-        paths.extend(sif_common::reference_images(&reference));
+    let mut paths = common::generated_images(dir.path());
+    if let Some(reference) = common::reference_dir("sif_robustness") {
+        paths.extend(common::reference_images(&reference));
     }
     paths
         .into_iter()

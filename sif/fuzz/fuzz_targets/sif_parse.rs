@@ -6,7 +6,7 @@
 
 use std::io::Cursor;
 
-use hybrun::sif::{SifImage, display};
+use hybrun_sif::{SifImage, display};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

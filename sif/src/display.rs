@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
-use super::format::{Link, Metadata, ZERO_TIME};
-use super::reader::{Descriptor, Header};
+use crate::format::{Link, Metadata, ZERO_TIME};
+use crate::reader::{Descriptor, Header};
 
 const RULE: &str = "------------------------------------------------------------------------------";
 
@@ -166,7 +166,7 @@ pub fn inspect_json(path: &str, header: &Header, descriptors: &[Descriptor]) -> 
 fn header_json(h: &Header) -> Value {
     json!({
         "launch_script": h.launch_script_text(),
-        "magic": super::format::trim_nul(&h.magic),
+        "magic": crate::format::trim_nul(&h.magic),
         "version": h.version_text(),
         "arch": h.arch.go_name(),
         "id": h.id.to_string(),

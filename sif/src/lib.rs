@@ -5,7 +5,7 @@
 //! per data object: definition file, JSON metadata, file system partitions,
 //! signatures, OCI blobs, ...) and the objects' data. The layout and every code
 //! follow the reference implementation, `github.com/sylabs/sif/v2` (see
-//! [`format`]).
+//! [`format`](mod@format)).
 //!
 //! - [`reader::SifImage`] reads only the header and the descriptor table, with
 //!   every offset and count checked against the file, so inspecting a multi-GiB
@@ -14,6 +14,11 @@
 //!   system as the primary partition) atomically.
 //! - [`display`] prints the facts the way `siftool header`, `list` and `info` do,
 //!   and as JSON.
+//!
+//! A crate of its own (no MPI, no launcher code) so that `hybrun image`, the image
+//! store and the fuzz target (`sif/fuzz`, cargo-fuzz on nightly) share one parser,
+//! and a fuzz build compiles nothing else. Tests: `sif/tests/` (conformance with the
+//! reference corpus, round trips, typed errors, a mutation test on stable Rust).
 
 pub mod display;
 pub mod format;

@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::SifError;
-use super::format::{
+use crate::SifError;
+use crate::format::{
     ARCH_LEN, Arch, DESCRIPTOR_LEN, DataType, EXTRA_LEN, Fields, HEADER_LEN, ID_LEN, ImageId,
     LAUNCH_SCRIPT_LEN, Link, MAGIC, MAGIC_LEN, Metadata, NAME_LEN, PartType, VERSION, VERSION_LEN,
     group_from_raw, trim_nul,
@@ -30,7 +30,7 @@ pub struct Header {
     /// Architecture of the primary partition ("00" when there is none).
     pub arch: Arch,
     pub id: ImageId,
-    /// Unix seconds; [`super::format::ZERO_TIME`] means "not set".
+    /// Unix seconds; [`crate::format::ZERO_TIME`] means "not set".
     pub created_at: i64,
     pub modified_at: i64,
     pub descriptors_free: i64,

@@ -7,7 +7,7 @@ Python's `struct`, from the layout of the reference implementation
 encoding/binary, little-endian, no padding), without any of hybrun's code, and
 writes the facts `hybrun image inspect --json` must report for each file.
 
-Usage: python3 launcher/tests/data/sif_expected.py [FIXTURE_DIR] > launcher/tests/data/sif_expected.json
+Usage: python3 sif/tests/data/sif_expected.py [FIXTURE_DIR] > sif/tests/data/sif_expected.json
 """
 import datetime
 import json

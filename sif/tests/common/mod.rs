@@ -1,19 +1,23 @@
-//! Shared by the `sif_*` integration tests: where the reference corpus is, and the
-//! project's own fixtures, made by hybrun's writer so that the suite stands on its
-//! own on a machine without `../shared`.
+//! Shared by the SIF integration tests (`sif/tests/*.rs`, and the `hybrun image`
+//! tests in `launcher/tests/sif_cli.rs`, which include this file by path): where the
+//! reference corpus is, the conformance table, and the project's own fixtures, made
+//! by this crate's writer so that the suite stands on its own on a machine without
+//! `../shared`.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
-use std::io::{Read, Seek};
+use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
-use hybrun::sif::format::FINGERPRINT_LEN;
-use hybrun::sif::writer::ObjectSource;
-use hybrun::sif::{
-    Arch, DataType, FormatType, FsType, HashType, ImageId, Link, MessageType, Metadata,
-    ObjectInput, PartType, SbomFormat, SifBuilder, SifImage,
+use hybrun_sif::format::{DESCRIPTOR_LEN, FINGERPRINT_LEN, HEADER_LEN};
+use hybrun_sif::writer::ObjectSource;
+use hybrun_sif::{
+    Arch, DataType, Descriptor, FormatType, FsType, HashType, Header, ImageId, Link, MessageType,
+    Metadata, ObjectInput, PartType, SbomFormat, SifBuilder, SifImage,
 };
+use serde_json::Value;
 
-/// The reference corpus (`<repo>/../shared/fixtures/sif`, or `$HYBRUN_SIF_CORPUS`),
+/// The reference corpus (`<repo>/../shared/fixtures/sif`, or `$HYBRUN_SIF_CORPUS`;
+/// `CARGO_MANIFEST_DIR` is `<repo>/sif` or `<repo>/launcher`, both one level down),
 /// or None when this machine has none: then the caller skips, loudly, and under CI
 /// (`CI` set) the test fails, because CI always has the corpus.
 pub fn reference_dir(test: &str) -> Option<PathBuf> {
@@ -51,6 +55,30 @@ pub fn reference_images(dir: &Path) -> Vec<PathBuf> {
     images.sort();
     assert!(!images.is_empty(), "no .sif files in {}", dir.display());
     images
+}
+
+/// What the conformance table (`sif/tests/data/sif_expected.json`) says of each
+/// reference image, by file name.
+pub fn expected_table() -> serde_json::Map<String, Value> {
+    const EXPECTED: &str = include_str!("../data/sif_expected.json");
+    match serde_json::from_str(EXPECTED).expect("sif_expected.json is JSON") {
+        Value::Object(map) => map,
+        other => panic!("sif_expected.json is not an object: {other}"),
+    }
+}
+
+/// One output of the reference tool, `reference-output/NAME` in the corpus.
+pub fn reference_output(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join("reference-output").join(name))
+        .unwrap_or_else(|e| panic!("reference output {name}: {e}"))
+}
+
+/// The file name of `path`, as the conformance table keys it.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Bytes that start like a SquashFS image (magic "hsqs"): enough for the format,
@@ -219,6 +247,57 @@ pub fn write_minimal_image(dir: &Path, arch: Arch) -> PathBuf {
         .write_to(&image)
         .expect("write minimal image");
     image
+}
+
+/// A valid image: deffile, primary partition, signature over group 1.
+pub fn base_image() -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    SifBuilder::new(Arch::Amd64)
+        .deterministic()
+        .add_object(ObjectInput::deffile("Bootstrap: scratch\n"))
+        .add_object(primary_partition(5000, Arch::Amd64))
+        .add_object(
+            ObjectInput::from_bytes(DataType::Signature, b"sig".to_vec())
+                .metadata(Metadata::Signature {
+                    hash_type: HashType::Sha256,
+                    fingerprint: None,
+                })
+                .no_group()
+                .link(Link::Group(1)),
+        )
+        .write_image(&mut out, "base.sif")
+        .expect("base image");
+    out.into_inner()
+}
+
+/// A real layout (deffile, a 4 KiB primary partition) whose partition is then made
+/// `size` bytes long and the file grown to match, sparsely: a multi-GiB image
+/// that costs no disk. Returns the path and the partition's descriptor.
+pub fn write_sparse_image(dir: &Path, size: i64) -> (PathBuf, Descriptor) {
+    let path = dir.join("big.sif");
+    SifBuilder::new(Arch::Amd64)
+        .add_object(ObjectInput::deffile("Bootstrap: scratch\n"))
+        .add_object(primary_partition(4096, Arch::Amd64))
+        .write_to(&path)
+        .expect("write");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mut header = Header::decode(bytes[..HEADER_LEN].try_into().expect("header"));
+    let slot = header.descriptors_offset as usize + DESCRIPTOR_LEN;
+    let mut partition =
+        Descriptor::decode(bytes[slot..slot + DESCRIPTOR_LEN].try_into().expect("d"));
+    partition.size = size;
+    partition.size_with_padding += size - 4096;
+    header.data_size = partition.offset + size - header.data_offset;
+    bytes[..HEADER_LEN].copy_from_slice(&header.encode());
+    bytes[slot..slot + DESCRIPTOR_LEN].copy_from_slice(&partition.encode());
+    std::fs::write(&path, &bytes).expect("patch");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.set_len((partition.offset + size) as u64)
+        .expect("grow sparsely");
+    (path, partition)
 }
 
 /// Every fixture the project makes itself, written into `dir`.
