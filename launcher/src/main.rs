@@ -5,9 +5,17 @@ mod cli_doctor;
 mod cli_image;
 mod cli_run;
 
+/// `hybrun --version`: the release, the commit and the build date.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HYBRUN_BUILD_INFO"),
+    ")"
+);
+
 /// hybrun: launch MPI containers through srun, correct by construction, and measure them.
 #[derive(Parser)]
-#[command(name = "hybrun", version, about)]
+#[command(name = "hybrun", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
