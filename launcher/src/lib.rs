@@ -4,6 +4,9 @@
 //! statistics, the result schema and the SIF image reader/writer.
 
 pub mod campaign;
+pub mod doctor;
+pub mod elf;
+pub mod host;
 pub mod image;
 pub mod launch;
 pub mod sif;

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
 use super::ImageError;
-use super::abi::{self, LibVersion};
+use super::abi;
 use super::contents::{EntryKind, Image, ImageKind, SquashfsInfo};
-use super::elf::{self, ElfReader, GlibcVersion};
+use crate::elf::{self, ElfReader, GlibcVersion};
+use crate::elf::{LibVersion, split_so_name};
+use crate::host::loader::STANDARD_LIB_DIRS;
 use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 /// `/etc/os-release` facts.
@@ -117,12 +119,12 @@ pub fn analyze_mpi<R: Read + Seek>(
         .or_else(|| by_name(base_name(file)))
         .or_else(|| by_name(base_name(path)))
         .or_else(|| implementation.map(MpiFlavour::abi));
-    let lib_version = abi::split_so_name(base_name(file))
+    let lib_version = split_so_name(base_name(file))
         .and_then(|(_, v)| v)
         .or_else(|| {
             info.soname
                 .as_deref()
-                .and_then(abi::split_so_name)
+                .and_then(split_so_name)
                 .and_then(|(_, v)| v)
         });
     let version = match implementation.map(MpiFlavour::abi) {
@@ -392,20 +394,6 @@ impl Contents {
     }
 }
 
-/// Directories the dynamic loader searches by default (and their merged-/usr twins).
-pub const STANDARD_LIB_DIRS: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib/aarch64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-    "/usr/local/lib",
-    "/usr/local/lib64",
-];
-
 fn in_standard_dir(path: &str) -> bool {
     let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
     STANDARD_LIB_DIRS.contains(&dir)
@@ -473,7 +461,7 @@ fn find(
         // Prefer the SONAME-like name: versioned, then shortest ("libmpich.so.12"
         // over "libmpich.so" and "libmpich.so.12.2.2").
         f.names.sort_by_key(|n| {
-            let versioned = abi::split_so_name(base_name(n)).is_some_and(|(_, v)| v.is_some());
+            let versioned = split_so_name(base_name(n)).is_some_and(|(_, v)| v.is_some());
             (!versioned, !in_standard_dir(n), n.len())
         });
     }
@@ -481,11 +469,11 @@ fn find(
 }
 
 fn stem_of(name: &str) -> Option<&str> {
-    abi::split_so_name(name).map(|(stem, _)| stem)
+    split_so_name(name).map(|(stem, _)| stem)
 }
 
 fn file_version(file: &str) -> Option<String> {
-    abi::split_so_name(base_name(file))
+    split_so_name(base_name(file))
         .and_then(|(_, v)| v)
         .map(|v| v.to_string())
 }
@@ -712,7 +700,7 @@ pub fn detect(image: &Image) -> Result<Contents, ImageError> {
     // CUDA runtime: the version is in the real file's name.
     let cuda =
         first(find(image, |n| stem_of(n) == Some("libcudart"), &mut notes)).map(|(file, path)| {
-            let v = abi::split_so_name(base_name(&file)).and_then(|(_, v)| v);
+            let v = split_so_name(base_name(&file)).and_then(|(_, v)| v);
             CudaRuntime {
                 version: v.map(|v| v.to_string()),
                 major: v.map(|v| v.major),
