@@ -5,7 +5,7 @@
 //! the real system. Used by the image check ([`crate::image::check`]), the launch
 //! planner ([`crate::launch`]) and `hybrun doctor` ([`crate::doctor`]).
 //!
-//! - [`env`]: the environment snapshot ([`Host`]), `which`, hybrun's cache dir.
+//! - [`env`](mod@env): the environment snapshot ([`Host`]), `which`, hybrun's cache dir.
 //! - [`command`]: running a probe program with a deadline.
 //! - [`ldcache`]: `/etc/ld.so.cache` (what `ldconfig -p` lists).
 //! - [`loader`]: the dynamic loader's search rules and the glibc family.

@@ -6,7 +6,7 @@
 //!   symlinks resolved inside the image, single files read on demand. SquashFS is read
 //!   in place (at the SIF partition's offset for SIF) without mounting or extracting.
 //! - [`detect`]: MPI, PMI, fabric, glibc, CUDA runtime and OS of an image.
-//! - [`env`]: the `LD_LIBRARY_PATH` an image's Singularity/Apptainer environment
+//! - [`env`](mod@env): the `LD_LIBRARY_PATH` an image's Singularity/Apptainer environment
 //!   scripts set (bind mode keeps it behind the host MPI directory).
 //! - [`abi`]: the MPI ABI rules (MPICH ABI, Open MPI, MPI 5 standard ABI; Sarus's
 //!   major/full/strict modes).

@@ -706,6 +706,76 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::fake_elf::FakeElf;
+
+    /// A fake MPI with a dependency next to it, a plugin directory with one
+    /// plugin that loads and one whose library is nowhere.
+    #[test]
+    fn bundle_of_a_fake_library_and_its_plugins() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let lib = root.join("lib");
+        FakeElf::new()
+            .soname("libfakempi.so.12")
+            .needs(&["libdep.so.1", "libc.so.6"])
+            .runpath("$ORIGIN/deps")
+            .write(&lib.join("libfakempi.so.12"));
+        FakeElf::new()
+            .soname("libdep.so.1")
+            .write(&lib.join("deps/libdep.so.1"));
+        FakeElf::new()
+            .soname("libdep2.so.1")
+            .write(&lib.join("deps/libdep2.so.1"));
+        FakeElf::new()
+            .needs(&["libdep2.so.1"])
+            .runpath("$ORIGIN/../deps")
+            .write(&lib.join("plugins/good.so"));
+        FakeElf::new()
+            .needs(&["libnowhere.so.7"])
+            .write(&lib.join("plugins/bad.so"));
+        std::fs::write(lib.join("plugins/README"), "not a plugin").expect("write");
+        let request = PluginRequest::new(lib.join("plugins"), "FAKE_PLUGIN_PATH", "plugins", false);
+        let roots = [lib.join("libfakempi.so.12")];
+        let bundle = resolve(&roots, std::slice::from_ref(&request), None).expect("bundle");
+        let libs: Vec<(&str, &Path)> = bundle
+            .libs
+            .iter()
+            .map(|l| (l.name.as_str(), l.host.as_path()))
+            .collect();
+        assert_eq!(
+            libs,
+            [
+                ("libfakempi.so.12", lib.join("libfakempi.so.12").as_path()),
+                ("libdep.so.1", lib.join("deps/libdep.so.1").as_path()),
+                ("libdep2.so.1", lib.join("deps/libdep2.so.1").as_path()),
+            ]
+        );
+        assert_eq!(bundle.excluded, ["libc.so.6"], "glibc is the image's");
+        assert_eq!(
+            bundle.unloadable,
+            [lib.join("plugins/bad.so").display().to_string()]
+        );
+        assert_eq!(bundle.dirs.len(), 1);
+        assert_eq!(
+            bundle.plugin_env(Path::new("/b")),
+            [("FAKE_PLUGIN_PATH".to_owned(), PathBuf::from("/b/plugins"))]
+        );
+        // Through the cache: the same bundle the second time.
+        let cache = root.join("cache");
+        let first = resolve(&roots, std::slice::from_ref(&request), Some(&cache)).expect("first");
+        let again = resolve(&roots, std::slice::from_ref(&request), Some(&cache)).expect("again");
+        assert_eq!((&first, &again), (&bundle, &bundle));
+        // A root whose library is nowhere is refused, naming it.
+        FakeElf::new()
+            .needs(&["libnowhere.so.7"])
+            .write(&lib.join("libbroken.so"));
+        match resolve(&[lib.join("libbroken.so")], &[], None) {
+            Err(LaunchError::Loader { why, .. }) => {
+                assert!(why.contains("it needs libnowhere.so.7"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn host_mpich_closure() {
