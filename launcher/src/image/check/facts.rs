@@ -245,6 +245,69 @@ pub fn glibc_requirement(loader: &Loader, root: &Path) -> GlibcRequirement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::fake_elf::FakeElf;
+    use crate::host::ldcache::{host_flags, write_fake};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The loader cache and a compiler wrapper name the same MPICH (one entry,
+    /// found by the cache); Open MPI comes from the wrapper's -L directory; an
+    /// unreadable candidate is a note, not an error.
+    #[test]
+    fn host_mpi_from_a_fake_tree() {
+        let Some(flags) = host_flags() else { return };
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = fs::canonicalize(tmp.path()).expect("canonical");
+        let (lib, ompi) = (root.join("lib"), root.join("opt/ompi/lib"));
+        FakeElf::new()
+            .soname("libmpich.so.12")
+            .write(&lib.join("libmpich.so.12.2.2"));
+        std::os::unix::fs::symlink("libmpich.so.12.2.2", lib.join("libmpich.so.12")).expect("link");
+        FakeElf::new()
+            .soname("libmpi.so.40")
+            .write(&ompi.join("libmpi.so.40"));
+        std::fs::write(lib.join("libmpi.so.12"), b"not an ELF file").expect("write");
+        let cached = |n: &str| lib.join(n).display().to_string();
+        write_fake(
+            &root.join("etc/ld.so.cache"),
+            &[
+                (flags, "libmpich.so.12", &cached("libmpich.so.12")),
+                (flags, "libmpi.so.12", &cached("libmpi.so.12")),
+                (flags, "libmpi_cxx.so.40", &cached("libmpi_cxx.so.40")),
+            ],
+        );
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let mpicc = bin.join("mpicc");
+        let show = format!("echo gcc -L{} -L{} -lmpi", lib.display(), ompi.display());
+        std::fs::write(&mpicc, format!("#!/bin/sh\n{show}\n")).expect("write");
+        std::fs::set_permissions(&mpicc, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let host = Host::with_vars(&[("PATH", bin.as_os_str())]);
+        let loader = Loader::under(&root, &["/lib"], "");
+        let mut notes = Vec::new();
+        let found = detect_host_mpi(&host, &loader, &mut notes);
+        let got: Vec<(&str, &str)> = found
+            .iter()
+            .map(|m| {
+                (
+                    m.library.soname.as_deref().unwrap_or("?"),
+                    m.found_by.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("libmpich.so.12", "ldconfig -p"),
+                ("libmpi.so.40", "mpicc -show")
+            ]
+        );
+        assert_eq!(found[0].library.file, cached("libmpich.so.12.2.2"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("libmpi.so.12: not an ELF file"),
+            "{notes:?}"
+        );
+    }
 
     #[test]
     fn versioned_mpi_names() {
