@@ -100,7 +100,7 @@ impl Object {
 /// A breadth-first walk of `DT_NEEDED`, loading like the loader does. The first
 /// root is the main object (its `DT_RPATH` applies to all, its class and
 /// machine are the ones searched for).
-pub struct Walk<'l> {
+struct Walk<'l> {
     loader: &'l Loader,
     objects: Vec<Object>,
     by_name: HashMap<String, usize>,
@@ -113,7 +113,7 @@ pub struct Walk<'l> {
 }
 
 impl<'l> Walk<'l> {
-    pub fn new(loader: &'l Loader) -> Walk<'l> {
+    fn new(loader: &'l Loader) -> Walk<'l> {
         Walk {
             loader,
             objects: Vec::new(),
@@ -150,7 +150,7 @@ impl<'l> Walk<'l> {
 
     /// Adds a root (a library, a dlopen()ed plugin): Ok(None) when that file is
     /// loaded already.
-    pub fn add_root(&mut self, path: &Path) -> Result<Option<usize>, WalkError> {
+    fn add_root(&mut self, path: &Path) -> Result<Option<usize>, WalkError> {
         let file = open(path)?;
         if self.by_id.contains_key(&file.id) {
             return Ok(None);
@@ -161,7 +161,7 @@ impl<'l> Walk<'l> {
 
     /// Loads the needs of the next object in the queue and returns it; glibc's
     /// libraries are processed but not returned. None when the walk is done.
-    pub fn next_object(&mut self) -> Option<usize> {
+    fn next_object(&mut self) -> Option<usize> {
         while let Some(index) = self.queue.pop_front() {
             self.load_needs(index);
             if !self.objects[index].glibc {
