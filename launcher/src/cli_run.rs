@@ -6,8 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
+use hybrun::host::Host;
 use hybrun::launch::plan::Rendered;
-use hybrun::launch::planner::{self, Host, Planned, Request};
+use hybrun::launch::planner::{self, Planned, Request};
 use hybrun::launch::record::{self, Record};
 use hybrun::launch::{LaunchError, plan::Geometry};
 use hybrun::site::launcher::PerRankChoice;

@@ -1,11 +1,11 @@
 //! The MPI ABI rules, version parsing and host-output parsers of `hybrun image check`,
 //! without images.
 
-use hybrun::image::abi::{
-    self, AbiId, AbiMode, LibVersion, compatible, family_from_name, split_so_name,
-};
-use hybrun::image::check::{cuda_min_driver, parse_nvidia_version, parse_srun_mpi_list};
-use hybrun::image::elf::GlibcVersion;
+use hybrun::elf::{GlibcVersion, LibVersion, split_so_name};
+use hybrun::host::driver::parse_nvidia_version;
+use hybrun::host::slurm::parse_srun_mpi_list;
+use hybrun::image::abi::{self, AbiId, AbiMode, compatible, family_from_name};
+use hybrun::image::check::cuda::cuda_min_driver;
 use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 fn id(name: &str) -> AbiId {

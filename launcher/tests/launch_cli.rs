@@ -776,9 +776,19 @@ fn example_site_file_is_valid_and_plans() {
         .output()
         .expect("runs");
     assert!(out.status.success(), "{}", stderr(&out));
-    let line = stdout(&out).lines().last().expect("line").to_owned();
+    let text = stdout(&out);
+    let last = text.lines().last().expect("line");
+    // GPUs per rank and CPU binding near them: the per-rank wrapper.
+    assert!(
+        last.contains("--mpi=pmi2") && last.contains("hybrun exec"),
+        "{last}"
+    );
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# per rank, as resolved on this host: "))
+        .expect("the rank's command")
+        .to_owned();
     assert!(line.contains("SINGULARITYENV_FI_PROVIDER=psm2"), "{line}");
-    assert!(line.contains("--mpi=pmi2"), "{line}");
     assert!(
         line.contains(
             "/usr/local/bin/singularity exec --nv -B /gpfs:/gpfs -B /etc/slurm:/etc/slurm:ro"

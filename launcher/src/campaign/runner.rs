@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use super::results::{self, LaunchRecord, Status, Store};
 use super::scenario::{Cell, Order, Scenario};
+use crate::host::Host;
 use crate::launch::plan::Geometry;
-use crate::launch::planner::{self, Host, Request};
+use crate::launch::planner::{self, Request};
 use hybrun_core::stats::Rng;
 use hybrun_core::vocab::{LauncherKind, Mode};
 

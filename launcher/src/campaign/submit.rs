@@ -75,10 +75,7 @@ fn records_in(shard: &Path) -> usize {
 /// Submits, waits, collects; returns the run directory.
 pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf> {
     for program in ["sbatch", "squeue", "srun"] {
-        if crate::launch::planner::Host::current()
-            .which(program)
-            .is_none()
-        {
+        if crate::host::Host::current().which(program).is_none() {
             bail!(
                 "--submit needs {program} on PATH (Slurm client); run scripts/setup, and `eval \"$(scripts/cluster env)\"` for the local cluster"
             );

@@ -12,59 +12,8 @@
 //! (`mpi_compatibility_type`): `major` needs equal SONAME majors, `full` also needs the
 //! host's minor >= the container's, `strict` needs the same major.minor.patch.
 
-use std::fmt;
-
+use crate::elf::{LibVersion, split_so_name};
 use hybrun_core::vocab::{MpiAbi, MpiFlavour};
-
-/// A library file version: the numbers after ".so." in the real file name
-/// (`libmpich.so.12.2.2` -> 12.2.2); missing parts are None.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct LibVersion {
-    pub major: u32,
-    pub minor: Option<u32>,
-    pub patch: Option<u32>,
-}
-
-impl fmt::Display for LibVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.major)?;
-        if let Some(minor) = self.minor {
-            write!(f, ".{minor}")?;
-            if let Some(patch) = self.patch {
-                write!(f, ".{patch}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Splits a shared-library file name into its stem and version:
-/// "libmpich.so.12.2.2" -> ("libmpich", Some(12.2.2)); "libmpi_abi.so" -> ("libmpi_abi", None).
-/// None when the name is not "STEM.so[.N[.N[.N]]]" with numeric parts.
-pub fn split_so_name(name: &str) -> Option<(&str, Option<LibVersion>)> {
-    let (stem, rest) = name.split_once(".so")?;
-    if stem.is_empty() {
-        return None;
-    }
-    if rest.is_empty() {
-        return Some((stem, None));
-    }
-    let rest = rest.strip_prefix('.')?;
-    let parts: Option<Vec<u32>> = rest.split('.').map(|p| p.parse().ok()).collect();
-    let parts = parts?;
-    let major = *parts.first()?;
-    if parts.len() > 3 {
-        return None;
-    }
-    Some((
-        stem,
-        Some(LibVersion {
-            major,
-            minor: parts.get(1).copied(),
-            patch: parts.get(2).copied(),
-        }),
-    ))
-}
 
 /// The ABI an MPI library's name (file name or SONAME) says it implements; None
 /// when the name is not an MPI C library (libmpi_cxx, libmpifort, ...).

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::abi::AbiMode;
-use super::check::{self, HostMpiChoice, SrunChoice, Status};
+use super::check::facts::{self, HostMpiChoice, SrunChoice};
+use super::check::{self, Status};
 use super::contents::Image;
 use super::detect;
 use hybrun_core::vocab::Mode;
@@ -239,7 +240,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<CheckOutcome> {
         Some("none") => SrunChoice::None,
         Some(p) => SrunChoice::Path(PathBuf::from(p)),
     };
-    let host = check::host_facts(&host_mpi, &srun)?;
+    let host = facts::host_facts(&host_mpi, &srun)?;
     let report = check::check(contents, host, &args.mode.modes(), args.abi_mode);
     let failed = report.worst() == Status::Fail;
     let text = if args.json {

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
 use super::ImageError;
-use super::abi::{self, LibVersion};
+use super::abi;
 use super::contents::{EntryKind, Image, ImageKind, SquashfsInfo};
-use super::elf::{self, ElfReader, GlibcVersion};
+use crate::elf::{self, ElfReader, GlibcVersion};
+use crate::elf::{LibVersion, split_so_name};
+use crate::host::loader::STANDARD_LIB_DIRS;
 use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 /// `/etc/os-release` facts.
@@ -117,12 +119,12 @@ pub fn analyze_mpi<R: Read + Seek>(
         .or_else(|| by_name(base_name(file)))
         .or_else(|| by_name(base_name(path)))
         .or_else(|| implementation.map(MpiFlavour::abi));
-    let lib_version = abi::split_so_name(base_name(file))
+    let lib_version = split_so_name(base_name(file))
         .and_then(|(_, v)| v)
         .or_else(|| {
             info.soname
                 .as_deref()
-                .and_then(abi::split_so_name)
+                .and_then(split_so_name)
                 .and_then(|(_, v)| v)
         });
     let version = match implementation.map(MpiFlavour::abi) {
@@ -392,20 +394,6 @@ impl Contents {
     }
 }
 
-/// Directories the dynamic loader searches by default (and their merged-/usr twins).
-pub const STANDARD_LIB_DIRS: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib/aarch64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-    "/usr/local/lib",
-    "/usr/local/lib64",
-];
-
 fn in_standard_dir(path: &str) -> bool {
     let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
     STANDARD_LIB_DIRS.contains(&dir)
@@ -473,7 +461,7 @@ fn find(
         // Prefer the SONAME-like name: versioned, then shortest ("libmpich.so.12"
         // over "libmpich.so" and "libmpich.so.12.2.2").
         f.names.sort_by_key(|n| {
-            let versioned = abi::split_so_name(base_name(n)).is_some_and(|(_, v)| v.is_some());
+            let versioned = split_so_name(base_name(n)).is_some_and(|(_, v)| v.is_some());
             (!versioned, !in_standard_dir(n), n.len())
         });
     }
@@ -481,11 +469,11 @@ fn find(
 }
 
 fn stem_of(name: &str) -> Option<&str> {
-    abi::split_so_name(name).map(|(stem, _)| stem)
+    split_so_name(name).map(|(stem, _)| stem)
 }
 
 fn file_version(file: &str) -> Option<String> {
-    abi::split_so_name(base_name(file))
+    split_so_name(base_name(file))
         .and_then(|(_, v)| v)
         .map(|v| v.to_string())
 }
@@ -514,52 +502,52 @@ fn with_elf<'i, T>(
     }
 }
 
-/// Detects everything this module knows about in `image`.
-pub fn detect(image: &Image) -> Result<Contents, ImageError> {
-    let mut notes = Vec::new();
+fn detect_os(image: &Image, notes: &mut Vec<String>) -> Option<OsRelease> {
+    image.resolve_entry("/etc/os-release").ok()?;
+    match image.read_file("/etc/os-release", 64 << 10) {
+        Ok(bytes) => Some(OsRelease::parse(&String::from_utf8_lossy(&bytes))),
+        Err(e) => {
+            notes.push(e.to_string());
+            None
+        }
+    }
+}
 
-    let os = match image.resolve_entry("/etc/os-release") {
-        Ok(_) => match image.read_file("/etc/os-release", 64 << 10) {
-            Ok(bytes) => Some(OsRelease::parse(&String::from_utf8_lossy(&bytes))),
-            Err(e) => {
-                notes.push(e.to_string());
-                None
-            }
-        },
-        Err(_) => None,
-    };
-
-    // MPI.
-    let mpi_found = find(
+/// The MPI C libraries, those in standard directories first.
+fn detect_mpi(image: &Image, notes: &mut Vec<String>) -> Vec<MpiLibrary> {
+    let found = find(
         image,
         |n| matches!(stem_of(n), Some("libmpi" | "libmpich" | "libmpi_abi")),
-        &mut notes,
+        notes,
     );
     let mut mpi = Vec::new();
-    for (file, found) in &mpi_found {
+    for (file, found) in &found {
         let path = &found.names[0];
-        if let Some(lib) = with_elf(image, file, &mut notes, |elf| analyze_mpi(path, file, elf)) {
+        if let Some(lib) = with_elf(image, file, notes, |elf| analyze_mpi(path, file, elf)) {
             if lib.abi.is_some() {
                 mpi.push(lib);
             }
         }
     }
     mpi.sort_by_key(|m| (!in_standard_dir(&m.path), m.path.clone()));
+    mpi
+}
 
-    // PMI.
+/// The PMI client libraries, PMIx with its release.
+fn detect_pmi(image: &Image, notes: &mut Vec<String>) -> Vec<PmiLibrary> {
     let mut pmi = Vec::new();
-    let pmi_found = find(
+    let found = find(
         image,
         |n| matches!(stem_of(n), Some("libpmi" | "libpmi2" | "libpmix")),
-        &mut notes,
+        notes,
     );
-    for (file, found) in &pmi_found {
+    for (file, found) in &found {
         let path = found.names[0].clone();
         let kind = stem_of(base_name(&path))
             .unwrap_or("libpmi")
             .trim_start_matches("lib");
         let version = if kind == "pmix" {
-            with_elf(image, file, &mut notes, |elf| {
+            with_elf(image, file, notes, |elf| {
                 let raw = elf.rodata()?;
                 Ok(elf::split_strings(&raw).iter().find_map(|s| {
                     let rest = s
@@ -581,18 +569,21 @@ pub fn detect(image: &Image) -> Result<Contents, ImageError> {
             },
         });
     }
+    pmi
+}
 
-    // Fabric.
-    let mut fabric = Fabric::default();
-    let first = |found: BTreeMap<String, Found>| {
-        found
-            .into_iter()
-            .next()
-            .map(|(file, f)| (file, f.names[0].clone()))
-    };
-    if let Some((file, path)) = first(find(image, |n| stem_of(n) == Some("libfabric"), &mut notes))
-    {
-        let version = with_elf(image, &file, &mut notes, |elf| {
+/// The first library found for a name rule: (real file, name it was found by).
+fn first(found: BTreeMap<String, Found>) -> Option<(String, String)> {
+    found
+        .into_iter()
+        .next()
+        .map(|(file, f)| (file, f.names[0].clone()))
+}
+
+/// libfabric with its release and the providers in `<libdir>/libfabric`.
+fn detect_libfabric(image: &Image, fabric: &mut Fabric, notes: &mut Vec<String>) {
+    if let Some((file, path)) = first(find(image, |n| stem_of(n) == Some("libfabric"), notes)) {
+        let version = with_elf(image, &file, notes, |elf| {
             Ok(abi::bare_release(
                 elf::split_strings(&elf.rodata()?).iter().copied(),
             ))
@@ -616,112 +607,129 @@ pub fn detect(image: &Image) -> Result<Contents, ImageError> {
     }
     fabric.libfabric_providers.sort();
     fabric.libfabric_providers.dedup();
-    if let Some((file, path)) = first(find(image, |n| stem_of(n) == Some("libucp"), &mut notes)) {
-        let version = with_elf(image, &file, &mut notes, |elf| {
-            Ok(elf::trailing_release(&elf.rodata()?))
-        })
-        .flatten();
-        // UCX loads transports from <dir of libucs>/ucx.
-        let ucs = first(find(image, |n| stem_of(n) == Some("libucs"), &mut notes));
-        let plugin_dir = ucs.map(|(f, _)| format!("{}/ucx", dir_name(&f)));
-        let mut transports = Vec::new();
-        if let Some(dir) = &plugin_dir {
-            let prefix = format!("{dir}/");
-            for (p, e) in image.entries() {
-                let Some(name) = p.strip_prefix(&prefix) else {
-                    continue;
-                };
-                // Static archives (libuct_ib.a) are not plugins.
-                if e.kind == EntryKind::Dir || name.contains('/') || !name.contains(".so") {
-                    continue;
-                }
-                if let Some(t) = name
-                    .strip_prefix("libuct_")
-                    .or_else(|| name.strip_prefix("libucx_"))
-                    .and_then(|t| t.split(".so").next())
-                {
-                    transports.push(t.to_owned());
-                }
-            }
-        }
-        transports.sort();
-        transports.dedup();
-        fabric.ucx = Some(Ucx {
-            library: Library {
-                path,
-                version: version.or_else(|| file_version(&file)),
-                file,
-            },
-            plugin_dir: plugin_dir.filter(|d| image.resolve(d).is_ok()),
-            transports,
-        });
-    }
-    if let Some((file, path)) = first(find(image, |n| stem_of(n) == Some("libpsm2"), &mut notes)) {
-        fabric.psm2 = Some(Library {
-            path,
-            version: file_version(&file),
-            file,
-        });
-    }
-    if let Some((file, path)) = first(find(
-        image,
-        |n| stem_of(n) == Some("libibverbs"),
-        &mut notes,
-    )) {
-        fabric.verbs = Some(Library {
-            path,
-            version: file_version(&file),
-            file,
-        });
-    }
+}
 
-    // glibc: the libc.so.6 in a standard directory, else any.
-    let libc = find(image, |n| n == "libc.so.6", &mut notes);
-    let libc = libc
+/// UCX's transports: the plugins in `dir` (libuct_ib.so -> "ib").
+fn ucx_transports(image: &Image, dir: &str) -> Vec<String> {
+    let prefix = format!("{dir}/");
+    let mut transports = Vec::new();
+    for (p, e) in image.entries() {
+        let Some(name) = p.strip_prefix(&prefix) else {
+            continue;
+        };
+        // Static archives (libuct_ib.a) are not plugins.
+        if e.kind == EntryKind::Dir || name.contains('/') || !name.contains(".so") {
+            continue;
+        }
+        if let Some(t) = name
+            .strip_prefix("libuct_")
+            .or_else(|| name.strip_prefix("libucx_"))
+            .and_then(|t| t.split(".so").next())
+        {
+            transports.push(t.to_owned());
+        }
+    }
+    transports.sort();
+    transports.dedup();
+    transports
+}
+
+/// UCX: libucp's release, and the transports UCX loads from `<dir of libucs>/ucx`.
+fn detect_ucx(image: &Image, notes: &mut Vec<String>) -> Option<Ucx> {
+    let (file, path) = first(find(image, |n| stem_of(n) == Some("libucp"), notes))?;
+    let version = with_elf(image, &file, notes, |elf| {
+        Ok(elf::trailing_release(&elf.rodata()?))
+    })
+    .flatten();
+    let ucs = first(find(image, |n| stem_of(n) == Some("libucs"), notes));
+    let plugin_dir = ucs.map(|(f, _)| format!("{}/ucx", dir_name(&f)));
+    let transports = plugin_dir
+        .as_deref()
+        .map(|dir| ucx_transports(image, dir))
+        .unwrap_or_default();
+    Some(Ucx {
+        library: Library {
+            path,
+            version: version.or_else(|| file_version(&file)),
+            file,
+        },
+        plugin_dir: plugin_dir.filter(|d| image.resolve(d).is_ok()),
+        transports,
+    })
+}
+
+/// libfabric, UCX, PSM2 and verbs.
+fn detect_fabric(image: &Image, notes: &mut Vec<String>) -> Fabric {
+    let mut fabric = Fabric::default();
+    detect_libfabric(image, &mut fabric, notes);
+    fabric.ucx = detect_ucx(image, notes);
+    let versioned = |(file, path): (String, String)| Library {
+        path,
+        version: file_version(&file),
+        file,
+    };
+    fabric.psm2 = first(find(image, |n| stem_of(n) == Some("libpsm2"), notes)).map(versioned);
+    fabric.verbs = first(find(image, |n| stem_of(n) == Some("libibverbs"), notes)).map(versioned);
+    fabric
+}
+
+/// glibc: the libc.so.6 in a standard directory, else any; its version from
+/// its version definitions, else its banner.
+fn detect_glibc(image: &Image, notes: &mut Vec<String>) -> Option<Glibc> {
+    let libc = find(image, |n| n == "libc.so.6", notes);
+    let (file, f) = libc
         .iter()
         .find(|(_, f)| in_standard_dir(&f.names[0]))
-        .or_else(|| libc.iter().next());
-    let glibc = libc.map(|(file, f)| {
-        let version = with_elf(image, file, &mut notes, |elf| {
-            let defined = elf.info()?.max_glibc_defined();
-            if defined.is_some() {
-                return Ok(defined);
-            }
-            // No version definitions (stripped oddly): the banner string.
-            let rodata = elf.rodata()?;
-            let strings = elf::split_strings(&rodata);
-            Ok(strings.iter().find_map(|s| {
-                let rest = s
-                    .split(" version ")
-                    .nth(1)
-                    .filter(|_| s.contains("GNU C Library"))?;
-                GlibcVersion::parse(abi::release_version(rest)?)
-            }))
-        })
-        .flatten();
-        Glibc {
-            path: f.names[0].clone(),
-            version,
+        .or_else(|| libc.iter().next())?;
+    let version = with_elf(image, file, notes, |elf| {
+        let defined = elf.info()?.max_glibc_defined();
+        if defined.is_some() {
+            return Ok(defined);
         }
-    });
+        // No version definitions (stripped oddly): the banner string.
+        let rodata = elf.rodata()?;
+        let strings = elf::split_strings(&rodata);
+        Ok(strings.iter().find_map(|s| {
+            let rest = s
+                .split(" version ")
+                .nth(1)
+                .filter(|_| s.contains("GNU C Library"))?;
+            GlibcVersion::parse(abi::release_version(rest)?)
+        }))
+    })
+    .flatten();
+    Some(Glibc {
+        path: f.names[0].clone(),
+        version,
+    })
+}
+
+/// The CUDA runtime: the version is in the real file's name.
+fn detect_cuda(image: &Image, notes: &mut Vec<String>) -> Option<CudaRuntime> {
+    let (file, path) = first(find(image, |n| stem_of(n) == Some("libcudart"), notes))?;
+    let v = split_so_name(base_name(&file)).and_then(|(_, v)| v);
+    Some(CudaRuntime {
+        version: v.map(|v| v.to_string()),
+        major: v.map(|v| v.major),
+        minor: v.and_then(|v| v.minor),
+        path,
+        file,
+    })
+}
+
+/// Detects everything this module knows about in `image`.
+pub fn detect(image: &Image) -> Result<Contents, ImageError> {
+    let mut notes = Vec::new();
+    let os = detect_os(image, &mut notes);
+    let mpi = detect_mpi(image, &mut notes);
+    let pmi = detect_pmi(image, &mut notes);
+    let fabric = detect_fabric(image, &mut notes);
+    let glibc = detect_glibc(image, &mut notes);
     let musl = image
         .entries()
         .find(|(p, _)| base_name(p).starts_with("ld-musl-") && !skipped(p))
         .map(|(p, _)| p.to_owned());
-
-    // CUDA runtime: the version is in the real file's name.
-    let cuda =
-        first(find(image, |n| stem_of(n) == Some("libcudart"), &mut notes)).map(|(file, path)| {
-            let v = abi::split_so_name(base_name(&file)).and_then(|(_, v)| v);
-            CudaRuntime {
-                version: v.map(|v| v.to_string()),
-                major: v.map(|v| v.major),
-                minor: v.and_then(|v| v.minor),
-                path,
-                file,
-            }
-        });
-
+    let cuda = detect_cuda(image, &mut notes);
     Ok(Contents {
         image: image.label().to_owned(),
         kind: image.kind(),

@@ -1,16 +1,17 @@
 //! What is inside a container image, and whether it can run on this host.
 //!
+//! ELF files are read by [`crate::elf`], for images and host libraries alike.
+//!
 //! - [`contents`]: one view of SIF, SquashFS and directory images: the file list,
 //!   symlinks resolved inside the image, single files read on demand. SquashFS is read
 //!   in place (at the SIF partition's offset for SIF) without mounting or extracting.
-//! - [`elf`]: `DT_NEEDED`, `SONAME`, `GLIBC_x.y` needs and definitions, read lazily.
 //! - [`detect`]: MPI, PMI, fabric, glibc, CUDA runtime and OS of an image.
-//! - [`env`]: the `LD_LIBRARY_PATH` an image's Singularity/Apptainer environment
+//! - [`env`](mod@env): the `LD_LIBRARY_PATH` an image's Singularity/Apptainer environment
 //!   scripts set (bind mode keeps it behind the host MPI directory).
 //! - [`abi`]: the MPI ABI rules (MPICH ABI, Open MPI, MPI 5 standard ABI; Sarus's
 //!   major/full/strict modes).
-//! - [`check`]: this host's MPI, glibc, GPU driver and Slurm PMI plugins, and a
-//!   verdict per launch mode (native, hybrid, bind).
+//! - [`check`]: a verdict per launch mode (native, hybrid, inside, bind) from the
+//!   image's contents and this host's facts (probed by [`crate::host`]).
 //! - [`cli`]: `hybrun image wrap`, `inspect --contents` and `check`.
 
 pub mod abi;
@@ -18,7 +19,6 @@ pub mod check;
 pub mod cli;
 pub mod contents;
 pub mod detect;
-pub mod elf;
 pub mod env;
 
 use std::io;

@@ -15,15 +15,17 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{LaunchError, cache};
+use crate::elf::GlibcVersion;
+use crate::host::driver::{Driver, nvidia_driver};
+use crate::host::fabric::fabric_devices;
+use crate::host::glibc::{HOST_LIBC, host_glibc};
+use crate::host::loader::Loader;
 use crate::image::ImageError;
 use crate::image::abi::AbiMode;
-use crate::image::check::{
-    self, Driver, HostFacts, HostMpiChoice, Reason, SrunPmi, Status, fabric_devices, host_glibc,
-    nvidia_driver,
-};
+use crate::image::check::facts::{self, HostFacts, HostMpiChoice, SrunChoice, SrunPmi};
+use crate::image::check::{self, Reason, Status};
 use crate::image::contents::Image;
 use crate::image::detect;
-use crate::image::elf::GlibcVersion;
 use hybrun_core::vocab::{Mode, MpiPlugin};
 
 /// What the gate found, as recorded.
@@ -175,9 +177,10 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
 }
 
 /// The judgement from the cache, or made now and stored. The key: the image's
-/// files, the host MPI library and the loader cache its closure resolves
-/// through, the mode and srun plugin, and the host facts the rules compare with
-/// (glibc, NVIDIA driver, fabric devices), which are cheap to read each time.
+/// files, the host MPI library and what its closure resolves through (the loader
+/// cache, LD_LIBRARY_PATH), the mode and srun plugin, and the host facts the
+/// rules compare with (glibc, NVIDIA driver, fabric devices), which are cheap to
+/// read each time.
 fn judge_cached(input: &GateInput<'_>, mode: Mode) -> Result<Judgement, LaunchError> {
     let driver = nvidia_driver();
     let fabric = fabric_devices();
@@ -188,10 +191,15 @@ fn judge_cached(input: &GateInput<'_>, mode: Mode) -> Result<Judgement, LaunchEr
         if let Some(lib) = input.host_library.filter(|_| mode == Mode::Bind) {
             key.file(lib);
             key.file(Path::new("/etc/ld.so.cache"));
+            key.text(
+                &std::env::var_os("LD_LIBRARY_PATH")
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+            );
         }
         // The host's glibc by its file (reading its version tables is the
         // judgement's work); the driver and fabric devices as found.
-        for libc in check::HOST_LIBC {
+        for libc in HOST_LIBC {
             key.file(Path::new(libc));
         }
         key.text(&format!("{driver:?} {fabric:?}"));
@@ -233,7 +241,7 @@ fn judge(
         (Mode::Bind, Some(lib)) => HostMpiChoice::Path(lib.to_path_buf()),
         _ => HostMpiChoice::None,
     };
-    let host_mpi = match check::host_facts(&choice, &check::SrunChoice::None) {
+    let host_mpi = match facts::host_facts(&choice, &SrunChoice::None) {
         Ok(facts) => facts.mpi,
         Err(e) => {
             reasons.push(Reason {
@@ -257,6 +265,7 @@ fn judge(
             None => SrunPmi::Absent,
         },
         fabric_devices: fabric,
+        loader: Loader::current(),
     };
     let report = check::check(contents, host, &[launch_mode], AbiMode::default());
     let mut verdict = report

@@ -25,9 +25,10 @@ use super::bind::Bundle;
 use super::fabric_guard::FabricGuard;
 use super::gate::GateRecord;
 use super::plan::{Bind, LaunchPlan, Rendered};
-use super::planner::{Host, Planned};
+use super::planner::Planned;
 use super::policy::{CheckedImage, ImageKind};
-use crate::image::elf::ElfReader;
+use crate::elf::ElfReader;
+use crate::host::Host;
 use hybrun_core::sys::hex;
 
 /// Format version of the record.

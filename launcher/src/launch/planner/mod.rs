@@ -1,8 +1,7 @@
 //! From a request (the command line) and the site file to a [`LaunchPlan`], in
 //! three steps:
 //!
-//! 1. the request ([`request`]): what the user asked, and the host it is asked
-//!    on;
+//! 1. the request ([`request`]): what the user asked, on a [`Host`];
 //! 2. resolved ([`RankContext`]): the request read against the site file: the
 //!    mode, the MPI profile, srun's PMI plugin, who plans (the job or one rank);
 //! 3. the plan: the launcher ([`launcher`]), the rank ([`rank`], which calls on
@@ -42,12 +41,13 @@ use super::fabric_guard::FabricGuard;
 use super::gate::GateRecord;
 use super::plan::{LaunchPlan, Launcher, PerRank, RankPlan};
 use super::policy::CheckedImage;
+use crate::host::Host;
 use crate::site::Site;
 use crate::site::mpi::MpiProfile;
 
 pub use gpu::{BindTarget, cpu_binding_in};
 pub use rank::{join_from_env, tasks_on_node};
-pub use request::{Host, Request};
+pub use request::Request;
 
 /// The result of planning, with what was checked along the way.
 #[derive(Debug)]

@@ -1,7 +1,10 @@
-//! ELF facts that decide whether libraries can be mixed: `DT_NEEDED`, `DT_SONAME`,
-//! `DT_RUNPATH`/`DT_RPATH`, the `GLIBC_x.y` versions a file needs (`.gnu.version_r`)
-//! and defines (`.gnu.version_d`), dynamic symbols that hold version strings, and a
-//! bounded scan of `.rodata` for marker strings.
+//! ELF facts that decide whether libraries can be mixed and how the loader finds
+//! them: class and machine, `DT_NEEDED`, `DT_SONAME`, `DT_RUNPATH`/`DT_RPATH`,
+//! `DF_1_NODEFLIB`, the `GLIBC_x.y` versions a file needs (`.gnu.version_r`) and
+//! defines (`.gnu.version_d`), dynamic symbols that hold version strings, and a
+//! bounded scan of `.rodata` for marker strings; and the version in a shared
+//! object's file name (`libmpich.so.12.2.2`). Shared by the image checks (files
+//! inside an image) and the host probes (the host's libraries).
 //!
 //! Everything is read lazily through [`object::ReadCache`]: only the ELF header, the
 //! section headers and the sections asked for are read, so a 40 MiB `libmpich.so`
@@ -52,10 +55,20 @@ pub struct VersionNeed {
 /// The dynamic-linking facts of one ELF file.
 #[derive(Debug, Clone, Default)]
 pub struct ElfInfo {
+    /// `EI_CLASS`: 1 for 32-bit, 2 for 64-bit files.
+    pub class: u8,
+    /// `e_machine` (62 for x86-64, 183 for AArch64).
+    pub machine: u16,
     pub soname: Option<String>,
     pub needed: Vec<String>,
-    /// `DT_RUNPATH`, else `DT_RPATH`, split at ':' (unexpanded: `$ORIGIN` kept).
+    /// `DT_RUNPATH`, split at ':' (unexpanded: `$ORIGIN` kept).
     pub runpath: Vec<String>,
+    /// `DT_RPATH`, split at ':'; empty when the file has a `DT_RUNPATH` (the loader
+    /// then ignores it).
+    pub rpath: Vec<String>,
+    /// `DF_1_NODEFLIB`: the loader searches neither its cache nor the default
+    /// directories for this file's dependencies.
+    pub nodeflib: bool,
     pub version_needs: Vec<VersionNeed>,
     /// Version names this file defines (`.gnu.version_d`), the base entry excluded.
     pub version_defs: Vec<String>,
@@ -78,6 +91,56 @@ impl ElfInfo {
             .filter_map(|d| GlibcVersion::parse(d))
             .max()
     }
+}
+
+/// A library file version: the numbers after ".so." in the real file name
+/// (`libmpich.so.12.2.2` -> 12.2.2); missing parts are None.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct LibVersion {
+    pub major: u32,
+    pub minor: Option<u32>,
+    pub patch: Option<u32>,
+}
+
+impl std::fmt::Display for LibVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.major)?;
+        if let Some(minor) = self.minor {
+            write!(f, ".{minor}")?;
+            if let Some(patch) = self.patch {
+                write!(f, ".{patch}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a shared-library file name into its stem and version:
+/// "libmpich.so.12.2.2" -> ("libmpich", Some(12.2.2)); "libmpi_abi.so" -> ("libmpi_abi", None).
+/// None when the name is not "STEM.so[.N[.N[.N]]]" with numeric parts.
+pub fn split_so_name(name: &str) -> Option<(&str, Option<LibVersion>)> {
+    let (stem, rest) = name.split_once(".so")?;
+    if stem.is_empty() {
+        return None;
+    }
+    if rest.is_empty() {
+        return Some((stem, None));
+    }
+    let rest = rest.strip_prefix('.')?;
+    let parts: Option<Vec<u32>> = rest.split('.').map(|p| p.parse().ok()).collect();
+    let parts = parts?;
+    let major = *parts.first()?;
+    if parts.len() > 3 {
+        return None;
+    }
+    Some((
+        stem,
+        Some(LibVersion {
+            major,
+            minor: parts.get(1).copied(),
+            patch: parts.get(2).copied(),
+        }),
+    ))
 }
 
 /// Why an ELF file could not be read. The caller adds the file name.
@@ -212,12 +275,22 @@ fn text(bytes: &[u8]) -> String {
 fn info_of<'data, Elf: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
     data: R,
 ) -> Result<ElfInfo, ElfError> {
-    let (_, endian, sections) = sections::<Elf, R>(data)?;
-    let mut info = ElfInfo::default();
+    let (header, endian, sections) = sections::<Elf, R>(data)?;
+    let mut info = ElfInfo {
+        class: header.e_ident().class.0,
+        machine: header.e_machine(endian).0,
+        ..ElfInfo::default()
+    };
 
     if let Some((dynamic, link)) = sections.dynamic(endian, data)? {
         let strings = sections.strings(endian, data, link)?;
-        let mut rpath = Vec::new();
+        let split = |text: String| -> Vec<String> {
+            text.split(':')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut has_runpath = false;
         for d in dynamic {
             let tag = d.d_tag(endian);
             let value: u64 = d.d_val(endian).into();
@@ -235,16 +308,18 @@ fn info_of<'data, Elf: FileHeader<Endian = Endianness>, R: ReadRef<'data>>(
             } else if tag == elf::DT_SONAME {
                 info.soname = Some(get()?);
             } else if tag == elf::DT_RUNPATH {
-                info.runpath = get()?.split(':').map(str::to_owned).collect();
+                has_runpath = true;
+                info.runpath = split(get()?);
             } else if tag == elf::DT_RPATH {
-                rpath = get()?.split(':').map(str::to_owned).collect();
+                info.rpath = split(get()?);
+            } else if tag == elf::DT_FLAGS_1 {
+                info.nodeflib = value & elf::DF_1_NODEFLIB.0 != 0;
             }
         }
         // The loader ignores DT_RPATH when DT_RUNPATH is present.
-        if info.runpath.is_empty() {
-            info.runpath = rpath;
+        if has_runpath {
+            info.rpath.clear();
         }
-        info.runpath.retain(|p| !p.is_empty());
     }
 
     if let Some((mut needs, link)) = sections.gnu_verneed(endian, data)? {
