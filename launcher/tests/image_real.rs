@@ -524,3 +524,56 @@ fn check_takes_the_host_mpi_from_a_site_profile() {
         "{stderr}"
     );
 }
+
+/// On a site with a fast fabric the check judges the image against that fabric
+/// (not "any fast library"): the MPICH test image (UCX with InfiniBand
+/// transports, libibverbs) drives a ucx or verbs site but has nothing for
+/// Omni-Path's psm2 or opx.
+#[test]
+fn hybrid_mode_is_judged_against_the_sites_fabric() {
+    let Some(dir) = images() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let image = dir.join("mpich");
+    for (kind, status, text) in [
+        (
+            "psm2",
+            "FAIL",
+            "the site's fabric is psm2 and the image's MPI cannot drive it",
+        ),
+        ("opx", "FAIL", "the site's fabric is opx"),
+        (
+            "ucx",
+            "OK",
+            "the site's ucx fabric: the image's MPI can drive it (UCX",
+        ),
+        (
+            "verbs",
+            "OK",
+            "the site's verbs fabric: the image's MPI can drive it",
+        ),
+    ] {
+        let site = tmp.path().join(format!("{kind}.toml"));
+        std::fs::write(&site, format!("[fabric]\nkind = \"{kind}\"\n")).unwrap();
+        let (_, json, err) = hybrun(&[
+            "image",
+            "check",
+            "--site",
+            site.to_str().unwrap(),
+            "--mode",
+            "hybrid",
+            "--srun",
+            "none",
+            "--json",
+            image.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {err}"));
+        let reasons = v["verdicts"][0]["reasons"].as_array().unwrap();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r["status"] == status && r["text"].as_str().unwrap().contains(text)),
+            "{kind}: {reasons:?}"
+        );
+    }
+}

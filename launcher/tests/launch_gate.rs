@@ -426,3 +426,66 @@ fn judgements_are_cached_and_a_changed_image_is_judged_again() {
     assert_refused(&w, &out, &["no MPI library in the image"]);
     assert_eq!(entries().len(), 2, "the changed image was judged again");
 }
+
+/// The gate fails closed: an image hybrun cannot read (garbage with a SquashFS
+/// magic, a truncated SquashFS) is refused, and launches only with --force,
+/// which the record notes.
+#[test]
+fn unreadable_images_are_refused_unless_forced() {
+    let Some(images) = images() else { return };
+    let w = World::new();
+    let garbage = w.root.join("garbage.sqfs");
+    let mut bytes = b"hsqs".to_vec();
+    bytes.extend(std::iter::repeat_n(0xa5u8, 8192));
+    std::fs::write(&garbage, bytes).expect("garbage");
+    let truncated = w.root.join("truncated.sqfs");
+    let whole = std::fs::read(images.join("mpich.sqfs")).expect("mpich.sqfs");
+    std::fs::write(&truncated, &whole[..whole.len() / 3]).expect("truncated");
+    for image in [&garbage, &truncated] {
+        let out = w.run_image("hybrid", "mpich", image, &["--dry-run"]);
+        assert_refused(&w, &out, &["hybrun cannot read image", "unchecked"]);
+        let out = w.run_image("hybrid", "mpich", image, &["--force", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("warning: --force: launching an image hybrun cannot read"));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert!(
+            doc["compatibility"]["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("cannot read the image"))
+        );
+    }
+}
+
+/// In hybrid mode the container's MPI meets the launcher's process manager:
+/// an MPICH image under Open MPI's mpiexec (or Open MPI's under hydra) would
+/// run as one-rank jobs, so the gate refuses it like srun's PMI mismatch.
+#[test]
+fn image_mpi_the_launcher_cannot_start_is_refused() {
+    let Some(images) = images() else { return };
+    let w = World::new();
+    for (image, profile, launcher, fits) in [
+        ("mpich", "openmpi", "mpiexec-openmpi", "mpiexec-hydra"),
+        ("openmpi", "mpich", "mpiexec-hydra", "mpiexec-openmpi"),
+    ] {
+        let out = w.run(&[
+            "run",
+            "--site",
+            w.site.to_str().expect("utf-8"),
+            "--mode",
+            "hybrid",
+            "--mpi-profile",
+            profile,
+            "--launcher",
+            launcher,
+            "--dry-run",
+            images.join(image).to_str().expect("utf-8"),
+            "--",
+            "/app/hybench",
+        ]);
+        assert_refused(
+            &w,
+            &out,
+            &[&format!("cannot be started by --launcher {launcher}"), fits],
+        );
+    }
+}

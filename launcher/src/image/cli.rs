@@ -200,8 +200,7 @@ pub fn inspect_contents(path: &PathBuf, json: bool, list: bool) -> anyhow::Resul
 }
 
 /// The host MPI library that the site's profile `name` names.
-fn profile_library(site: Option<&std::path::Path>, name: &str) -> anyhow::Result<PathBuf> {
-    let site = crate::site::Site::load(site)?;
+fn profile_library(site: &crate::site::Site, name: &str) -> anyhow::Result<PathBuf> {
     let file = site
         .path
         .as_ref()
@@ -229,8 +228,10 @@ fn profile_library(site: Option<&std::path::Path>, name: &str) -> anyhow::Result
 pub fn check(args: &CheckArgs) -> anyhow::Result<CheckOutcome> {
     let image = Image::open(&args.image)?;
     let contents = detect::detect(&image)?;
+    // The site decides the host MPI profiles and the fabric the image must drive.
+    let site = crate::site::Site::load(args.site.as_deref())?;
     let host_mpi = match (args.host_mpi.as_deref(), args.mpi_profile.as_deref()) {
-        (_, Some(name)) => HostMpiChoice::Path(profile_library(args.site.as_deref(), name)?),
+        (_, Some(name)) => HostMpiChoice::Path(profile_library(&site, name)?),
         (None, None) => HostMpiChoice::Detect,
         (Some("none"), None) => HostMpiChoice::None,
         (Some(p), None) => HostMpiChoice::Path(PathBuf::from(p)),
@@ -240,7 +241,8 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<CheckOutcome> {
         Some("none") => SrunChoice::None,
         Some(p) => SrunChoice::Path(PathBuf::from(p)),
     };
-    let host = facts::host_facts(&host_mpi, &srun)?;
+    let mut host = facts::host_facts(&host_mpi, &srun)?;
+    host.site_fabric = site.config.fabric.kind;
     let report = check::check(contents, host, &args.mode.modes(), args.abi_mode);
     let failed = report.worst() == Status::Fail;
     let text = if args.json {

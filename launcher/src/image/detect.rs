@@ -15,6 +15,7 @@ use super::contents::{EntryKind, Image, ImageKind, SquashfsInfo};
 use crate::elf::{self, ElfReader, GlibcVersion};
 use crate::elf::{LibVersion, split_so_name};
 use crate::host::loader::STANDARD_LIB_DIRS;
+use crate::site::fabric::FabricKind;
 use hybrun_core::vocab::{MpiAbi, MpiFlavour};
 
 /// `/etc/os-release` facts.
@@ -216,6 +217,48 @@ impl Fabric {
                 .ucx
                 .as_ref()
                 .is_some_and(|u| u.transports.iter().any(|t| t == "ib" || t == "rdmacm"))
+    }
+
+    /// Whether this stack can drive the site's fabric `kind` (a fast one): which
+    /// library does, or why none can (`Err`); `Ok((false, ..))` when only a
+    /// libfabric without the provider as a plugin file could (it may be built in).
+    pub fn serves(&self, kind: FabricKind) -> Result<(bool, String), String> {
+        let ucx_ib = self
+            .ucx
+            .as_ref()
+            .is_some_and(|u| u.transports.iter().any(|t| t == "ib" || t == "rdmacm"));
+        let provider = |name: &str| self.libfabric_providers.iter().any(|p| p == name);
+        let found = match kind {
+            FabricKind::Psm2 if self.psm2.is_some() => Some("libpsm2"),
+            FabricKind::Psm2 if provider("psm2") => Some("libfabric's psm2 provider"),
+            FabricKind::Opx if provider("opx") => Some("libfabric's opx provider"),
+            FabricKind::Verbs if provider("verbs") => Some("libfabric's verbs provider"),
+            FabricKind::Verbs if ucx_ib => Some("UCX's InfiniBand transport"),
+            FabricKind::Verbs if self.verbs.is_some() => Some("libibverbs"),
+            FabricKind::Ucx if ucx_ib => Some("UCX's InfiniBand transport"),
+            FabricKind::Tcp | FabricKind::None => Some("(no fast fabric needed)"),
+            _ => None,
+        };
+        if let Some(found) = found {
+            return Ok((true, found.to_owned()));
+        }
+        let maybe = matches!(kind, FabricKind::Psm2 | FabricKind::Opx | FabricKind::Verbs)
+            && self.libfabric.is_some();
+        if maybe {
+            return Ok((
+                false,
+                format!(
+                    "libfabric without a {kind} provider plugin file (it may be built into \
+                     libfabric: `fi_info -p {kind}` in the image tells)"
+                ),
+            ));
+        }
+        let has = if self.has_fast_path() {
+            self.describe()
+        } else {
+            "no fabric library".to_owned()
+        };
+        Err(format!("the image has {has}"))
     }
 
     /// "libfabric 1.17.0 (providers: psm2), UCX 1.13.1 (ib, cma), PSM2".

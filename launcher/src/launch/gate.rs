@@ -7,8 +7,12 @@
 //! `--force` launches anyway, with a warning that names what was overridden. The
 //! verdict goes into the launch record either way.
 //!
-//! Images hybrun cannot read (a format it does not know) are not refused here:
-//! the runtime is the judge of those, and the record says the gate could not look.
+//! The gate fails closed: an image hybrun cannot read (a format it does not
+//! know, a truncated or garbage file) is refused, since nothing says it can run
+//! here; `--force` launches it anyway and the record says the gate could not
+//! look. And in hybrid mode the container's MPI must be one the launcher can
+//! start: hydra's mpiexec starts the MPICH family (PMI-2), Open MPI's mpiexec
+//! starts Open MPI (PMIx); the wrong one runs N one-rank jobs or fails.
 
 use std::path::Path;
 
@@ -26,13 +30,14 @@ use crate::image::check::facts::{self, HostFacts, HostMpiChoice, SrunChoice, Sru
 use crate::image::check::{self, Reason, Status};
 use crate::image::contents::Image;
 use crate::image::detect;
-use hybrun_core::vocab::{Mode, MpiPlugin};
+use crate::site::fabric::FabricKind;
+use hybrun_core::vocab::{LauncherKind, Mode, MpiAbi, MpiFlavour, MpiPlugin};
 
 /// What the gate found, as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct GateRecord {
     /// The mode judged (hybrid or bind).
-    pub mode: &'static str,
+    pub mode: Mode,
     /// OK, WARN or FAIL; None when the image could not be read.
     pub status: Option<Status>,
     pub reasons: Vec<Reason>,
@@ -94,6 +99,10 @@ pub struct GateInput<'a> {
     pub host_library: Option<&'a Path>,
     /// srun's `--mpi=` plugin, when srun starts the ranks.
     pub plugin: Option<MpiPlugin>,
+    /// What starts the ranks, when known (`hybrun run`).
+    pub launcher: Option<LauncherKind>,
+    /// The site's interconnect (`[fabric] kind`).
+    pub site_fabric: Option<FabricKind>,
     pub force: bool,
     /// Where judgements are cached (none: judge every time).
     pub cache_dir: Option<&'a Path>,
@@ -121,7 +130,7 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
     let judged = judge_cached(input, launch_mode)?;
     let image = input.image.path();
     let mut record = GateRecord {
-        mode: launch_mode.name(),
+        mode: launch_mode,
         status: None,
         reasons: Vec::new(),
         image_mpi: judged.image_mpi,
@@ -134,10 +143,24 @@ pub fn gate(input: &GateInput<'_>) -> Result<Option<(GateRecord, Vec<String>)>, 
     };
     let mut warnings = Vec::new();
     if let Some(e) = judged.unreadable {
-        // Not a refusal: the runtime judges formats hybrun does not read. The
-        // record and the plan's notes say that the gate could not look.
+        if !input.force {
+            return Err(LaunchError::Refused {
+                message: format!(
+                    "refusing to launch: hybrun cannot read image {} ({e}), so nothing says it \
+                     can run here in {} mode; nothing was launched: check the file (`hybrun \
+                     image inspect {}`), or --force to launch it unchecked",
+                    image.display(),
+                    record.mode,
+                    image.display()
+                ),
+            });
+        }
         record.note = Some(format!(
             "compatibility not checked: hybrun cannot read the image: {e}"
+        ));
+        record.overridden = vec![format!("hybrun cannot read the image: {e}")];
+        warnings.push(format!(
+            "--force: launching an image hybrun cannot read, unchecked ({e})"
         ));
         return Ok(Some((record, warnings)));
     }
@@ -188,6 +211,8 @@ fn judge_cached(input: &GateInput<'_>, mode: Mode) -> Result<Judgement, LaunchEr
         let mut key = input.image.key("gate")?;
         key.text(mode.name());
         key.text(input.plugin.map_or("", |p| p.name()));
+        key.text(input.launcher.map_or("", |l| l.name()));
+        key.text(input.site_fabric.map_or("", |f| f.name()));
         if let Some(lib) = input.host_library.filter(|_| mode == Mode::Bind) {
             key.file(lib);
             key.file(Path::new("/etc/ld.so.cache"));
@@ -235,6 +260,9 @@ fn judge(
         }
     };
     let image_mpi = contents.primary_mpi().map(|m| m.describe());
+    let contents_mpi = contents
+        .primary_mpi()
+        .and_then(|m| m.abi.map(|abi| (abi, m.implementation)));
     let mut reasons = Vec::new();
     // The host MPI matters in bind mode only (hybrid runs the image's own).
     let choice = match (launch_mode, input.host_library) {
@@ -266,6 +294,7 @@ fn judge(
         },
         fabric_devices: fabric,
         loader: Loader::current(),
+        site_fabric: input.site_fabric,
     };
     let report = check::check(contents, host, &[launch_mode], AbiMode::default());
     let mut verdict = report
@@ -282,9 +311,32 @@ fn judge(
             .retain(|r| !r.text.starts_with("srun not found on this host"));
     }
     reasons.extend(verdict.reasons);
+    if launch_mode == Mode::Hybrid {
+        reasons.extend(launcher_reason(input.launcher, contents_mpi));
+    }
     Ok(Judgement {
         image_mpi,
         reasons,
         unreadable: None,
+    })
+}
+
+/// In hybrid mode the container's MPI talks to the launcher's process manager:
+/// hydra's mpiexec serves PMI-2 (the MPICH family), Open MPI's mpiexec PMIx.
+fn launcher_reason(
+    launcher: Option<LauncherKind>,
+    image_mpi: Option<(MpiAbi, Option<MpiFlavour>)>,
+) -> Option<Reason> {
+    let launcher = launcher
+        .filter(|l| matches!(l, LauncherKind::MpiexecHydra | LauncherKind::MpiexecOpenmpi))?;
+    let (abi, flavour) = image_mpi?;
+    let fits = flavour.or_else(|| MpiFlavour::of_abi(abi))?.mpiexec();
+    (fits != launcher).then(|| Reason {
+        status: Status::Fail,
+        text: format!(
+            "the image's MPI ({}) cannot be started by --launcher {launcher} (its ranks would \
+             run as one-rank jobs or fail): use --launcher {fits}, or srun",
+            flavour.map_or(abi.label(), MpiFlavour::label)
+        ),
     })
 }

@@ -17,6 +17,7 @@ use crate::host::loader::Loader;
 use crate::host::{Host, mpi, slurm};
 use crate::image::abi;
 use crate::image::detect::{self, MpiLibrary};
+use crate::site::fabric::FabricKind;
 
 /// What `srun --mpi=list` said.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,6 +77,9 @@ pub struct HostFacts {
     /// How the host's loader resolves the MPI's library closure.
     #[serde(skip)]
     pub loader: Loader,
+    /// The site's interconnect (`[fabric] kind`), when the site names one: the
+    /// container's own MPI must be able to drive it in hybrid mode.
+    pub site_fabric: Option<FabricKind>,
 }
 
 /// Which host MPI to compare with.
@@ -132,6 +136,7 @@ pub fn host_facts(mpi: &HostMpiChoice, srun: &SrunChoice) -> Result<HostFacts, H
         srun: srun_pmi(&host, srun),
         fabric_devices: fabric_devices(),
         loader,
+        site_fabric: None,
     })
 }
 

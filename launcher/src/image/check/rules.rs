@@ -8,6 +8,7 @@ use super::pmi::pmi_reason;
 use super::{Status, Verdict};
 use crate::image::abi::{self, AbiMode};
 use crate::image::detect::{Contents, MpiLibrary, base_name};
+use crate::site::fabric::FabricKind;
 
 fn host_mpi_list(host: &HostFacts) -> String {
     host.mpi
@@ -102,7 +103,9 @@ pub fn hybrid(
         format!("the image has {} at {}", im.describe(), im.path),
     );
     pmi_reason(v, im, "the image's", &host.srun);
-    if contents.fabric.has_fast_path() {
+    if let Some(kind) = host.site_fabric.filter(|k| k.is_fast()) {
+        site_fabric_reason(v, contents, kind);
+    } else if contents.fabric.has_fast_path() {
         v.add(
             Status::Ok,
             format!(
@@ -124,6 +127,30 @@ pub fn hybrid(
                  traffic falls back to TCP (use bind mode, or add the fabric libraries to the image)"
             ),
         );
+    }
+}
+
+/// On a site with a fast fabric, the container's own MPI must drive that one:
+/// a UCX-only image on Omni-Path has no fast path at all (and the fabric guard
+/// makes that an error at run time instead of a slow job).
+fn site_fabric_reason(v: &mut Verdict, contents: &Contents, kind: FabricKind) {
+    match contents.fabric.serves(kind) {
+        Ok((true, by)) => v.add(
+            Status::Ok,
+            format!("the site's {kind} fabric: the image's MPI can drive it ({by})"),
+        ),
+        Ok((false, why)) => v.add(
+            Status::Warn,
+            format!("the site's {kind} fabric: maybe, {why}"),
+        ),
+        Err(has) => v.add(
+            Status::Fail,
+            format!(
+                "the site's fabric is {kind} and the image's MPI cannot drive it ({has}): \
+                 use bind mode (the host's MPI and fabric libraries), or an image with \
+                 {kind} support"
+            ),
+        ),
     }
 }
 

@@ -59,6 +59,8 @@ pub(super) fn gate(
         image: lazy,
         host_library: host_library.as_deref(),
         plugin: ctx.plugin,
+        launcher: ctx.launcher,
+        site_fabric: ctx.site.config.fabric.kind,
         force: ctx.req.force,
         cache_dir: cache_dir.as_deref(),
     };

@@ -108,6 +108,8 @@ struct RankContext<'a> {
     role: Role,
     /// srun's `--mpi=` plugin, when known.
     plugin: Option<MpiPlugin>,
+    /// What starts the ranks, when known (`hybrun run`).
+    launcher: Option<LauncherKind>,
 }
 
 /// Plans a whole job (`hybrun run`).
@@ -126,6 +128,7 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         profile: &profile,
         role: Role::Job,
         plugin: launcher.mpi,
+        launcher: Some(launcher.kind),
     };
     let parts = rank::plan(&ctx, &mut notes)?;
     let per_rank = wrapper::per_rank(&ctx, launcher.kind, launcher.mpi, &parts.rank, &mut notes)?;
@@ -152,6 +155,7 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         plugin: req
             .mpi
             .or_else(|| profile.as_ref().and_then(|(_, p)| p.pmi)),
+        launcher: None,
     };
     let parts = rank::plan(&ctx, &mut notes)?;
     let binding = gpu::cpu_binding(&ctx, &notes);
