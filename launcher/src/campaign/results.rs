@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scenario::Cell;
 use hybrun_core::schema::ResultRow;
+use hybrun_core::vocab::{Benchmark, Mode};
 
 pub const RESULTS: &str = "results.csv";
 pub const SAMPLES: &str = "samples.csv";
@@ -69,8 +70,8 @@ pub enum Status {
 pub struct LaunchRecord {
     pub cell_key: String,
     pub launch: u32,
-    pub benchmark: String,
-    pub mode: String,
+    pub benchmark: Benchmark,
+    pub mode: Mode,
     pub status: Status,
     /// Why it failed, in one line (exit status, timeout, unreadable output...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +91,11 @@ pub struct LaunchRecord {
     pub argv: Vec<String>,
     #[serde(default)]
     pub env: Vec<(String, String)>,
-    /// hybrun::launch's plan (container modes), as JSON.
+    /// What the launcher starts on each rank: the tail of `argv` (the bare
+    /// command natively, the runtime's or `hybrun exec`'s in a container).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_rank: Vec<String>,
+    /// hybrun::launch's plan, as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<serde_json::Value>,
     pub rows: u64,
@@ -391,7 +396,7 @@ pub fn cell_fields(cell: &Cell, launch: u32) -> Vec<String> {
     vec![
         cell.key.clone(),
         launch.to_string(),
-        cell.mode.clone(),
+        cell.mode.to_string(),
         cell.image
             .as_ref()
             .map(|p| p.display().to_string())
@@ -609,8 +614,8 @@ pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
     LaunchRecord {
         cell_key: key.into(),
         launch,
-        benchmark: "latency".into(),
-        mode: "native".into(),
+        benchmark: Benchmark::Latency,
+        mode: Mode::Native,
         status: Status::Ok,
         reason: None,
         stderr_tail: None,
@@ -622,6 +627,7 @@ pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
         slurm_job_id: String::new(),
         argv: vec![],
         env: vec![],
+        per_rank: vec![],
         plan: None,
         rows: 1,
         samples: 1,

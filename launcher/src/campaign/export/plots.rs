@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use plotters::prelude::*;
 
-use super::report::{Entry, Report, plot_stem, size_label};
+use super::size_label;
+use crate::campaign::analysis::{Entry, Report};
+use hybrun_core::vocab::Benchmark;
 
 const COLORS: [RGBColor; 6] = [BLACK, BLUE, RED, GREEN, MAGENTA, CYAN];
 const SIZE: (u32, u32) = (900, 540);
@@ -76,10 +78,10 @@ macro_rules! finish {
 }
 
 /// The sections (benchmark, setting) in report order, with their entries.
-fn sections(report: &Report) -> Vec<((String, String), Vec<&Entry>)> {
-    let mut out: Vec<((String, String), Vec<&Entry>)> = Vec::new();
+fn sections(report: &Report) -> Vec<((Benchmark, String), Vec<&Entry>)> {
+    let mut out: Vec<((Benchmark, String), Vec<&Entry>)> = Vec::new();
     for e in &report.entries {
-        let k = (e.benchmark.clone(), e.setting.clone());
+        let k = (e.benchmark, e.setting.clone());
         match out.iter_mut().find(|(key, _)| *key == k) {
             Some((_, v)) => v.push(e),
             None => out.push((k, vec![e])),
@@ -97,7 +99,7 @@ fn series<'a>(entries: &[&'a Entry]) -> Vec<(String, Vec<&'a Entry>)> {
         .filter(|e| e.size_bytes > 0 && e.median.is_finite() && e.median > 0.0)
     {
         let name = if e.image.is_empty() {
-            e.mode.clone()
+            e.mode.to_string()
         } else {
             format!("{} ({})", e.mode, e.image)
         };
@@ -131,7 +133,7 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         let Some(xr) = x_range(&entries) else {
             continue;
         };
-        let stem = plot_stem(&bench, &setting);
+        let stem = plot_stem(bench, &setting);
         let s = series(&entries);
         let unit = entries[0].unit.clone();
 
@@ -245,4 +247,16 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// A file-name-safe stem for a benchmark and setting.
+pub fn plot_stem(bench: Benchmark, setting: &str) -> String {
+    let mut s = format!("{bench}-{setting}").replace(
+        |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+        "_",
+    );
+    while s.contains("__") {
+        s = s.replace("__", "_");
+    }
+    s.trim_matches('_').to_owned()
 }
