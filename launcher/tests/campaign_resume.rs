@@ -16,43 +16,9 @@ use std::time::{Duration, Instant};
 
 use hybrun::campaign::results;
 
-const HYBRUN: &str = env!("CARGO_BIN_EXE_hybrun");
+mod campaign_common;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// hybench for MPICH and mpiexec.mpich, or None after a loud skip (a failure under CI).
-fn hybench() -> Option<PathBuf> {
-    let path = std::env::var_os("HYBENCH_MPICH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/mpich/release/hybench"));
-    let mpiexec = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("mpiexec.mpich").is_file()));
-    let missing = if !path.is_file() {
-        Some(format!(
-            "{} (run scripts/build-hybench mpich)",
-            path.display()
-        ))
-    } else if !mpiexec {
-        Some("mpiexec.mpich (run scripts/setup)".to_owned())
-    } else {
-        None
-    };
-    match missing {
-        None => Some(path),
-        Some(what) if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => {
-            panic!("required component missing: {what}")
-        }
-        Some(what) => {
-            eprintln!("SKIPPED: {what} is missing");
-            None
-        }
-    }
-}
+use campaign_common::{HYBRUN, hybench};
 
 fn write_scenario(dir: &Path, hybench: &Path) -> PathBuf {
     let path = dir.join("resume.toml");
