@@ -79,7 +79,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// there is the same (a run id names one scenario).
 pub fn store_scenario(dir: &Path, scenario: &Scenario) -> anyhow::Result<()> {
     let path = dir.join(SCENARIO);
-    if let Ok(text) = std::fs::read(&path) {
+    let exists = std::fs::symlink_metadata(&path).is_ok();
+    if exists {
+        let text = results::read_regular(&path)?;
         let old: Scenario = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not a resolved scenario", path.display()))?;
         let mut a = old.clone();
@@ -102,12 +104,13 @@ pub fn store_scenario(dir: &Path, scenario: &Scenario) -> anyhow::Result<()> {
 /// Reads the resolved scenario of a run directory (or of a `--submit` shard).
 pub fn read_scenario(dir: &Path) -> anyhow::Result<Scenario> {
     let path = dir.join(SCENARIO);
-    let text = std::fs::read(&path).with_context(|| {
-        format!(
+    if std::fs::symlink_metadata(&path).is_err() {
+        bail!(
             "{} is not a campaign run directory (no {SCENARIO}); give results/<campaign>/<run-id>",
             dir.display()
-        )
-    })?;
+        );
+    }
+    let text = results::read_regular(&path)?;
     serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a resolved scenario", path.display()))
 }
@@ -139,7 +142,7 @@ fn manifest_path(dir: &Path) -> PathBuf {
 }
 
 pub fn read_manifest(dir: &Path) -> Manifest {
-    std::fs::read(manifest_path(dir))
+    results::read_regular(&manifest_path(dir))
         .ok()
         .and_then(|t| serde_json::from_slice(&t).ok())
         .unwrap_or_default()

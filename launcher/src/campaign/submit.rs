@@ -68,7 +68,7 @@ fn live_jobs() -> anyhow::Result<HashSet<String>> {
 }
 
 fn records_in(shard: &Path) -> usize {
-    std::fs::read(shard.join(results::LAUNCHES))
+    results::read_regular(&shard.join(results::LAUNCHES))
         .map(|t| t.iter().filter(|&&b| b == b'\n').count())
         .unwrap_or(0)
 }
