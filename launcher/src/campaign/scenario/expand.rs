@@ -4,7 +4,7 @@
 //! the benchmark accepts, `inside` on one node, the image exists) and keyed.
 //! Then the hybench builds the native cells need.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -14,8 +14,69 @@ use super::validate::{Axes, Exclude, Image};
 use super::{Cell, Environment};
 use hybrun_core::vocab::{Mode, MpiAbi};
 
+/// The most cells a scenario may have: a campaign of more would run for
+/// months, and a matrix that big is a mistake in its axes.
+pub const MAX_CELLS: u64 = 100_000;
+
+/// How many points the matrix has before exclusions (saturating: a product of
+/// axes can exceed any integer).
+fn points(axes: &Axes) -> u64 {
+    let per_mode: u64 = axes
+        .modes
+        .iter()
+        .map(|m| {
+            if m.get_ref().in_container() {
+                axes.images.len() as u64
+            } else {
+                1
+            }
+        })
+        .fold(0, u64::saturating_add);
+    let rest = [
+        axes.nodes.len(),
+        axes.ranks_per_node.len(),
+        axes.mpis.len(),
+        axes.envs.len(),
+    ]
+    .iter()
+    .fold(per_mode, |n, &len| n.saturating_mul(len as u64));
+    axes.benchmarks
+        .iter()
+        .map(|b| {
+            let sizes = match (
+                axes.options.get(b.get_ref()).and_then(|o| o.sizes.as_ref()),
+                &axes.sizes,
+            ) {
+                (Some(_), _) | (None, None) => 1,
+                (None, Some(s)) => s.len() as u64,
+            };
+            rest.saturating_mul(sizes)
+        })
+        .fold(0, u64::saturating_add)
+}
+
 /// The cells of the matrix, in the matrix's order, each once.
 pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> {
+    let points = points(axes);
+    if points > MAX_CELLS {
+        return Err(src.at(
+            axes.span.clone(),
+            "matrix",
+            format!(
+                "{points} cells (benchmark {} x mode {} x nodes {} x ranks_per_node {} x sizes {} \
+                 x image {} x mpi {} x env {}, before exclusions): a scenario has at most \
+                 {MAX_CELLS}; narrow the axes or split the scenario",
+                axes.benchmarks.len(),
+                axes.modes.len(),
+                axes.nodes.len(),
+                axes.ranks_per_node.len(),
+                axes.sizes.as_ref().map_or(1, Vec::len),
+                axes.images.len().max(1),
+                axes.mpis.len(),
+                axes.envs.len()
+            ),
+        ));
+    }
     if let Some(mode) = axes.modes.iter().find(|m| m.get_ref().in_container()) {
         if axes.images.is_empty() {
             return Err(src.at(
@@ -29,6 +90,7 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
         }
     }
     let mut cells: Vec<Cell> = Vec::new();
+    let mut keys: HashSet<String> = HashSet::new();
     let mut hits = vec![0usize; axes.excludes.len()];
     for b in &axes.benchmarks {
         let opts = axes.options.get(b.get_ref());
@@ -69,7 +131,7 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
                                     }
                                     check(&cell, [b.span(), n.span(), r.span()], mode, *img, src)?;
                                     cell.compute_key();
-                                    if !cells.iter().any(|c| c.key == cell.key) {
+                                    if keys.insert(cell.key.clone()) {
                                         cells.push(cell);
                                     }
                                 }

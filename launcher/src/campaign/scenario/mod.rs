@@ -463,6 +463,60 @@ mode = "hybrid"
         assert_eq!(json["cells"][0]["mode"], "native");
     }
 
+    /// A native-only matrix of `sizes` x `envs` allreduce cells.
+    fn big_matrix(sizes: usize, envs: usize) -> String {
+        let sizes: Vec<String> = (1..=sizes).map(|s| format!("\"{s}\"")).collect();
+        let envs: Vec<String> = (0..envs).map(|e| format!("{{ E = \"{e}\" }}")).collect();
+        format!(
+            "name = \"big\"\n[matrix]\nbenchmark = [\"allreduce\"]\nmode = [\"native\"]\nsizes = [{}]\nenv = [{}]\n",
+            sizes.join(", "),
+            envs.join(", ")
+        )
+    }
+
+    /// Parses in a thread, failing after `limit` (a runaway expansion must
+    /// fail the test, not hang it).
+    fn parse_within(text: String, limit: std::time::Duration) -> anyhow::Result<Scenario> {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_fake_hybench(dir.path());
+        let file = dir.path().join("s.toml");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(parse(&text, &file, &env));
+        });
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("parsing took more than {limit:?}"))
+    }
+
+    #[test]
+    fn a_huge_matrix_is_refused_at_once_naming_the_line() {
+        let t0 = std::time::Instant::now();
+        let e = parse_within(big_matrix(1000, 1000), std::time::Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        let took = t0.elapsed();
+        assert!(
+            e.contains("s.toml:2:1: matrix: 1000000 cells") && e.contains("at most 100000"),
+            "{e}"
+        );
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    }
+
+    #[test]
+    fn a_large_matrix_expands_in_linear_time() {
+        // 60,000 cells: about 2 s in a debug build; a quadratic
+        // de-duplication took 5 s for 20,000 and about 45 s for these.
+        let s = parse_within(big_matrix(600, 100), std::time::Duration::from_secs(15)).unwrap();
+        assert_eq!(s.cells.len(), 60_000);
+        // Cells that come out the same are kept once (two equal env sets).
+        let text = big_matrix(2, 1).replace(
+            "env = [{ E = \"0\" }]",
+            "env = [{ E = \"0\" }, { E = \"0\" }]",
+        );
+        let s = parse_within(text, std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(s.cells.len(), 2);
+    }
+
     #[test]
     fn missing_hybench_is_an_error_naming_the_fix() {
         let dir = tempfile::tempdir().unwrap();
