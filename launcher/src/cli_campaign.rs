@@ -1,11 +1,12 @@
 //! `hybrun campaign run|check`, `hybrun report` and `hybrun compare`: the
 //! command-line side of [`hybrun::campaign`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use hybrun::campaign::analysis::{self, Options};
 use hybrun::campaign::export::{self, compare};
+use hybrun::campaign::results::{self, Status};
 use hybrun::campaign::rundir::Location;
 use hybrun::campaign::runner::{self, CellPlanner, RunOptions};
 use hybrun::campaign::scenario::{self, Environment, Resample};
@@ -159,7 +160,49 @@ fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
             r.launches_failed
         );
     }
-    Ok(())
+    some_launch_succeeded(&dir, !args.no_report)
+}
+
+/// A campaign whose every launch failed measured nothing: an error naming
+/// the failures and where their output is (exit status 1).
+fn some_launch_succeeded(dir: &Path, reported: bool) -> anyhow::Result<()> {
+    let records = results::read_records(dir)?;
+    if records.is_empty() || records.iter().any(|r| r.status == Status::Ok) {
+        return Ok(());
+    }
+    const NAMED: usize = 3;
+    let mut named: Vec<String> = records
+        .iter()
+        .take(NAMED)
+        .map(|r| {
+            format!(
+                "{} launch {} ({})",
+                r.cell_key,
+                r.launch,
+                r.reason.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    if records.len() > NAMED {
+        named.push(format!("{} more", records.len() - NAMED));
+    }
+    let output = if reported {
+        format!(
+            "the report, with the end of each failure's output, is {}",
+            dir.join("report.md").display()
+        )
+    } else {
+        format!(
+            "each failure's output is in {}; `hybrun report {}` writes the report",
+            dir.join("logs").display(),
+            dir.display()
+        )
+    };
+    anyhow::bail!(
+        "every launch failed ({n} of {n}): {}; {output}",
+        named.join(", "),
+        n = records.len()
+    )
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
@@ -184,7 +227,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     );
     for cell in &scenario.cells {
         let line = match planner.prepare(cell, &cell.hybench_args()) {
-            Ok(p) => p.argv.join(" "),
+            Ok(p) => p.line,
             Err(e) => format!("(needs an allocation: {e:#})"),
         };
         println!("{}\t{}", cell.key, line);

@@ -26,6 +26,9 @@ use hybrun_core::vocab::{LauncherKind, Mode};
 /// A command ready to spawn, and what the launch record keeps of it.
 pub struct Prepared {
     pub command: Command,
+    /// The same command as one POSIX shell line (`env NAME=VALUE ... ARGV`,
+    /// every word quoted where a shell would read it): paste-able.
+    pub line: String,
     /// The whole command line, as executed.
     pub argv: Vec<String>,
     /// Variables set in the launcher's environment.
@@ -137,23 +140,20 @@ impl<'a> CellPlanner<'a> {
         let req = self.request(cell, hybench_args)?;
         let planned = planner::plan_run(&req, &self.host)
             .with_context(|| format!("cell {}: hybrun::launch refused the plan", cell.key))?;
-        let rendered = planned.plan.render()?;
+        let mut rendered = planned.plan.render()?;
         let per_rank = planned.plan.render_per_rank()?;
-        let mut command = rendered.command()?;
-        let binding = binding_env(self.scenario, cell, self.launcher(cell));
-        for (k, v) in &binding {
-            command.env(k, v);
+        for (k, v) in binding_env(self.scenario, cell, self.launcher(cell)) {
+            rendered.set(k, v);
         }
-        let mut env: Vec<(String, String)> = rendered
-            .env_set
-            .iter()
-            .map(|(k, v)| (text(k), text(v)))
-            .collect();
-        env.extend(binding);
         Ok(Prepared {
-            command,
+            command: rendered.command()?,
+            line: rendered.shell_line(),
             argv: rendered.argv.iter().map(|a| text(a)).collect(),
-            env,
+            env: rendered
+                .env_set
+                .iter()
+                .map(|(k, v)| (text(k), text(v)))
+                .collect(),
             per_rank: per_rank.argv.iter().map(|a| text(a)).collect(),
             plan: serde_json::to_value(&planned.plan).ok(),
         })
