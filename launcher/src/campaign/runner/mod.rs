@@ -55,7 +55,7 @@ pub fn preflight(scenario: &Scenario, cells: &[&Cell], in_alloc: bool) -> anyhow
         }
         let prepared = planner
             .prepare(cell, &cell.hybench_args())
-            .with_context(|| format!("{}: cell {}", scenario.source.display(), cell.key))?;
+            .with_context(|| scenario.source.display().to_string())?;
         let program = &prepared.argv[0];
         if host.which(program).is_none() {
             bail!(
