@@ -135,118 +135,144 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         };
         let stem = plot_stem(bench, &setting);
         let s = series(&entries);
-        let unit = entries[0].unit.clone();
-
-        // Value vs size, log-log.
-        let ys: Vec<f64> = s
-            .iter()
-            .flat_map(|(_, v)| v.iter().map(|e| e.median))
-            .collect();
-        let ylo = ys.iter().copied().fold(f64::INFINITY, f64::min);
-        let yhi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if ylo.is_finite() {
-            let path = dir.join(format!("{stem}-value.svg"));
-            {
-                let root = SVGBackend::new(&path, SIZE).into_drawing_area();
-                let mut chart = chart!(
-                    root,
-                    format!("{bench}: median per mode ({setting})"),
-                    xr.clone(),
-                    ((ylo / 1.3)..(yhi * 1.3)).log_scale(),
-                    unit.as_str()
-                );
-                for (i, (name, points)) in s.iter().enumerate() {
-                    let xy = points
-                        .iter()
-                        .map(|e| (e.size_bytes as f64, e.median))
-                        .collect();
-                    series_line!(chart, xy, COLORS[i % COLORS.len()], name.as_str());
-                }
-                finish!(chart, root);
-            }
+        let path = dir.join(format!("{stem}-value.svg"));
+        let title = format!("{bench}: median per mode ({setting})");
+        if value_plot(&path, title, xr.clone(), &s, &entries[0].unit)? {
             written.push(path);
         }
-
-        // Ratio vs size with CI bands.
-        let ratios: Vec<&(String, Vec<&Entry>)> = s
-            .iter()
-            .filter(|(_, v)| v.iter().any(|e| e.ratio.is_some()))
-            .collect();
-        if ratios.is_empty() {
-            continue;
-        }
-        let tol = report.options.tolerance;
-        let mut lo = 1.0 - 2.0 * tol;
-        let mut hi = 1.0 + 2.0 * tol;
-        for (_, v) in &ratios {
-            for e in v.iter() {
-                for y in [e.ratio, e.ci_low, e.ci_high].into_iter().flatten() {
-                    if y.is_finite() {
-                        lo = lo.min(y);
-                        hi = hi.max(y);
-                    }
-                }
-            }
-        }
-        let pad = (hi - lo) * 0.08;
         let path = dir.join(format!("{stem}-ratio.svg"));
-        {
-            let root = SVGBackend::new(&path, SIZE).into_drawing_area();
-            let mut chart = chart!(
-                root,
-                format!("{bench}: ratio to native, 95% CI ({setting})"),
-                xr.clone(),
-                (lo - pad)..(hi + pad),
-                "mode / native"
-            );
-            let (x0, x1) = (xr.start, xr.end);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x0, 1.0 - tol), (x1, 1.0 + tol)],
-                    BLACK.mix(0.06).filled(),
-                )))
-                .map_err(err)?
-                .label(format!("±{}% tolerance", tol * 100.0))
-                .legend(|(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLACK.mix(0.15).filled())
-                });
-            chart
-                .draw_series(LineSeries::new(vec![(x0, 1.0), (x1, 1.0)], BLACK.mix(0.5)))
-                .map_err(err)?;
-            for (i, (name, points)) in s.iter().enumerate() {
-                let color = COLORS[i % COLORS.len()];
-                let with_ci: Vec<&&Entry> = points.iter().filter(|e| e.ci_low.is_some()).collect();
-                if with_ci.len() >= 2 {
-                    let mut band: Vec<(f64, f64)> = with_ci
-                        .iter()
-                        .map(|e| (e.size_bytes as f64, e.ci_low.unwrap_or(f64::NAN)))
-                        .collect();
-                    band.extend(
-                        with_ci
-                            .iter()
-                            .rev()
-                            .map(|e| (e.size_bytes as f64, e.ci_high.unwrap_or(f64::NAN))),
-                    );
-                    chart
-                        .draw_series(std::iter::once(Polygon::new(
-                            band,
-                            color.mix(0.18).filled(),
-                        )))
-                        .map_err(err)?;
-                }
-                let xy: Vec<(f64, f64)> = points
-                    .iter()
-                    .filter_map(|e| e.ratio.map(|r| (e.size_bytes as f64, r)))
-                    .collect();
-                if !xy.is_empty() {
-                    series_line!(chart, xy, color, name.as_str());
-                }
-            }
-            finish!(chart, root);
+        let title = format!("{bench}: ratio to native, 95% CI ({setting})");
+        if ratio_plot(&path, title, xr, &s, report.options.tolerance)? {
+            written.push(path);
         }
-        written.push(path);
     }
     Ok(written)
+}
+
+/// One section's series: a name (mode and image) and its points.
+type Series<'a> = [(String, Vec<&'a Entry>)];
+
+/// The median of each series against the size, log-log; false when there is
+/// nothing to draw.
+fn value_plot(
+    path: &Path,
+    title: String,
+    xr: std::ops::Range<f64>,
+    s: &Series<'_>,
+    unit: &str,
+) -> anyhow::Result<bool> {
+    let ys: Vec<f64> = s
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|e| e.median))
+        .collect();
+    let ylo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+    let yhi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !ylo.is_finite() {
+        return Ok(false);
+    }
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    let mut chart = chart!(
+        root,
+        title,
+        xr,
+        ((ylo / 1.3)..(yhi * 1.3)).log_scale(),
+        unit
+    );
+    for (i, (name, points)) in s.iter().enumerate() {
+        let xy = points
+            .iter()
+            .map(|e| (e.size_bytes as f64, e.median))
+            .collect();
+        series_line!(chart, xy, COLORS[i % COLORS.len()], name.as_str());
+    }
+    finish!(chart, root);
+    Ok(true)
+}
+
+/// Each container mode's ratio to native against the size, with its 95% CI
+/// as a band and the tolerance band around 1; false when no series has a ratio.
+fn ratio_plot(
+    path: &Path,
+    title: String,
+    xr: std::ops::Range<f64>,
+    s: &Series<'_>,
+    tol: f64,
+) -> anyhow::Result<bool> {
+    let ratios: Vec<&(String, Vec<&Entry>)> = s
+        .iter()
+        .filter(|(_, v)| v.iter().any(|e| e.ratio.is_some()))
+        .collect();
+    if ratios.is_empty() {
+        return Ok(false);
+    }
+    let mut lo = 1.0 - 2.0 * tol;
+    let mut hi = 1.0 + 2.0 * tol;
+    for (_, v) in &ratios {
+        for e in v.iter() {
+            for y in [e.ratio, e.ci_low, e.ci_high].into_iter().flatten() {
+                if y.is_finite() {
+                    lo = lo.min(y);
+                    hi = hi.max(y);
+                }
+            }
+        }
+    }
+    let pad = (hi - lo) * 0.08;
+    {
+        let root = SVGBackend::new(path, SIZE).into_drawing_area();
+        let mut chart = chart!(
+            root,
+            title,
+            xr.clone(),
+            (lo - pad)..(hi + pad),
+            "mode / native"
+        );
+        let (x0, x1) = (xr.start, xr.end);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x0, 1.0 - tol), (x1, 1.0 + tol)],
+                BLACK.mix(0.06).filled(),
+            )))
+            .map_err(err)?
+            .label(format!("±{}% tolerance", tol * 100.0))
+            .legend(|(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLACK.mix(0.15).filled())
+            });
+        chart
+            .draw_series(LineSeries::new(vec![(x0, 1.0), (x1, 1.0)], BLACK.mix(0.5)))
+            .map_err(err)?;
+        for (i, (name, points)) in s.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let with_ci: Vec<&&Entry> = points.iter().filter(|e| e.ci_low.is_some()).collect();
+            if with_ci.len() >= 2 {
+                let mut band: Vec<(f64, f64)> = with_ci
+                    .iter()
+                    .map(|e| (e.size_bytes as f64, e.ci_low.unwrap_or(f64::NAN)))
+                    .collect();
+                band.extend(
+                    with_ci
+                        .iter()
+                        .rev()
+                        .map(|e| (e.size_bytes as f64, e.ci_high.unwrap_or(f64::NAN))),
+                );
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        band,
+                        color.mix(0.18).filled(),
+                    )))
+                    .map_err(err)?;
+            }
+            let xy: Vec<(f64, f64)> = points
+                .iter()
+                .filter_map(|e| e.ratio.map(|r| (e.size_bytes as f64, r)))
+                .collect();
+            if !xy.is_empty() {
+                series_line!(chart, xy, color, name.as_str());
+            }
+        }
+        finish!(chart, root);
+    }
+    Ok(true)
 }
 
 /// A file-name-safe stem for a benchmark and setting.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::route::CellPlanner;
+use super::route::{CellPlanner, Prepared};
 use crate::campaign::results::{self, LaunchRecord, Status};
 use crate::campaign::scenario::Cell;
 use hybrun_core::vocab::Benchmark;
@@ -69,31 +69,8 @@ pub(super) fn run_launch(
             Ok(())
         });
     }
-    let started_at = hybrun_core::sys::now_utc();
+    let mut record = started(cell, launch, &mut prepared);
     let t0 = Instant::now();
-    let mut record = LaunchRecord {
-        cell_key: cell.key.clone(),
-        launch,
-        benchmark: cell.benchmark,
-        mode: cell.mode,
-        status: Status::Failed,
-        reason: None,
-        stderr_tail: None,
-        exit_code: None,
-        signal: None,
-        started_at,
-        duration_s: 0.0,
-        host: hybrun_core::sys::hostname(),
-        slurm_job_id: std::env::var("SLURM_JOB_ID").unwrap_or_default(),
-        argv: prepared.argv.clone(),
-        env: prepared.env.clone(),
-        per_rank: prepared.per_rank.clone(),
-        plan: prepared.plan.take(),
-        rows: 0,
-        samples: 0,
-        results_end: 0,
-        samples_end: 0,
-    };
     let child = match prepared.command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -160,6 +137,33 @@ pub(super) fn run_launch(
         results: vec![],
         samples: vec![],
     })
+}
+
+/// The record of a launch about to start (failed until it says otherwise).
+fn started(cell: &Cell, launch: u32, prepared: &mut Prepared) -> LaunchRecord {
+    LaunchRecord {
+        cell_key: cell.key.clone(),
+        launch,
+        benchmark: cell.benchmark,
+        mode: cell.mode,
+        status: Status::Failed,
+        reason: None,
+        stderr_tail: None,
+        exit_code: None,
+        signal: None,
+        started_at: hybrun_core::sys::now_utc(),
+        duration_s: 0.0,
+        host: hybrun_core::sys::hostname(),
+        slurm_job_id: std::env::var("SLURM_JOB_ID").unwrap_or_default(),
+        argv: prepared.argv.clone(),
+        env: prepared.env.clone(),
+        per_rank: prepared.per_rank.clone(),
+        plan: prepared.plan.take(),
+        rows: 0,
+        samples: 0,
+        results_end: 0,
+        samples_end: 0,
+    }
 }
 
 /// Reads hybench's CSV and samples and turns them into store rows.
