@@ -271,19 +271,35 @@ pub enum RankRule {
 }
 
 impl RankRule {
+    /// What the rule asks for, as a phrase ("runs on exactly 2 ranks").
+    pub fn requirement(self) -> &'static str {
+        match self {
+            RankRule::ExactlyTwo => "runs on exactly 2 ranks",
+            RankRule::Even => "needs an even number of ranks (pairs), at least 2",
+            RankRule::AtLeastTwo => "needs at least 2 ranks",
+            RankRule::Any => "runs on any number of ranks",
+        }
+    }
+
+    /// Whether `ranks` satisfies the rule.
+    pub fn allows(self, ranks: u32) -> bool {
+        match self {
+            RankRule::ExactlyTwo => ranks == 2,
+            RankRule::Even => ranks >= 2 && ranks % 2 == 0,
+            RankRule::AtLeastTwo => ranks >= 2,
+            RankRule::Any => true,
+        }
+    }
+
     /// Checks a rank count; the message says the rule.
     pub fn check(self, ranks: u32) -> Result<(), String> {
-        match self {
-            RankRule::ExactlyTwo if ranks != 2 => Err(format!(
-                "runs on exactly 2 ranks, and this launch has {ranks}"
-            )),
-            RankRule::Even if ranks < 2 || ranks % 2 != 0 => Err(format!(
-                "needs an even number of ranks (pairs), at least 2, and this launch has {ranks}"
-            )),
-            RankRule::AtLeastTwo if ranks < 2 => Err(format!(
-                "needs at least 2 ranks, and this launch has {ranks}"
-            )),
-            _ => Ok(()),
+        if self.allows(ranks) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}, and this launch has {ranks}",
+                self.requirement()
+            ))
         }
     }
 }

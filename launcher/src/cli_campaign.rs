@@ -1,13 +1,16 @@
 //! `hybrun campaign run|check`, `hybrun report` and `hybrun compare`: the
 //! command-line side of [`hybrun::campaign`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand};
-use hybrun::campaign::report::{self, Options};
-use hybrun::campaign::runner::{self, RunOptions};
+use clap::{Args, Subcommand, ValueEnum};
+use hybrun::campaign::analysis::{self, Options};
+use hybrun::campaign::export::{self, compare};
+use hybrun::campaign::results::{self, Status};
+use hybrun::campaign::rundir::Location;
+use hybrun::campaign::runner::{self, CellPlanner, RunOptions};
 use hybrun::campaign::scenario::{self, Environment, Resample};
-use hybrun::campaign::{compare, submit};
+use hybrun::campaign::{in_allocation, submit};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -63,8 +66,16 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub stats: StatsArgs,
     /// What to print on stdout (report.md, .csv and .json are written in any case).
-    #[arg(long, value_parser = ["md", "csv", "json"], default_value = "md")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = Format::Md)]
+    pub format: Format,
+}
+
+/// What `hybrun report` and `hybrun compare` print on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Md,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -73,8 +84,8 @@ pub struct CompareArgs {
     pub run_b: PathBuf,
     #[command(flatten)]
     pub stats: StatsArgs,
-    #[arg(long, value_parser = ["md", "csv", "json"], default_value = "md")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = Format::Md)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -83,8 +94,8 @@ pub struct StatsArgs {
     #[arg(long, value_name = "FRACTION")]
     pub tolerance: Option<f64>,
     /// What the bootstrap resamples (default: the scenario's, else launches).
-    #[arg(long, value_parser = ["launches", "samples"])]
-    pub resample: Option<String>,
+    #[arg(long)]
+    pub resample: Option<Resample>,
     /// Bootstrap seed (default: the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -100,7 +111,7 @@ impl StatsArgs {
             );
             o.tolerance = t;
         }
-        if let Some(r) = self.resample.as_deref().and_then(Resample::parse) {
+        if let Some(r) = self.resample {
             o.resample = r;
         }
         if let Some(s) = self.seed {
@@ -127,9 +138,11 @@ pub fn run(command: CampaignCommand) -> anyhow::Result<()> {
 fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
     let scenario = scenario::load(&args.scenario, &Environment::current())?;
     let opts = RunOptions {
-        results: args.results,
-        new: args.new,
-        run_id: args.run_id,
+        location: Location {
+            results: args.results,
+            new: args.new,
+            run_id: args.run_id,
+        },
         progress: true,
         only_nodes: None,
     };
@@ -139,7 +152,7 @@ fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
         runner::run_here(&scenario, &opts)?
     };
     if !args.no_report {
-        let r = report::write_all(&dir, None)?;
+        let r = export::write_all(&dir, None)?;
         eprintln!(
             "hybrun: report: {} ({} ok, {} failed launches; also report.csv, report.json, plots/)",
             dir.join("report.md").display(),
@@ -147,12 +160,54 @@ fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
             r.launches_failed
         );
     }
-    Ok(())
+    some_launch_succeeded(&dir, !args.no_report)
+}
+
+/// A campaign whose every launch failed measured nothing: an error naming
+/// the failures and where their output is (exit status 1).
+fn some_launch_succeeded(dir: &Path, reported: bool) -> anyhow::Result<()> {
+    let records = results::read_records(dir)?;
+    if records.is_empty() || records.iter().any(|r| r.status == Status::Ok) {
+        return Ok(());
+    }
+    const NAMED: usize = 3;
+    let mut named: Vec<String> = records
+        .iter()
+        .take(NAMED)
+        .map(|r| {
+            format!(
+                "{} launch {} ({})",
+                r.cell_key,
+                r.launch,
+                r.reason.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    if records.len() > NAMED {
+        named.push(format!("{} more", records.len() - NAMED));
+    }
+    let output = if reported {
+        format!(
+            "the report, with the end of each failure's output, is {}",
+            dir.join("report.md").display()
+        )
+    } else {
+        format!(
+            "each failure's output is in {}; `hybrun report {}` writes the report",
+            dir.join("logs").display(),
+            dir.display()
+        )
+    };
+    anyhow::bail!(
+        "every launch failed ({n} of {n}): {}; {output}",
+        named.join(", "),
+        n = records.len()
+    )
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     let scenario = scenario::load(&args.scenario, &Environment::current())?;
-    let in_alloc = runner::in_allocation();
+    let in_alloc = in_allocation();
     let cells: Vec<&scenario::Cell> = scenario.cells.iter().collect();
     let local: Vec<&scenario::Cell> = cells
         .iter()
@@ -160,9 +215,9 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         .filter(|c| in_alloc || c.nodes == 1)
         .collect();
     runner::preflight(&scenario, &local, in_alloc)?;
-    let launchers = runner::Launchers::new(&scenario, in_alloc);
+    let planner = CellPlanner::new(&scenario, in_alloc)?;
     println!(
-        "# {} (run id {}): {} cells x {} launches, order {:?}, timeout {} s",
+        "# {} (run id {}): {} cells x {} launches, order {}, timeout {} s",
         scenario.name,
         scenario.run_id(),
         scenario.cells.len(),
@@ -171,8 +226,8 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         scenario.timeout_s
     );
     for cell in &scenario.cells {
-        let line = match launchers.for_cell(cell).prepare(cell, &cell.hybench_args()) {
-            Ok(p) => p.argv.join(" "),
+        let line = match planner.prepare(cell, &cell.hybench_args()) {
+            Ok(p) => p.line,
             Err(e) => format!("(needs an allocation: {e:#})"),
         };
         println!("{}\t{}", cell.key, line);
@@ -185,21 +240,21 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 fn report_inner(args: ReportArgs) -> anyhow::Result<()> {
-    let data = report::load(&args.run_dir)?;
+    let data = analysis::load(&args.run_dir)?;
     let opts = args.stats.options(Options::of(&data.scenario))?;
     drop(data);
-    let r = report::write_all(&args.run_dir, Some(opts))?;
-    match args.format.as_str() {
-        "csv" => print!("{}", report::csv_text(&r)?),
-        "json" => println!("{}", serde_json::to_string_pretty(&r)?),
-        _ => {
+    let r = export::write_all(&args.run_dir, Some(opts))?;
+    match args.format {
+        Format::Csv => print!("{}", export::csv::report(&r)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Md => {
             let plots = std::fs::read_dir(args.run_dir.join("plots"))
                 .map(|d| {
                     d.filter_map(|e| e.ok().map(|e| e.path()))
                         .collect::<Vec<_>>()
                 })
                 .unwrap_or_default();
-            print!("{}", report::markdown(&r, &plots));
+            print!("{}", export::markdown::report(&r, &plots));
         }
     }
     eprintln!("hybrun: wrote {}", args.run_dir.join("report.md").display());
@@ -211,14 +266,14 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
 }
 
 fn compare_inner(args: CompareArgs) -> anyhow::Result<()> {
-    let a = report::load(&args.run_a)?;
+    let a = analysis::load(&args.run_a)?;
     let opts = args.stats.options(Options::of(&a.scenario))?;
     drop(a);
     let c = compare::compare(&args.run_a, &args.run_b, &opts)?;
-    match args.format.as_str() {
-        "csv" => print!("{}", compare::csv_text(&c)?),
-        "json" => println!("{}", serde_json::to_string_pretty(&c)?),
-        _ => print!("{}", compare::markdown(&c)),
+    match args.format {
+        Format::Csv => print!("{}", compare::csv(&c)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&c)?),
+        Format::Md => print!("{}", compare::markdown(&c)),
     }
     Ok(())
 }

@@ -16,43 +16,9 @@ use std::time::{Duration, Instant};
 
 use hybrun::campaign::results;
 
-const HYBRUN: &str = env!("CARGO_BIN_EXE_hybrun");
+mod campaign_common;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// hybench for MPICH and mpiexec.mpich, or None after a loud skip (a failure under CI).
-fn hybench() -> Option<PathBuf> {
-    let path = std::env::var_os("HYBENCH_MPICH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/mpich/release/hybench"));
-    let mpiexec = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("mpiexec.mpich").is_file()));
-    let missing = if !path.is_file() {
-        Some(format!(
-            "{} (run scripts/build-hybench mpich)",
-            path.display()
-        ))
-    } else if !mpiexec {
-        Some("mpiexec.mpich (run scripts/setup)".to_owned())
-    } else {
-        None
-    };
-    match missing {
-        None => Some(path),
-        Some(what) if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => {
-            panic!("required component missing: {what}")
-        }
-        Some(what) => {
-            eprintln!("SKIPPED: {what} is missing");
-            None
-        }
-    }
-}
+use campaign_common::{HYBRUN, hybench};
 
 fn write_scenario(dir: &Path, hybench: &Path) -> PathBuf {
     let path = dir.join("resume.toml");
@@ -392,4 +358,77 @@ fn report_and_compare_of_real_runs() {
     // 4 cells x (4 or 2 sizes) matched by what they measure.
     assert_eq!(json["rows"].as_array().unwrap().len(), 2 * (4 + 2));
     assert!(json["rows"][0]["ci_low"].is_number(), "{json}");
+}
+
+/// A copy of the clean run, resumed by the same scenario (its run id).
+fn copy_of_clean(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (clean_run, _, _) = clean()?;
+    let hybench = hybench().unwrap();
+    let scenario = write_scenario(dir, &hybench);
+    let results = dir.join("results");
+    let run = results.join("resume").join(clean_run.file_name().unwrap());
+    std::fs::create_dir_all(&run).unwrap();
+    for entry in std::fs::read_dir(clean_run).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), run.join(entry.file_name())).unwrap();
+        }
+    }
+    Some((scenario, run))
+}
+
+fn sizes(run: &Path) -> Vec<u64> {
+    [results::RESULTS, results::SAMPLES, results::LAUNCHES]
+        .iter()
+        .map(|n| std::fs::symlink_metadata(run.join(n)).unwrap().len())
+        .collect()
+}
+
+#[test]
+fn a_resume_refuses_edited_records_and_planted_links_and_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((scenario, run)) = copy_of_clean(dir.path()) else {
+        return;
+    };
+    // The last record's results_end edited down to 10 bytes.
+    let text = std::fs::read_to_string(run.join(results::LAUNCHES)).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let last = lines.len();
+    let mut record: serde_json::Value = serde_json::from_str(&lines[last - 1]).unwrap();
+    record["results_end"] = 10.into();
+    lines[last - 1] = record.to_string();
+    std::fs::write(run.join(results::LAUNCHES), lines.join("\n") + "\n").unwrap();
+    let before = sizes(&run);
+    let out = campaign(&scenario, &dir.path().join("results"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("launches.jsonl line {last}")) && stderr.contains("--new"),
+        "{stderr}"
+    );
+    assert_eq!(sizes(&run), before, "nothing cut: {stderr}");
+
+    // results.csv replaced by a link to a file outside the run directory.
+    std::fs::write(run.join(results::LAUNCHES), text).unwrap();
+    let outside = dir.path().join("outside.csv");
+    std::fs::rename(run.join(results::RESULTS), &outside).unwrap();
+    std::fs::write(
+        &outside,
+        [std::fs::read(&outside).unwrap(), vec![b'x'; 100]].concat(),
+    )
+    .unwrap();
+    let len = std::fs::metadata(&outside).unwrap().len();
+    std::os::unix::fs::symlink(&outside, run.join(results::RESULTS)).unwrap();
+    let out = campaign(&scenario, &dir.path().join("results"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("results.csv is a symbolic link"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::metadata(&outside).unwrap().len(), len, "untouched");
 }

@@ -768,6 +768,9 @@ fn example_site_file_is_valid_and_plans() {
             "2",
             "--gpus-per-node",
             "1",
+            // The example site is on Omni-Path (psm2), and the MPICH test image
+            // has UCX only: hybrid mode is refused without --force.
+            "--force",
             image.to_str().expect("utf-8"),
             "--",
             "/app/x",
@@ -776,6 +779,11 @@ fn example_site_file_is_valid_and_plans() {
         .output()
         .expect("runs");
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the site's fabric is psm2 and the image's MPI cannot drive it"),
+        "{}",
+        stderr(&out)
+    );
     let text = stdout(&out);
     let last = text.lines().last().expect("line");
     // GPUs per rank and CPU binding near them: the per-rank wrapper.

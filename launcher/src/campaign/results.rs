@@ -18,11 +18,18 @@
 //! record that covers it is written, so after `kill -9` at any moment the store
 //! reopens to exactly the launches recorded, no row lost, none duplicated.
 //!
+//! What is cut is trusted only after it is checked: the files are opened
+//! without following links (O_NOFOLLOW) and must be regular files, so a link
+//! planted in the run directory cannot lead a truncation outside it; and the
+//! records' lengths must grow from one record to the next and stay within
+//! their files. A run that fails either check was changed outside hybrun, and
+//! is refused before anything in it is changed (readers refuse it the same way).
+//!
 //! One writer at a time: opening takes an exclusive `flock` on `run.lock`.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scenario::Cell;
 use hybrun_core::schema::ResultRow;
+use hybrun_core::vocab::{Benchmark, Mode};
 
 pub const RESULTS: &str = "results.csv";
 pub const SAMPLES: &str = "samples.csv";
@@ -69,8 +77,8 @@ pub enum Status {
 pub struct LaunchRecord {
     pub cell_key: String,
     pub launch: u32,
-    pub benchmark: String,
-    pub mode: String,
+    pub benchmark: Benchmark,
+    pub mode: Mode,
     pub status: Status,
     /// Why it failed, in one line (exit status, timeout, unreadable output...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +98,11 @@ pub struct LaunchRecord {
     pub argv: Vec<String>,
     #[serde(default)]
     pub env: Vec<(String, String)>,
-    /// hybrun::launch's plan (container modes), as JSON.
+    /// What the launcher starts on each rank: the tail of `argv` (the bare
+    /// command natively, the runtime's or `hybrun exec`'s in a container).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_rank: Vec<String>,
+    /// hybrun::launch's plan, as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<serde_json::Value>,
     pub rows: u64,
@@ -130,14 +142,139 @@ fn samples_header() -> String {
     format!("{SAMPLE_PREFIX},{HYBENCH_SAMPLES_HEADER}\n")
 }
 
+/// Opens a file of a run directory with `options`: never through a symbolic
+/// link (O_NOFOLLOW: a link planted in the run directory must not lead a
+/// truncation outside it), never blocking on a FIFO (O_NONBLOCK, which does
+/// nothing to a regular file), and only a regular file (checked on the
+/// descriptor, so what is checked is what is used).
+fn open_checked(path: &Path, mut options: OpenOptions, action: &str) -> anyhow::Result<File> {
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "{} is a symbolic link; a campaign's files are regular files in its run directory \
+             (hybrun never follows a link there): put the file itself in its place, or start a \
+             fresh run with --new",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot {action} {}", path.display())),
+    };
+    let kind = file
+        .metadata()
+        .with_context(|| format!("cannot {action} {}", path.display()))?
+        .file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        bail!(
+            "{} is not a regular file ({what}); a campaign's files are regular files in its run \
+             directory: remove it, or start a fresh run with --new",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
 fn open_append(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .open(path)
-        .with_context(|| format!("cannot open {} for appending", path.display()))
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create(true).mode(0o644);
+    open_checked(path, options, "open for appending")
+}
+
+/// The whole of a file of a run directory (a regular file, never a link).
+pub fn read_regular(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let mut file = open_checked(path, options, "read")?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes)
+}
+
+/// The CSV files whose lengths a record holds.
+#[derive(Debug, Clone, Copy)]
+enum Csv {
+    Results,
+    Samples,
+}
+
+impl Csv {
+    fn name(self) -> &'static str {
+        match self {
+            Csv::Results => RESULTS,
+            Csv::Samples => SAMPLES,
+        }
+    }
+
+    fn of(name: &str) -> Option<Csv> {
+        match name {
+            RESULTS => Some(Csv::Results),
+            SAMPLES => Some(Csv::Samples),
+            _ => None,
+        }
+    }
+
+    fn end(self, r: &LaunchRecord) -> u64 {
+        match self {
+            Csv::Results => r.results_end,
+            Csv::Samples => r.samples_end,
+        }
+    }
+}
+
+/// The end of the header line in the first bytes of a CSV file (0 without one).
+fn header_end(head: &[u8]) -> u64 {
+    head.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1) as u64
+}
+
+/// Checks the records' ends in `csv` against that file: each at or after the
+/// one before (the header's end for the first), none past its `len`. A record
+/// that says otherwise was edited, or its file was: nothing can be trusted to
+/// cut or keep, so the run is refused before anything is changed.
+fn check_ends(
+    dir: &Path,
+    records: &[LaunchRecord],
+    csv: Csv,
+    header_end: u64,
+    len: u64,
+) -> anyhow::Result<()> {
+    let mut before = header_end;
+    for (i, r) in records.iter().enumerate() {
+        let end = csv.end(r);
+        let why = if end < before {
+            let what = if i == 0 {
+                "its header"
+            } else {
+                "the launch recorded before it"
+            };
+            format!("before the end of {what} (byte {before})")
+        } else if end > len {
+            format!("past the end of the file ({len} bytes)")
+        } else {
+            before = end;
+            continue;
+        };
+        bail!(
+            "{} line {}: the record of {} launch {} says {} ends at byte {end}, {why}: the run \
+             directory was changed outside hybrun; nothing in it was changed now: restore its \
+             files, or start a fresh run with --new",
+            dir.join(LAUNCHES).display(),
+            i + 1,
+            r.cell_key,
+            r.launch,
+            csv.name()
+        );
+    }
+    Ok(())
 }
 
 impl Store {
@@ -145,13 +282,9 @@ impl Store {
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the run directory {}", dir.display()))?;
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true).mode(0o644);
+        let lock = open_checked(&dir.join(LOCK), options, "create")?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
             |_| {
                 anyhow::anyhow!(
@@ -165,7 +298,25 @@ impl Store {
         let mut samples = open_append(&dir.join(SAMPLES))?;
         let mut launches = open_append(&dir.join(LAUNCHES))?;
 
-        let records = recover_records(&mut launches, &dir.join(LAUNCHES))?;
+        // Everything is checked before anything is cut.
+        let mut text = Vec::new();
+        launches
+            .read_to_end(&mut text)
+            .with_context(|| format!("cannot read {}", dir.join(LAUNCHES).display()))?;
+        let (records, complete) = parse_records(&text, &dir.join(LAUNCHES))?;
+        for (file, csv) in [(&results, Csv::Results), (&samples, Csv::Samples)] {
+            let mut head = [0u8; 4096];
+            let n = std::os::unix::fs::FileExt::read_at(file, &mut head, 0)
+                .with_context(|| format!("cannot read {}", dir.join(csv.name()).display()))?;
+            let len = file.metadata()?.len();
+            check_ends(dir, &records, csv, header_end(&head[..n]), len)?;
+        }
+        if complete < text.len() {
+            // A record whose write was cut short: its launch counts as not done.
+            launches
+                .set_len(complete as u64)
+                .with_context(|| format!("cannot truncate {}", dir.join(LAUNCHES).display()))?;
+        }
         let (results_end, samples_end) = match records.last() {
             Some(r) => (r.results_end, r.samples_end),
             None => (0, 0),
@@ -174,16 +325,7 @@ impl Store {
             (&mut results, results_end, RESULTS),
             (&mut samples, samples_end, SAMPLES),
         ] {
-            let len = file.metadata()?.len();
-            if len < end {
-                bail!(
-                    "{}: {} is {len} bytes but {LAUNCHES} records {end}: the file was changed \
-                     outside hybrun; start a fresh run with --new",
-                    dir.display(),
-                    name
-                );
-            }
-            if len > end {
+            if file.metadata()?.len() > end {
                 // Rows of a launch killed before its record (possibly torn).
                 file.set_len(end)
                     .with_context(|| format!("cannot truncate {}", dir.join(name).display()))?;
@@ -329,18 +471,10 @@ fn torn_write_and_die(file: &mut File, bytes: &[u8]) -> ! {
     die()
 }
 
-/// Reads launches.jsonl, truncating a torn last line (a record whose write was
-/// cut short: its launch counts as not done).
-fn recover_records(file: &mut File, path: &Path) -> anyhow::Result<Vec<LaunchRecord>> {
-    let mut text = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(&mut text)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+/// The records of launches.jsonl's text, and the length of its complete
+/// lines (a torn last line, whose write was cut short, is not a record).
+fn parse_records(text: &[u8], path: &Path) -> anyhow::Result<(Vec<LaunchRecord>, usize)> {
     let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if complete < text.len() {
-        file.set_len(complete as u64)
-            .with_context(|| format!("cannot truncate {}", path.display()))?;
-    }
     let mut records = Vec::new();
     for (i, line) in text[..complete].split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
@@ -356,7 +490,7 @@ fn recover_records(file: &mut File, path: &Path) -> anyhow::Result<Vec<LaunchRec
         })?;
         records.push(record);
     }
-    Ok(records)
+    Ok((records, complete))
 }
 
 /// One write(2) for the whole buffer (retrying the rest only if the kernel
@@ -391,7 +525,7 @@ pub fn cell_fields(cell: &Cell, launch: u32) -> Vec<String> {
     vec![
         cell.key.clone(),
         launch.to_string(),
-        cell.mode.clone(),
+        cell.mode.to_string(),
         cell.image
             .as_ref()
             .map(|p| p.display().to_string())
@@ -466,25 +600,14 @@ pub fn samples_rows(cell: &Cell, launch: u32, hybench_samples: &[u8]) -> anyhow:
 /// (still running, or killed: then the next resume cuts it off), may end in a
 /// torn row, and is not a result, so readers never see it.
 pub fn committed(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
-    let path = dir.join(name);
-    let mut bytes =
-        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let csv = Csv::of(name)
+        .with_context(|| format!("internal error: {name} is not a campaign CSV file"))?;
+    let mut bytes = read_regular(&dir.join(name))?;
     let records = read_records(dir)?;
-    let end = match records.last() {
-        Some(r) if name == RESULTS => r.results_end,
-        Some(r) if name == SAMPLES => r.samples_end,
-        Some(_) => bail!("internal error: {name} is not a campaign CSV file"),
-        // No launch recorded yet: the header alone, if it is whole.
-        None => bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1) as u64,
-    };
-    if (bytes.len() as u64) < end {
-        bail!(
-            "{}: {name} is {} bytes but {LAUNCHES} records {end}: the file was changed outside \
-             hybrun",
-            dir.display(),
-            bytes.len()
-        );
-    }
+    let header = header_end(&bytes);
+    check_ends(dir, &records, csv, header, bytes.len() as u64)?;
+    // No launch recorded yet: the header alone, if it is whole.
+    let end = records.last().map_or(header, |r| csv.end(r));
     bytes.truncate(end as usize);
     Ok(bytes)
 }
@@ -559,16 +682,7 @@ pub fn read_samples(dir: &Path) -> anyhow::Result<SampleMap> {
 /// may read a run that is still going).
 pub fn read_records(dir: &Path) -> anyhow::Result<Vec<LaunchRecord>> {
     let path = dir.join(LAUNCHES);
-    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    text[..complete]
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_slice(l).with_context(|| format!("{} line {}", path.display(), i + 1))
-        })
-        .collect()
+    Ok(parse_records(&read_regular(&path)?, &path)?.0)
 }
 
 /// A record with its results.csv and samples.csv bytes.
@@ -579,22 +693,14 @@ pub type RecordSlice = (LaunchRecord, Vec<u8>, Vec<u8>);
 /// own store when it collects the jobs' shards.
 pub fn record_slices(dir: &Path) -> anyhow::Result<Vec<RecordSlice>> {
     let records = read_records(dir)?;
-    let results = std::fs::read(dir.join(RESULTS))?;
-    let samples = std::fs::read(dir.join(SAMPLES))?;
-    let mut r0 = results
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(0, |i| i + 1) as u64;
-    let mut s0 = samples
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(0, |i| i + 1) as u64;
+    let results = read_regular(&dir.join(RESULTS))?;
+    let samples = read_regular(&dir.join(SAMPLES))?;
+    let (mut r0, mut s0) = (header_end(&results), header_end(&samples));
+    check_ends(dir, &records, Csv::Results, r0, results.len() as u64)?;
+    check_ends(dir, &records, Csv::Samples, s0, samples.len() as u64)?;
     let mut out = Vec::new();
     for r in records {
         let (r1, s1) = (r.results_end, r.samples_end);
-        if r1 < r0 || s1 < s0 || r1 as usize > results.len() || s1 as usize > samples.len() {
-            bail!("{}: records and CSV files disagree", dir.display());
-        }
         let rb = results[r0 as usize..r1 as usize].to_vec();
         let sb = samples[s0 as usize..s1 as usize].to_vec();
         (r0, s0) = (r1, s1);
@@ -609,8 +715,8 @@ pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
     LaunchRecord {
         cell_key: key.into(),
         launch,
-        benchmark: "latency".into(),
-        mode: "native".into(),
+        benchmark: Benchmark::Latency,
+        mode: Mode::Native,
         status: Status::Ok,
         reason: None,
         stderr_tail: None,
@@ -622,6 +728,7 @@ pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
         slurm_job_id: String::new(),
         argv: vec![],
         env: vec![],
+        per_rank: vec![],
         plan: None,
         rows: 1,
         samples: 1,
@@ -739,5 +846,116 @@ mod tests {
                 ("c", &b"r3\n"[..], &b"s2\ns3\n"[..]),
             ]
         );
+    }
+
+    /// Rewrites launches.jsonl with record `index`'s ends changed.
+    fn edit_record(d: &Path, index: usize, edit: impl Fn(&mut LaunchRecord)) {
+        let mut records = read_records(d).unwrap();
+        edit(&mut records[index]);
+        let mut text = Vec::new();
+        for r in &records {
+            text.extend(serde_json::to_vec(r).unwrap());
+            text.push(b'\n');
+        }
+        std::fs::write(d.join(LAUNCHES), text).unwrap();
+    }
+
+    fn two_launches(d: &Path) {
+        let mut s = Store::open(d).unwrap();
+        s.append(b"a,1\na,2\n", b"x\n", record("a", 0)).unwrap();
+        s.append(b"b,1\n", b"y\n", record("b", 0)).unwrap();
+    }
+
+    fn lengths(d: &Path) -> Vec<u64> {
+        [RESULTS, SAMPLES, LAUNCHES]
+            .iter()
+            .map(|n| std::fs::symlink_metadata(d.join(n)).unwrap().len())
+            .collect()
+    }
+
+    #[test]
+    fn records_whose_ends_go_backwards_or_past_the_file_are_refused_untouched() {
+        for (what, edit) in [
+            (
+                "backwards",
+                Box::new(|r: &mut LaunchRecord| r.results_end = 10)
+                    as Box<dyn Fn(&mut LaunchRecord)>,
+            ),
+            (
+                "past the file",
+                Box::new(|r: &mut LaunchRecord| r.samples_end = 1 << 40),
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            two_launches(d);
+            edit_record(d, 1, edit);
+            // A torn record after them is not cut either.
+            let mut f = OpenOptions::new()
+                .append(true)
+                .open(d.join(LAUNCHES))
+                .unwrap();
+            f.write_all(b"{\"cell_key\":").unwrap();
+            drop(f);
+            let before = lengths(d);
+            let e = format!("{:#}", Store::open(d).err().expect(what));
+            assert!(
+                e.contains("launches.jsonl line 2") && e.contains("--new"),
+                "{what}: {e}"
+            );
+            assert_eq!(lengths(d), before, "{what}: nothing truncated");
+            let e = format!(
+                "{:#}",
+                committed(d, RESULTS)
+                    .and(committed(d, SAMPLES))
+                    .unwrap_err()
+            );
+            assert!(e.contains("launches.jsonl line 2"), "{what}: {e}");
+            assert!(record_slices(d).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn store_files_are_regular_files_never_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        two_launches(d);
+        // results.csv replaced by a link to a longer file outside the run.
+        let target = outside.path().join("precious.csv");
+        std::fs::write(&target, vec![b'z'; 4096]).unwrap();
+        std::fs::remove_file(d.join(RESULTS)).unwrap();
+        std::os::unix::fs::symlink(&target, d.join(RESULTS)).unwrap();
+        let e = format!("{:#}", Store::open(d).err().expect("a link"));
+        assert!(
+            e.contains("results.csv") && e.contains("symbolic link"),
+            "{e}"
+        );
+        assert_eq!(std::fs::metadata(&target).unwrap().len(), 4096, "untouched");
+        assert!(committed(d, RESULTS).is_err());
+        // A FIFO is refused at once, by the store and by readers (no hang).
+        std::fs::remove_file(d.join(RESULTS)).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.join(RESULTS),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = d.to_path_buf();
+        std::thread::spawn(move || {
+            let store = Store::open(&path).err().map(|e| format!("{e:#}"));
+            let reader = committed(&path, RESULTS).err().map(|e| format!("{e:#}"));
+            let _ = tx.send((store, reader));
+        });
+        let (store, reader) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO must not block the store");
+        for e in [store, reader] {
+            let e = e.expect("refused");
+            assert!(e.contains("not a regular file"), "{e}");
+        }
     }
 }

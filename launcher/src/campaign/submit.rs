@@ -18,8 +18,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::results::{self, Store};
+use super::rundir;
 use super::runner::{self, Progress, RunOptions};
-use super::scenario::Scenario;
+use super::scenario::{Cell, Scenario};
 
 const JOB_SCRIPT: &str =
     "#!/bin/sh\n# hybrun campaign job: runs the worker command given as arguments.\nexec \"$@\"\n";
@@ -67,71 +68,36 @@ fn live_jobs() -> anyhow::Result<HashSet<String>> {
 }
 
 fn records_in(shard: &Path) -> usize {
-    std::fs::read(shard.join(results::LAUNCHES))
+    results::read_regular(&shard.join(results::LAUNCHES))
         .map(|t| t.iter().filter(|&&b| b == b'\n').count())
         .unwrap_or(0)
 }
 
-/// Submits, waits, collects; returns the run directory.
-pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf> {
-    for program in ["sbatch", "squeue", "srun"] {
-        if crate::host::Host::current().which(program).is_none() {
-            bail!(
-                "--submit needs {program} on PATH (Slurm client); run scripts/setup, and `eval \"$(scripts/cluster env)\"` for the local cluster"
-            );
-        }
-    }
-    let dir = std::path::absolute(runner::run_dir(scenario, opts)?)?;
-    let all: Vec<&super::scenario::Cell> = scenario.cells.iter().collect();
-    // Inside the allocation srun starts the ranks: check that way.
-    runner::preflight(scenario, &all, true)?;
-    runner::store_scenario(&dir, scenario)?;
-    let mut store = Store::open(&dir)?;
-    runner::begin_manifest(&dir, scenario)?;
+/// The base launches of `cells` that `store` has not recorded.
+fn undone(scenario: &Scenario, store: &Store, cells: &[usize]) -> usize {
+    runner::schedule(scenario, cells, 0, scenario.launches, 0)
+        .into_iter()
+        .filter(|(c, l)| {
+            !store
+                .done()
+                .contains_key(&(scenario.cells[*c].key.clone(), *l))
+        })
+        .count()
+}
 
-    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, c) in scenario.cells.iter().enumerate() {
-        groups.entry(c.nodes).or_default().push(i);
-    }
-    let script = dir.join("jobs").join("job.sh");
-    std::fs::create_dir_all(script.parent().unwrap_or(&dir))?;
-    runner::write_atomic(&script, JOB_SCRIPT.as_bytes())?;
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let hybrun = std::env::current_exe().context("cannot find hybrun's own path")?;
-    let mut manifest = runner::read_manifest(&dir);
-    let live = live_jobs()?;
-    let mut jobs: BTreeMap<u32, String> = BTreeMap::new();
-    let mut total = 0u64;
-    for (&nodes, cells) in &groups {
-        let shard = shard_dir(&dir, nodes);
-        collect(&mut store, &shard)?;
-        let remaining = runner::schedule(scenario, cells, 0, scenario.launches, 0)
-            .into_iter()
-            .filter(|(c, l)| {
-                !store
-                    .done()
-                    .contains_key(&(scenario.cells[*c].key.clone(), *l))
-            })
-            .count() as u64;
-        let key = format!("n{nodes}");
-        if let Some(id) = manifest
-            .slurm_jobs
-            .get(&key)
-            .filter(|id| live.contains(*id))
-        {
-            // A job of an earlier (interrupted) submission still runs: wait
-            // for it instead of starting a second writer of the same shard.
-            eprintln!(
-                "hybrun: job {id} ({nodes} nodes) from an earlier submission is still queued or running; waiting for it"
-            );
-            jobs.insert(nodes, id.clone());
-            total += remaining;
-            continue;
-        }
-        if remaining == 0 && scenario.stop.is_none() {
-            continue;
-        }
-        std::fs::create_dir_all(&shard)?;
+/// What every job of a submission shares.
+struct Job<'a> {
+    scenario: &'a Scenario,
+    dir: &'a Path,
+    script: &'a Path,
+    hybrun: &'a Path,
+}
+
+impl Job<'_> {
+    /// Submits the job of one node count; returns its id.
+    fn sbatch(&self, nodes: u32, cells: &[usize]) -> anyhow::Result<String> {
+        let scenario = self.scenario;
+        let shard = shard_dir(self.dir, nodes);
         let rpn = cells
             .iter()
             .map(|&c| scenario.cells[c].ranks_per_node)
@@ -157,12 +123,12 @@ pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf>
         if let Some(a) = &scenario.submit.account {
             argv.push(format!("--account={a}"));
         }
-        argv.push(script.display().to_string());
-        argv.push(hybrun.display().to_string());
+        argv.push(self.script.display().to_string());
+        argv.push(self.hybrun.display().to_string());
         argv.extend([
             "campaign".into(),
             "worker".into(),
-            dir.display().to_string(),
+            self.dir.display().to_string(),
             "--nodes".into(),
             nodes.to_string(),
         ]);
@@ -186,26 +152,22 @@ pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf>
             "hybrun: submitted job {id}: {} cells on {nodes} node(s)",
             cells.len()
         );
-        manifest.slurm_jobs.insert(key, id.clone());
-        jobs.insert(nodes, id);
-        total += remaining;
+        Ok(id)
     }
-    // The job ids go into the manifest before the wait, so an interrupted
-    // submitter finds its jobs again.
-    let mut m = runner::read_manifest(&dir);
-    m.slurm_jobs.extend(manifest.slurm_jobs.clone());
-    runner::write_manifest(&dir, &m)?;
+}
 
+/// Waits for the jobs to leave the queue, showing the launches they record.
+fn wait(dir: &Path, jobs: &BTreeMap<u32, String>, total: u64) -> anyhow::Result<()> {
     let bar = Progress::new(total, true);
     let start: HashMap<u32, usize> = jobs
         .keys()
-        .map(|&n| (n, records_in(&shard_dir(&dir, n))))
+        .map(|&n| (n, records_in(&shard_dir(dir, n))))
         .collect();
     loop {
         let live = live_jobs()?;
         let done: usize = jobs
             .keys()
-            .map(|&n| records_in(&shard_dir(&dir, n)).saturating_sub(start[&n]))
+            .map(|&n| records_in(&shard_dir(dir, n)).saturating_sub(start[&n]))
             .sum();
         bar.set_position(done as u64);
         if !jobs.values().any(|id| live.contains(id)) {
@@ -214,20 +176,87 @@ pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf>
         std::thread::sleep(Duration::from_millis(500));
     }
     bar.finish();
+    Ok(())
+}
+
+/// Submits, waits, collects; returns the run directory.
+pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf> {
+    for program in ["sbatch", "squeue", "srun"] {
+        if crate::host::Host::current().which(program).is_none() {
+            bail!(
+                "--submit needs {program} on PATH (Slurm client); run scripts/setup, and `eval \"$(scripts/cluster env)\"` for the local cluster"
+            );
+        }
+    }
+    let dir = std::path::absolute(rundir::run_dir(scenario, &opts.location)?)?;
+    let all: Vec<&Cell> = scenario.cells.iter().collect();
+    // Inside the allocation srun starts the ranks: check that way.
+    runner::preflight(scenario, &all, true)?;
+    rundir::store_scenario(&dir, scenario)?;
+    let mut store = Store::open(&dir)?;
+    rundir::begin_manifest(&dir, scenario)?;
+
+    let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, c) in scenario.cells.iter().enumerate() {
+        groups.entry(c.nodes).or_default().push(i);
+    }
+    let script = dir.join("jobs").join("job.sh");
+    std::fs::create_dir_all(script.parent().unwrap_or(&dir))?;
+    rundir::write_atomic(&script, JOB_SCRIPT.as_bytes())?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let hybrun = std::env::current_exe().context("cannot find hybrun's own path")?;
+    let job = Job {
+        scenario,
+        dir: &dir,
+        script: &script,
+        hybrun: &hybrun,
+    };
+    let mut manifest = rundir::read_manifest(&dir);
+    let live = live_jobs()?;
+    let mut jobs: BTreeMap<u32, String> = BTreeMap::new();
+    let mut total = 0u64;
+    for (&nodes, cells) in &groups {
+        let shard = shard_dir(&dir, nodes);
+        collect(&mut store, &shard)?;
+        let remaining = undone(scenario, &store, cells) as u64;
+        let key = format!("n{nodes}");
+        if let Some(id) = manifest
+            .slurm_jobs
+            .get(&key)
+            .filter(|id| live.contains(*id))
+        {
+            // A job of an earlier (interrupted) submission still runs: wait
+            // for it instead of starting a second writer of the same shard.
+            eprintln!(
+                "hybrun: job {id} ({nodes} nodes) from an earlier submission is still queued or running; waiting for it"
+            );
+            jobs.insert(nodes, id.clone());
+            total += remaining;
+            continue;
+        }
+        if remaining == 0 && scenario.stop.is_none() {
+            continue;
+        }
+        std::fs::create_dir_all(&shard)?;
+        let id = job.sbatch(nodes, cells)?;
+        manifest.slurm_jobs.insert(key, id.clone());
+        jobs.insert(nodes, id);
+        total += remaining;
+    }
+    // The job ids go into the manifest before the wait, so an interrupted
+    // submitter finds its jobs again.
+    let mut m = rundir::read_manifest(&dir);
+    m.slurm_jobs.extend(manifest.slurm_jobs.clone());
+    rundir::write_manifest(&dir, &m)?;
+
+    wait(&dir, &jobs, total)?;
     let mut collected = 0;
     for &nodes in groups.keys() {
         collected += collect(&mut store, &shard_dir(&dir, nodes))?;
     }
     // Launches no job recorded: say where the job's own output is.
     for (&nodes, cells) in &groups {
-        let missing = runner::schedule(scenario, cells, 0, scenario.launches, 0)
-            .into_iter()
-            .filter(|(c, l)| {
-                !store
-                    .done()
-                    .contains_key(&(scenario.cells[*c].key.clone(), *l))
-            })
-            .count();
+        let missing = undone(scenario, &store, cells);
         if missing > 0 {
             eprintln!(
                 "hybrun: the {nodes}-node job left {missing} launches undone; its output is in {}/slurm-*.out; run the same command again to resume",
@@ -236,7 +265,7 @@ pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf>
         }
     }
     drop(store);
-    runner::finish_manifest(&dir)?;
+    rundir::finish_manifest(&dir)?;
     eprintln!(
         "hybrun: collected {collected} launches from the jobs; results in {}",
         dir.display()
@@ -246,16 +275,12 @@ pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf>
 
 /// `hybrun campaign worker RUN_DIR --nodes N`, inside the allocation.
 pub fn worker(run_dir: &Path, nodes: u32) -> anyhow::Result<()> {
-    let path = run_dir.join("scenario.json");
-    let scenario: Scenario = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
-    )
-    .with_context(|| format!("{} is not a resolved scenario", path.display()))?;
+    let scenario = rundir::read_scenario(run_dir)?;
     let cells: Vec<usize> = (0..scenario.cells.len())
         .filter(|&i| scenario.cells[i].nodes == nodes)
         .collect();
-    let refs: Vec<&super::scenario::Cell> = cells.iter().map(|&i| &scenario.cells[i]).collect();
-    runner::preflight(&scenario, &refs, runner::in_allocation())?;
+    let refs: Vec<&Cell> = cells.iter().map(|&i| &scenario.cells[i]).collect();
+    runner::preflight(&scenario, &refs, super::in_allocation())?;
     // The run's own store is the submitter's (it holds the lock): read it.
     let main_done = results::read_records(run_dir)
         .unwrap_or_default()
@@ -263,7 +288,7 @@ pub fn worker(run_dir: &Path, nodes: u32) -> anyhow::Result<()> {
         .map(|r| ((r.cell_key, r.launch), r.status))
         .collect();
     let shard = shard_dir(run_dir, nodes);
-    runner::store_scenario(&shard, &scenario)?;
+    rundir::store_scenario(&shard, &scenario)?;
     let mut store = Store::open(&shard)?;
     let summary = runner::execute(&scenario, &mut store, &cells, &main_done, true)?;
     eprintln!(

@@ -13,17 +13,19 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::report::{self, Options, RunData, size_label};
-use super::scenario::Cell;
+use super::size_label;
+use crate::campaign::analysis::{self, Options, RunData};
+use crate::campaign::scenario::{Cell, Resample};
 use hybrun_core::schema::Unit;
 use hybrun_core::stats::{self, Verdict};
+use hybrun_core::vocab::{Benchmark, Mode};
 
 /// One cell at one size, in both runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    pub benchmark: String,
+    pub benchmark: Benchmark,
     pub setting: String,
-    pub mode: String,
+    pub mode: Mode,
     pub image: String,
     pub size_bytes: u64,
     pub unit: String,
@@ -69,8 +71,8 @@ fn table(data: &RunData) -> BTreeMap<(String, u64), (Vec<f64>, Unit)> {
 }
 
 pub fn compare(a: &Path, b: &Path, opts: &Options) -> anyhow::Result<Comparison> {
-    let da = report::load(a)?;
-    let db = report::load(b)?;
+    let da = analysis::load(a)?;
+    let db = analysis::load(b)?;
     let ta = table(&da);
     let tb = table(&db);
     let cells_a: BTreeMap<String, &Cell> =
@@ -89,9 +91,9 @@ pub fn compare(a: &Path, b: &Path, opts: &Options) -> anyhow::Result<Comparison>
             stats::median(vb).unwrap_or(f64::NAN),
         );
         let mut row = Row {
-            benchmark: cell.benchmark.clone(),
+            benchmark: cell.benchmark,
             setting: cell.setting(),
-            mode: cell.mode.clone(),
+            mode: cell.mode,
             image: cell.image_label(),
             size_bytes: *size,
             unit: unit.as_str().to_owned(),
@@ -106,7 +108,7 @@ pub fn compare(a: &Path, b: &Path, opts: &Options) -> anyhow::Result<Comparison>
             note: String::new(),
         };
         let seed = opts.seed ^ size.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ lbl.len() as u64;
-        match report::ratio(vb, va, opts, seed) {
+        match analysis::ratio(vb, va, opts, seed) {
             Ok(ci) => {
                 row.ci_low = Some(ci.low);
                 row.ci_high = Some(ci.high);
@@ -122,7 +124,7 @@ pub fn compare(a: &Path, b: &Path, opts: &Options) -> anyhow::Result<Comparison>
     // The comparison resamples launches: per-iteration samples of two runs
     // come from different days, and only launches are independent between them.
     let method = Options {
-        resample: super::scenario::Resample::Launches,
+        resample: Resample::Launches,
         ..*opts
     }
     .method();
@@ -177,7 +179,7 @@ pub fn markdown(c: &Comparison) -> String {
     md
 }
 
-pub fn csv_text(c: &Comparison) -> anyhow::Result<String> {
+pub fn csv(c: &Comparison) -> anyhow::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in &c.rows {
         w.serialize(r)?;

@@ -1,0 +1,308 @@
+//! One launch of a cell: the planned command spawned in its own process
+//! group with hybench writing into a scratch directory, waited for with the
+//! scenario's timeout, its output read back into store rows, and a
+//! [`LaunchRecord`] of what ran and how it ended. A launch's own failure (a
+//! crash, a timeout, unreadable output) is a failed record, never an error.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::route::{CellPlanner, Prepared};
+use crate::campaign::results::{self, LaunchRecord, Status};
+use crate::campaign::scenario::Cell;
+use hybrun_core::vocab::Benchmark;
+
+/// What a finished (or failed) launch left.
+pub(super) struct Outcome {
+    pub record: LaunchRecord,
+    pub results: Vec<u8>,
+    pub samples: Vec<u8>,
+}
+
+/// Runs one launch and reads its output. Never fails for the launch's own
+/// sake (a crash, a timeout, bad output are recorded as a failed launch).
+pub(super) fn run_launch(
+    planner: &CellPlanner<'_>,
+    cell: &Cell,
+    launch: u32,
+    scratch: &Path,
+    logs: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let dir = scratch.join(format!("{}.{launch}", cell.key));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let out_csv = dir.join("results.csv");
+    let out_samples = dir.join("samples.csv");
+    let log = dir.join("output.log");
+    let mut args = cell.hybench_args();
+    args.extend([
+        "--format".into(),
+        "csv".into(),
+        "--output".into(),
+        out_csv.display().to_string(),
+        "--samples".into(),
+        out_samples.display().to_string(),
+    ]);
+    let mut prepared = planner.prepare(cell, &args)?;
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    prepared
+        .command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        // Its own process group, so a timeout stops every process of the
+        // launch (mpiexec and its ranks, or srun), and nothing else.
+        .process_group(0);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it makes a
+    // killed campaign (kill -9) take its launcher process with it, so a
+    // resumed run does not share the cores with an orphaned benchmark.
+    unsafe {
+        prepared.command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut record = started(cell, launch, &mut prepared);
+    let t0 = Instant::now();
+    let child = match prepared.command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            record.reason = Some(format!("cannot start {}: {e}", prepared.argv[0]));
+            return Ok(Outcome {
+                record,
+                results: vec![],
+                samples: vec![],
+            });
+        }
+    };
+    let (status, timed_out) = wait_with_timeout(child, timeout);
+    record.duration_s = t0.elapsed().as_secs_f64();
+    let tail = || tail_of(&log, 2048);
+    match status {
+        Err(e) => {
+            record.reason = Some(format!("waiting for the launch failed: {e}"));
+        }
+        Ok(st) => {
+            record.exit_code = st.code();
+            record.signal = st.signal();
+            if timed_out {
+                record.status = Status::Timeout;
+                record.reason = Some(format!(
+                    "timed out after {:.0} s (the scenario's timeout); killed",
+                    timeout.as_secs_f64()
+                ));
+                record.stderr_tail = Some(tail());
+            } else if !st.success() {
+                record.reason = Some(match (st.code(), st.signal()) {
+                    (Some(c), _) => format!("exit status {c}"),
+                    (None, Some(s)) => format!("killed by signal {s}"),
+                    _ => "failed".into(),
+                });
+                record.stderr_tail = Some(tail());
+            } else {
+                match read_output(cell, launch, &out_csv, &out_samples) {
+                    Ok((rows, n_rows, samples, n_samples)) => {
+                        record.status = Status::Ok;
+                        record.rows = n_rows;
+                        record.samples = n_samples;
+                        let _ = std::fs::remove_dir_all(&dir);
+                        return Ok(Outcome {
+                            record,
+                            results: rows,
+                            samples,
+                        });
+                    }
+                    Err(e) => {
+                        record.reason = Some(format!("{e:#}"));
+                        record.stderr_tail = Some(tail());
+                    }
+                }
+            }
+        }
+    }
+    // Keep the failed launch's output for a person to read.
+    let kept = logs.join(format!("{}.{launch}.log", cell.key));
+    let _ = std::fs::create_dir_all(logs);
+    let _ = std::fs::rename(&log, &kept);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Outcome {
+        record,
+        results: vec![],
+        samples: vec![],
+    })
+}
+
+/// The record of a launch about to start (failed until it says otherwise).
+fn started(cell: &Cell, launch: u32, prepared: &mut Prepared) -> LaunchRecord {
+    LaunchRecord {
+        cell_key: cell.key.clone(),
+        launch,
+        benchmark: cell.benchmark,
+        mode: cell.mode,
+        status: Status::Failed,
+        reason: None,
+        stderr_tail: None,
+        exit_code: None,
+        signal: None,
+        started_at: hybrun_core::sys::now_utc(),
+        duration_s: 0.0,
+        host: hybrun_core::sys::hostname(),
+        slurm_job_id: std::env::var("SLURM_JOB_ID").unwrap_or_default(),
+        argv: prepared.argv.clone(),
+        env: prepared.env.clone(),
+        per_rank: prepared.per_rank.clone(),
+        plan: prepared.plan.take(),
+        rows: 0,
+        samples: 0,
+        results_end: 0,
+        samples_end: 0,
+    }
+}
+
+/// Reads hybench's CSV and samples and turns them into store rows.
+fn read_output(
+    cell: &Cell,
+    launch: u32,
+    csv_path: &Path,
+    samples_path: &Path,
+) -> anyhow::Result<(Vec<u8>, u64, Vec<u8>, u64)> {
+    let text = std::fs::read(csv_path).with_context(|| {
+        format!(
+            "hybench exited 0 but wrote no results at {} (is that directory shared with the \
+             ranks' nodes and the container?)",
+            csv_path.display()
+        )
+    })?;
+    let rows = hybrun_core::schema::read_results_csv(text.as_slice())?;
+    if rows.is_empty() {
+        bail!("hybench wrote no result rows");
+    }
+    for r in &rows {
+        if r.comm_size != cell.ranks() {
+            bail!(
+                "hybench ran with {} ranks in MPI_COMM_WORLD, the cell asked for {} (a PMI \
+                 mismatch runs N one-rank jobs); check the MPI profile and srun --mpi",
+                r.comm_size,
+                cell.ranks()
+            );
+        }
+        if r.benchmark.parse::<Benchmark>() != Ok(cell.benchmark) {
+            bail!(
+                "hybench reported benchmark {:?}, expected {:?}",
+                r.benchmark,
+                cell.benchmark.name()
+            );
+        }
+    }
+    let results = results::results_rows(cell, launch, &rows)?;
+    let samples_text = std::fs::read(samples_path)
+        .with_context(|| format!("hybench wrote no samples at {}", samples_path.display()))?;
+    let samples = results::samples_rows(cell, launch, &samples_text)?;
+    let n_samples = samples.iter().filter(|&&b| b == b'\n').count() as u64;
+    Ok((results, rows.len() as u64, samples, n_samples))
+}
+
+/// Waits for `child`; after `timeout`, stops its process group (TERM, then
+/// KILL 5 s later). Returns the status and whether it timed out.
+fn wait_with_timeout(
+    mut child: std::process::Child,
+    timeout: Duration,
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    // A thread blocked in wait(2) wakes the moment the launch ends: no
+    // polling delay is added to a cell's time.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(status) => (status, false),
+        Err(_) => {
+            // SAFETY: kill(2) on the launch's own process group.
+            unsafe { libc::kill(-pid, libc::SIGTERM) };
+            let status = match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(s) => s,
+                Err(_) => {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    rx.recv()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("the waiting thread ended")))
+                }
+            };
+            // Ranks that ignored TERM must not outlive their launch.
+            // SAFETY: as above.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            (status, true)
+        }
+    }
+}
+
+/// The last `max` bytes of a file, from a line start.
+fn tail_of(path: &Path, max: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(max);
+    let mut s = &bytes[start..];
+    if start > 0 {
+        if let Some(i) = s.iter().position(|&b| b == b'\n') {
+            s = &s[i + 1..];
+        }
+    }
+    String::from_utf8_lossy(s).trim_end().to_owned()
+}
+
+/// Kill what a killed campaign of this run left running. A campaign killed
+/// with SIGKILL takes its launcher with it (PR_SET_PDEATHSIG), but a launcher's
+/// own children can outlive it (hydra's pmi proxy and ranks blocked in
+/// MPI_Init, seen here): left alone they would share the cores with the
+/// resumed run's measurements. They are recognised by the scratch directory in
+/// their argv, `hybrun-campaign-<run id>-<pid>/`, whose pid is a campaign that
+/// no longer exists (a live one, e.g. a concurrent --submit worker, is spared).
+pub(super) fn reap_orphans(run_id: &str) {
+    let marker = format!("hybrun-campaign-{run_id}-");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let Some(at) = cmdline.find(&marker) else {
+            continue;
+        };
+        let owner: String = cmdline[at + marker.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if owner.parse::<u32>().is_ok_and(|owner| !alive(owner)) {
+            // SAFETY: kill(2) on a pid we just read; a vanished pid is harmless.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}

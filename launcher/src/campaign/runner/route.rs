@@ -1,0 +1,194 @@
+//! The one route from a cell to a command line: every cell, native included,
+//! becomes a [`Request`] for `hybrun::launch::planner::plan_run` (the planner
+//! `hybrun run` uses), and the plan renders the argv and environment that are
+//! executed and recorded. Nothing here writes an argv.
+//!
+//! What differs between the modes is therefore only what the plan puts in the
+//! container part: native is `Mode::Native` (runtime none) started by the same
+//! launcher program (srun inside an allocation, else the flavour's mpiexec)
+//! with the same site `[env]`, MPI-profile variables and fabric guard as the
+//! container modes, and runs the host's hybench build; the container modes run
+//! the image's hybench. On top of the plan every mode gets the same
+//! launcher-side core binding ([`binding_env`]).
+
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::campaign::cores;
+use crate::campaign::scenario::{Binding, Cell, Scenario};
+use crate::host::Host;
+use crate::launch::plan::Geometry;
+use crate::launch::planner::{self, Request};
+use hybrun_core::vocab::{LauncherKind, Mode};
+
+/// A command ready to spawn, and what the launch record keeps of it.
+pub struct Prepared {
+    pub command: Command,
+    /// The same command as one POSIX shell line (`env NAME=VALUE ... ARGV`,
+    /// every word quoted where a shell would read it): paste-able.
+    pub line: String,
+    /// The whole command line, as executed.
+    pub argv: Vec<String>,
+    /// Variables set in the launcher's environment.
+    pub env: Vec<(String, String)>,
+    /// What the launcher starts on each rank (the tail of `argv`).
+    pub per_rank: Vec<String>,
+    /// The launch plan, as JSON.
+    pub plan: Option<serde_json::Value>,
+}
+
+/// Plans the launches of a scenario's cells.
+pub struct CellPlanner<'a> {
+    scenario: &'a Scenario,
+    in_allocation: bool,
+    /// The MPI profiles the scenario's site file defines.
+    site_profiles: BTreeSet<String>,
+    host: Host,
+}
+
+fn text(s: &OsStr) -> String {
+    s.to_string_lossy().into_owned()
+}
+
+impl<'a> CellPlanner<'a> {
+    /// `in_allocation`: srun starts the ranks (else the flavour's mpiexec).
+    pub fn new(scenario: &'a Scenario, in_allocation: bool) -> anyhow::Result<CellPlanner<'a>> {
+        let site_profiles = match &scenario.site {
+            Some(path) => crate::site::Site::read(path, "scenario")?
+                .config
+                .mpi
+                .into_keys()
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        Ok(CellPlanner {
+            scenario,
+            in_allocation,
+            site_profiles,
+            host: Host::current(),
+        })
+    }
+
+    /// The program that starts the ranks: srun inside an allocation, else the
+    /// mpiexec of the cell's MPI flavour.
+    fn launcher(&self, cell: &Cell) -> LauncherKind {
+        if self.in_allocation {
+            LauncherKind::Srun
+        } else {
+            cell.flavour.mpiexec()
+        }
+    }
+
+    /// What `hybrun run` would be asked for this cell, running `hybench_args`.
+    pub fn request(&self, cell: &Cell, hybench_args: &[String]) -> anyhow::Result<Request> {
+        let scenario = self.scenario;
+        let hybench: OsString = if cell.mode == Mode::Native {
+            let abi = cell.flavour.abi();
+            scenario
+                .hybench
+                .get(&abi)
+                .with_context(|| {
+                    format!("no hybench build for the {} (native cells)", abi.label())
+                })?
+                .into()
+        } else {
+            scenario.container_hybench.clone().into()
+        };
+        let mut command = vec![hybench];
+        command.extend(hybench_args.iter().map(OsString::from));
+        let launcher = self.launcher(cell);
+        // A profile the site file defines is the site's word on this MPI (its
+        // env, PMI, mpiexec, library); the built-in `mpich`/`openmpi` names of a
+        // native-only scenario have none, so only the flavour's PMI is given.
+        let (mpi_profile, mpi) =
+            if cell.mode.in_container() || self.site_profiles.contains(&cell.mpi) {
+                (Some(cell.mpi.clone()), None)
+            } else {
+                let plugin = cell.flavour.default_plugin();
+                (None, (launcher == LauncherKind::Srun).then_some(plugin))
+            };
+        Ok(Request {
+            site: scenario.site.clone(),
+            mode: Some(cell.mode),
+            runtime: scenario.runtime.filter(|_| cell.mode.in_container()),
+            // `inside` runs mpiexec in the container: no launcher outside.
+            launcher: (cell.mode != Mode::Inside).then_some(launcher),
+            mpi_profile,
+            mpi,
+            geometry: Geometry {
+                nodes: Some(cell.nodes),
+                ntasks: Some(cell.ranks()),
+                ntasks_per_node: Some(cell.ranks_per_node),
+                ..Geometry::default()
+            },
+            env: cell
+                .env
+                .iter()
+                .map(|(k, v)| OsString::from(format!("{k}={v}")))
+                .collect(),
+            oversubscribe: cell.ranks() > cores(),
+            image: cell.image.clone(),
+            command,
+            ..Request::default()
+        })
+    }
+
+    /// Plans and renders one launch of `cell` running `hybench_args`.
+    pub fn prepare(&self, cell: &Cell, hybench_args: &[String]) -> anyhow::Result<Prepared> {
+        let req = self.request(cell, hybench_args)?;
+        let planned = planner::plan_run(&req, &self.host)
+            .with_context(|| format!("cell {}: hybrun::launch refused the plan", cell.key))?;
+        let mut rendered = planned.plan.render()?;
+        let per_rank = planned.plan.render_per_rank()?;
+        for (k, v) in binding_env(self.scenario, cell, self.launcher(cell)) {
+            rendered.set(k, v);
+        }
+        Ok(Prepared {
+            command: rendered.command()?,
+            line: rendered.shell_line(),
+            argv: rendered.argv.iter().map(|a| text(a)).collect(),
+            env: rendered
+                .env_set
+                .iter()
+                .map(|(k, v)| (text(k), text(v)))
+                .collect(),
+            per_rank: per_rank.argv.iter().map(|a| text(a)).collect(),
+            plan: serde_json::to_value(&planned.plan).ok(),
+        })
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The launcher-side variables that bind ranks to cores (or not), the same
+/// for every mode of a launcher; plus Open MPI's consent to run as root.
+/// `launcher` is the program that starts the ranks (for `inside`, the
+/// flavour's mpiexec in the container, which inherits them).
+fn binding_env(scenario: &Scenario, cell: &Cell, launcher: LauncherKind) -> Vec<(String, String)> {
+    let srun = launcher == LauncherKind::Srun;
+    let bind = scenario.bind == Binding::Core && (srun || cell.ranks() <= cores());
+    let mut env = Vec::new();
+    let mut set = |k: &str, v: &str| env.push((k.to_owned(), v.to_owned()));
+    match launcher {
+        LauncherKind::Srun => set("SLURM_CPU_BIND", if bind { "cores" } else { "none" }),
+        LauncherKind::MpiexecOpenmpi => {
+            set(
+                "OMPI_MCA_hwloc_base_binding_policy",
+                if bind { "core" } else { "none" },
+            );
+            if is_root() {
+                set("OMPI_ALLOW_RUN_AS_ROOT", "1");
+                set("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+            }
+        }
+        LauncherKind::MpiexecHydra | LauncherKind::None => {
+            set("HYDRA_BINDING", if bind { "core" } else { "none" });
+        }
+    }
+    env
+}

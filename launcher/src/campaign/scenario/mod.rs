@@ -1,0 +1,533 @@
+//! Scenario files: what a campaign measures, as TOML.
+//!
+//! A scenario is a matrix of axes (benchmark, mode, nodes, ranks per node,
+//! sizes, image, MPI profile, extra environment) minus exclusions; every point
+//! is a *cell*, launched `launches` times. Everything that can be checked
+//! without running anything is checked here, so a bad scenario fails before
+//! the first launch: unknown keys (with the file, line and key), unknown
+//! benchmarks and modes, images that do not exist, rank counts a benchmark
+//! cannot run with, exclusions that match nothing.
+//!
+//! Reading is three steps, one module each: [`raw`] (the TOML as written, with
+//! spans), [`validate`] (settings and axes checked, words typed into the
+//! vocabulary's enums), [`expand`] (the matrix into keyed cells, and the hybench
+//! builds native cells need). The result is a [`Scenario`], which the run
+//! directory stores as `scenario.json`.
+//!
+//! Relative paths (images, hybench builds, the site file) are relative to the
+//! scenario file's directory, so a scenario means the same from any working
+//! directory.
+
+mod expand;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use hybrun_core::named_enum;
+use hybrun_core::vocab::{Benchmark, Mode, MpiAbi, MpiFlavour, RuntimeKind};
+
+pub use validate::parse_duration;
+
+named_enum! {
+    /// The order in which launches run.
+    pub enum Order ("order") {
+        /// Launch i of every cell, then launch i + 1 (A/B/A/B): slow drifts of the machine hit every mode alike.
+        Interleaved = "interleaved",
+        /// Every (cell, launch) in a random order drawn from `seed`.
+        Shuffled = "shuffled",
+    }
+}
+
+named_enum! {
+    /// What the bootstrap resamples for a ratio's confidence interval.
+    pub enum Resample ("resampling") {
+        /// Each launch's median is one value: the launch is the unit that varies (placement, memory layout, start-up), so this is the honest default.
+        Launches = "launches",
+        /// Per-iteration samples of all launches, pooled (narrower: assumes the iterations are independent, which consecutive iterations are not quite).
+        Samples = "samples",
+    }
+}
+
+named_enum! {
+    /// How the ranks are placed on cores, in every mode alike.
+    pub enum Binding ("binding") {
+        /// Each rank bound to a core (HYDRA_BINDING, OMPI_MCA_hwloc_base_binding_policy, SLURM_CPU_BIND).
+        Core = "core",
+        /// The launcher's and the kernel's choice.
+        None = "none",
+    }
+}
+
+/// Repeat launches until the 95% CI of the median ratio is narrow enough.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StopRule {
+    /// Target relative width (high - low) / ratio, e.g. 0.02.
+    pub ci_width: f64,
+    /// Never more launches per cell than this.
+    pub max_launches: u32,
+}
+
+/// sbatch options for `--submit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitOptions {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// sbatch `-t`; default: from the cells' timeouts.
+    pub time: Option<String>,
+}
+
+/// One point of the matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Stable key: readable prefix plus a hash of everything below.
+    pub key: String,
+    pub benchmark: Benchmark,
+    pub mode: Mode,
+    pub nodes: u32,
+    pub ranks_per_node: u32,
+    /// hybench `-m` value; None: hybench's default sizes.
+    pub sizes: Option<String>,
+    /// Absolute image path (container modes only).
+    pub image: Option<PathBuf>,
+    /// MPI profile name (the site file's `[mpi.NAME]`, or `mpich`/`openmpi`).
+    pub mpi: String,
+    /// The MPI implementation of that profile.
+    pub flavour: MpiFlavour,
+    pub env: BTreeMap<String, String>,
+    pub iterations: Option<u64>,
+    pub warmup: Option<u64>,
+    /// Extra hybench arguments.
+    pub args: Vec<String>,
+}
+
+impl Cell {
+    pub fn ranks(&self) -> u32 {
+        self.nodes * self.ranks_per_node
+    }
+
+    /// Everything but the mode and the image: cells with the same group key
+    /// measure the same thing, and the native one is the others' reference.
+    pub fn group_key(&self) -> String {
+        let mut g = format!(
+            "{} {}x{} {}",
+            self.benchmark, self.nodes, self.ranks_per_node, self.mpi
+        );
+        if let Some(s) = &self.sizes {
+            let _ = write!(g, " -m {s}");
+        }
+        for (k, v) in &self.env {
+            let _ = write!(g, " {k}={v}");
+        }
+        if let Some(i) = self.iterations {
+            let _ = write!(g, " -i {i}");
+        }
+        if let Some(x) = self.warmup {
+            let _ = write!(g, " -x {x}");
+        }
+        for a in &self.args {
+            let _ = write!(g, " {a}");
+        }
+        g
+    }
+
+    /// The group key without the benchmark (for titles).
+    pub fn setting(&self) -> String {
+        self.group_key()
+            .split_once(' ')
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Image label for tables: the file name.
+    pub fn image_label(&self) -> String {
+        self.image
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// hybench's arguments for this cell, before the output options.
+    pub fn hybench_args(&self) -> Vec<String> {
+        let mut a = vec![self.benchmark.name().to_owned()];
+        if let Some(s) = &self.sizes {
+            if self.benchmark.takes_sizes() {
+                a.push("-m".into());
+                a.push(s.clone());
+            }
+        }
+        if let Some(i) = self.iterations {
+            a.push("-i".into());
+            a.push(i.to_string());
+        }
+        if let Some(x) = self.warmup {
+            a.push("-x".into());
+            a.push(x.to_string());
+        }
+        a.extend(self.args.iter().cloned());
+        a
+    }
+
+    fn compute_key(&mut self) {
+        self.key.clear();
+        let json = serde_json::to_vec(&*self).unwrap_or_default();
+        let hash = hybrun_core::sys::hex(&Sha256::digest(&json));
+        self.key = format!(
+            "{}.{}.{}x{}.{}.{}",
+            self.benchmark,
+            self.mode,
+            self.nodes,
+            self.ranks_per_node,
+            self.mpi,
+            &hash[..8]
+        );
+    }
+}
+
+/// A resolved scenario: what `hybrun campaign run` executes and stores as
+/// `scenario.json` in the run directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// The file it came from (absolute).
+    pub source: PathBuf,
+    pub launches: u32,
+    pub order: Order,
+    pub seed: u64,
+    /// Per launch of a cell, seconds.
+    pub timeout_s: f64,
+    pub tolerance: f64,
+    pub resample: Resample,
+    pub stop: Option<StopRule>,
+    /// Rank placement, the same in every mode.
+    pub bind: Binding,
+    /// Site file of every cell's launch plan (`[env]`, MPI profiles, runtime).
+    pub site: Option<PathBuf>,
+    /// Container runtime (default: the site's).
+    pub runtime: Option<RuntimeKind>,
+    /// hybench builds for native cells, by MPI ABI.
+    pub hybench: BTreeMap<MpiAbi, PathBuf>,
+    /// hybench inside the images.
+    pub container_hybench: String,
+    pub submit: SubmitOptions,
+    pub cells: Vec<Cell>,
+}
+
+impl Scenario {
+    /// Identity of the campaign: its name and a hash of its resolved content
+    /// (not of the file's bytes: comments and layout do not start a new run).
+    pub fn run_id(&self) -> String {
+        let mut copy = self.clone();
+        copy.source = PathBuf::new();
+        let json = serde_json::to_vec(&copy).unwrap_or_default();
+        format!(
+            "{}-{}",
+            self.name,
+            &hybrun_core::sys::hex(&Sha256::digest(&json))[..12]
+        )
+    }
+
+    pub fn cell(&self, key: &str) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.key == key)
+    }
+}
+
+/// The variable that overrides the hybench build of an MPI ABI.
+fn hybench_variable(abi: MpiAbi) -> Option<&'static str> {
+    match abi {
+        MpiAbi::Mpich => Some("HYBENCH_MPICH"),
+        MpiAbi::Openmpi => Some("HYBENCH_OPENMPI"),
+        MpiAbi::Standard => None,
+    }
+}
+
+/// Facts about this machine that the checks need (injected by tests).
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `$HYBENCH_MPICH` / `$HYBENCH_OPENMPI`: hybench builds that override the
+    /// scenario's (the test suite builds them elsewhere).
+    pub hybench_override: BTreeMap<MpiAbi, PathBuf>,
+}
+
+impl Environment {
+    pub fn current() -> Environment {
+        let mut hybench_override = BTreeMap::new();
+        for &abi in MpiAbi::ALL {
+            let Some(var) = hybench_variable(abi) else {
+                continue;
+            };
+            if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+                hybench_override.insert(abi, PathBuf::from(p));
+            }
+        }
+        Environment { hybench_override }
+    }
+}
+
+/// Reads, checks and expands a scenario file.
+pub fn load(file: &Path, env: &Environment) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read scenario {}", file.display()))?;
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    parse(&text, &file, env)
+}
+
+/// Parses scenario text (`file` names it in messages and anchors relative
+/// paths): raw, validate, expand.
+pub fn parse(text: &str, file: &Path, env: &Environment) -> anyhow::Result<Scenario> {
+    let src = raw::Source { file, text };
+    let raw = raw::read(&src)?;
+    let settings = validate::settings(&raw, &src)?;
+    let axes = validate::axes(&raw, &src, &settings)?;
+    let cells = expand::cells(&axes, &src)?;
+    let hybench = expand::hybench_builds(&cells, &raw.hybench, env, &src)?;
+    Ok(Scenario {
+        name: settings.name,
+        description: raw.description,
+        source: file.to_path_buf(),
+        launches: settings.launches,
+        order: settings.order,
+        seed: raw.seed.unwrap_or(1),
+        timeout_s: settings.timeout_s,
+        tolerance: settings.tolerance,
+        resample: settings.resample,
+        stop: settings.stop,
+        bind: settings.bind,
+        site: settings.site,
+        runtime: settings.runtime,
+        hybench,
+        container_hybench: raw
+            .hybench
+            .container
+            .unwrap_or_else(|| "/app/hybench".into()),
+        submit: raw.submit,
+        cells,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with_fake_hybench(dir: &Path) -> Environment {
+        let fake = dir.join("hybench");
+        std::fs::write(&fake, "").unwrap();
+        let mut e = Environment::default();
+        e.hybench_override.insert(MpiAbi::Mpich, fake.clone());
+        e.hybench_override.insert(MpiAbi::Openmpi, fake);
+        e
+    }
+
+    fn parse_in(dir: &Path, text: &str) -> anyhow::Result<Scenario> {
+        parse(text, &dir.join("s.toml"), &env_with_fake_hybench(dir))
+    }
+
+    #[test]
+    fn expands_matrix_and_keys_are_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("img")).unwrap();
+        let text = r#"
+name = "t"
+[matrix]
+benchmark = ["latency", "allreduce"]
+mode = ["native", "hybrid"]
+image = ["img"]
+[[exclude]]
+benchmark = "allreduce"
+mode = "hybrid"
+"#;
+        let s = parse_in(dir.path(), text).unwrap();
+        assert_eq!(s.cells.len(), 3);
+        let again = parse_in(dir.path(), &format!("# a comment\n{text}")).unwrap();
+        assert_eq!(s.run_id(), again.run_id(), "comments do not change the run");
+        assert!(s.cells[0].key.starts_with("latency.native.1x2.mpich."));
+        assert_eq!(
+            s.cells[1].image.as_deref(),
+            Some(dir.path().join("img").as_path())
+        );
+    }
+
+    #[test]
+    fn keys_are_those_of_earlier_versions() {
+        // A cell's key hashes its JSON: the typed fields print the same words
+        // as the strings they replaced, so runs started before keep resuming.
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\nmpi = [\"mpich\", \"openmpi\"]\n";
+        let s = parse_in(dir.path(), text).unwrap();
+        let keys: Vec<&str> = s.cells.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "latency.native.1x2.mpich.b81c1b53",
+                "latency.native.1x2.openmpi.03771453"
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |text: &str| format!("{:#}", parse_in(dir.path(), text).unwrap_err());
+        let e = err(
+            "name = \"t\"\nbogus = 1\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n",
+        );
+        assert!(e.contains("s.toml:2:1") && e.contains("bogus"), "{e}");
+        let e = err("name = \"t\"\n[matrix]\nbenchmark = [\"latencyy\"]\nmode = [\"native\"]\n");
+        assert!(
+            e.contains("s.toml:3:14") && e.contains("unknown benchmark \"latencyy\""),
+            "{e}"
+        );
+        let e = err("name = \"t\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"nativ\"]\n");
+        assert!(e.contains("s.toml:4:9: matrix.mode: unknown mode"), "{e}");
+        let e = err(
+            "name = \"t\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\nranks_per_node = [3]\n",
+        );
+        assert!(
+            e.contains("s.toml:5:19") && e.contains("exactly 2 ranks"),
+            "{e}"
+        );
+        let e = err(
+            "name = \"t\"\n[matrix]\nbenchmark = [\"mbw-mr\"]\nmode = [\"native\"]\nranks_per_node = [3]\n",
+        );
+        assert!(e.contains("even number of ranks"), "{e}");
+        let e = err(
+            "name = \"t\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"hybrid\"]\nimage = [\"nope.sif\"]\n",
+        );
+        assert!(
+            e.contains("s.toml:5:10: matrix.image: image \"nope.sif\" not found"),
+            "{e}"
+        );
+        let e = err(
+            "name = \"t\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n[[exclude]]\nmode = \"bind\"\n",
+        );
+        assert!(e.contains("matches no cell"), "{e}");
+        let e = err(
+            "name = \"t\"\ntimeout = \"soon\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n",
+        );
+        assert!(e.contains("s.toml:2:11: timeout"), "{e}");
+        let e = err("name = \"a/b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n");
+        assert!(e.contains("s.toml:1:8: name"), "{e}");
+    }
+
+    #[test]
+    fn words_are_typed_and_a_bad_one_lists_the_accepted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |text: &str| format!("{:#}", parse_in(dir.path(), text).unwrap_err());
+        let matrix = "[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n";
+        let e = err(&format!("name = \"t\"\norder = \"random\"\n{matrix}"));
+        assert!(
+            e.contains("s.toml:2:9: order: unknown order \"random\"; write interleaved, shuffled"),
+            "{e}"
+        );
+        let e = err(&format!("name = \"t\"\nbind = \"socket\"\n{matrix}"));
+        assert!(
+            e.contains("s.toml:2:8: bind: unknown binding \"socket\"; write core, none"),
+            "{e}"
+        );
+        let e = err(&format!("name = \"t\"\nruntime = \"docker\"\n{matrix}"));
+        assert!(
+            e.contains("runtime: unknown runtime \"docker\"; write singularity, apptainer, charliecloud, none"),
+            "{e}"
+        );
+        let e = err("name = \"t\"\n[matrix]\nbenchmark = [\"gpu-gemm\"]\nmode = [\"native\"]\n");
+        assert!(
+            e.contains("s.toml:3:14: matrix.benchmark: gpu-gemm is a GPU benchmark"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "name = \"t\"\n{matrix}[[exclude]]\nmode = \"nativ\"\n"
+        ));
+        assert!(e.contains("exclude.mode: unknown mode \"nativ\""), "{e}");
+        let s = parse_in(
+            dir.path(),
+            &format!("name = \"t\"\norder = \"shuffled\"\nresample = \"samples\"\nbind = \"none\"\n{matrix}"),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.order, s.resample, s.bind),
+            (Order::Shuffled, Resample::Samples, Binding::None)
+        );
+        assert_eq!(s.cells[0].flavour, MpiFlavour::Mpich);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["order"], "shuffled");
+        assert_eq!(json["cells"][0]["flavour"], "mpich");
+        assert_eq!(json["cells"][0]["mode"], "native");
+    }
+
+    /// A native-only matrix of `sizes` x `envs` allreduce cells.
+    fn big_matrix(sizes: usize, envs: usize) -> String {
+        let sizes: Vec<String> = (1..=sizes).map(|s| format!("\"{s}\"")).collect();
+        let envs: Vec<String> = (0..envs).map(|e| format!("{{ E = \"{e}\" }}")).collect();
+        format!(
+            "name = \"big\"\n[matrix]\nbenchmark = [\"allreduce\"]\nmode = [\"native\"]\nsizes = [{}]\nenv = [{}]\n",
+            sizes.join(", "),
+            envs.join(", ")
+        )
+    }
+
+    /// Parses in a thread, failing after `limit` (a runaway expansion must
+    /// fail the test, not hang it).
+    fn parse_within(text: String, limit: std::time::Duration) -> anyhow::Result<Scenario> {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_fake_hybench(dir.path());
+        let file = dir.path().join("s.toml");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(parse(&text, &file, &env));
+        });
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("parsing took more than {limit:?}"))
+    }
+
+    #[test]
+    fn a_huge_matrix_is_refused_at_once_naming_the_line() {
+        let t0 = std::time::Instant::now();
+        let e = parse_within(big_matrix(1000, 1000), std::time::Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        let took = t0.elapsed();
+        assert!(
+            e.contains("s.toml:2:1: matrix: 1000000 cells") && e.contains("at most 100000"),
+            "{e}"
+        );
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    }
+
+    #[test]
+    fn a_large_matrix_expands_in_linear_time() {
+        // 60,000 cells: about 2 s in a debug build; a quadratic
+        // de-duplication took 5 s for 20,000 and about 45 s for these.
+        let s = parse_within(big_matrix(600, 100), std::time::Duration::from_secs(15)).unwrap();
+        assert_eq!(s.cells.len(), 60_000);
+        // Cells that come out the same are kept once (two equal env sets).
+        let text = big_matrix(2, 1).replace(
+            "env = [{ E = \"0\" }]",
+            "env = [{ E = \"0\" }, { E = \"0\" }]",
+        );
+        let s = parse_within(text, std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(s.cells.len(), 2);
+    }
+
+    #[test]
+    fn missing_hybench_is_an_error_naming_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"t\"\n[hybench]\nmpich = \"nothere\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n";
+        let e = format!(
+            "{:#}",
+            parse(text, &dir.path().join("s.toml"), &Environment::default()).unwrap_err()
+        );
+        assert!(
+            e.contains("s.toml:3:9: hybench.mpich") && e.contains("scripts/build-hybench mpich"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,557 @@
+//! Every setting and axis of a [`RawScenario`] checked and typed, before any
+//! cell exists: words become the vocabulary's enums (a bad one is refused
+//! with the file, line, key and the accepted words), numbers are in range,
+//! paths are anchored at the scenario file, the site file is read for its MPI
+//! profiles. [`super::expand`] then only combines what is known to be valid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use toml::Spanned;
+
+use super::raw::{List, RawExclude, RawScenario, Source};
+use super::{Binding, Order, Resample, StopRule};
+use hybrun_core::vocab::{Benchmark, Mode, MpiFlavour, RuntimeKind};
+
+/// The scenario's scalar settings, checked.
+pub(super) struct Settings {
+    pub name: String,
+    pub launches: u32,
+    pub order: Order,
+    pub timeout_s: f64,
+    pub tolerance: f64,
+    pub resample: Resample,
+    pub bind: Binding,
+    pub stop: Option<StopRule>,
+    pub site: Option<PathBuf>,
+    pub runtime: Option<RuntimeKind>,
+    /// The MPI profiles the site file defines: name -> flavour.
+    pub site_profiles: BTreeMap<String, MpiFlavour>,
+}
+
+/// An image of the matrix: as written (exclusions match that), where it is.
+pub(super) struct Image {
+    pub given: String,
+    pub path: PathBuf,
+    pub span: Range<usize>,
+}
+
+/// An MPI profile of the matrix and its implementation.
+pub(super) struct Profile {
+    pub name: String,
+    pub flavour: MpiFlavour,
+}
+
+/// `[benchmark.NAME]`: per-benchmark options.
+#[derive(Default)]
+pub(super) struct Options {
+    pub sizes: Option<String>,
+    pub iterations: Option<u64>,
+    pub warmup: Option<u64>,
+    pub args: Vec<String>,
+}
+
+/// One `[[exclude]]`, typed.
+pub(super) struct Exclude {
+    pub benchmark: Option<Benchmark>,
+    pub mode: Option<Mode>,
+    pub nodes: Option<u32>,
+    pub ranks_per_node: Option<u32>,
+    pub sizes: Option<String>,
+    /// The image as written in the matrix.
+    pub image: Option<String>,
+    pub mpi: Option<String>,
+    pub span: Range<usize>,
+}
+
+/// The matrix's axes, checked. Entries keep their spans for the messages of
+/// the expansion (an impossible cell points at the rank count as written).
+pub(super) struct Axes {
+    pub benchmarks: Vec<Spanned<Benchmark>>,
+    pub modes: Vec<Spanned<Mode>>,
+    pub nodes: Vec<Spanned<u32>>,
+    pub ranks_per_node: Vec<Spanned<u32>>,
+    pub sizes: Option<Vec<String>>,
+    pub images: Vec<Image>,
+    pub mpis: Vec<Profile>,
+    pub envs: Vec<BTreeMap<String, String>>,
+    pub options: BTreeMap<Benchmark, Options>,
+    pub excludes: Vec<Exclude>,
+    /// The matrix table, for messages about the whole of it.
+    pub span: Range<usize>,
+}
+
+/// A word of the vocabulary, or an error naming the key and the accepted words.
+fn word<T: FromStr>(
+    src: &Source<'_>,
+    value: &Spanned<String>,
+    key: &str,
+    what: &str,
+    names: &[&str],
+) -> anyhow::Result<T> {
+    value.get_ref().parse().map_err(|_| {
+        src.at(
+            value.span(),
+            key,
+            format!(
+                "unknown {what} {:?}; write {}",
+                value.get_ref(),
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// hybench's MPI benchmarks (the ones a campaign runs), as "a, b, c".
+fn mpi_benchmarks() -> String {
+    Benchmark::ALL
+        .iter()
+        .filter(|b| !b.is_gpu())
+        .map(|b| b.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A benchmark name of the matrix or a `[benchmark.NAME]` table.
+fn benchmark(src: &Source<'_>, value: &Spanned<String>, key: &str) -> anyhow::Result<Benchmark> {
+    let b: Benchmark = value.get_ref().parse().map_err(|_| {
+        src.at(
+            value.span(),
+            key,
+            format!(
+                "unknown benchmark {:?}; hybench has {}",
+                value.get_ref(),
+                mpi_benchmarks()
+            ),
+        )
+    })?;
+    if b.is_gpu() {
+        return Err(src.at(
+            value.span(),
+            key,
+            format!(
+                "{b} is a GPU benchmark; campaigns run hybench's MPI benchmarks: {}",
+                mpi_benchmarks()
+            ),
+        ));
+    }
+    Ok(b)
+}
+
+/// The scalar settings.
+pub(super) fn settings(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Settings> {
+    let name = raw.name.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with('.')
+    {
+        return Err(src.at(
+            raw.name.span(),
+            "name",
+            format!(
+                "{name:?}: use letters, digits, '-', '_' and '.' (it names the results directory)"
+            ),
+        ));
+    }
+    let launches = raw.launches.as_ref().map_or(3, |l| *l.get_ref());
+    if launches == 0 {
+        let span = raw.launches.as_ref().map(|l| l.span()).unwrap_or(0..0);
+        return Err(src.at(span, "launches", "must be at least 1"));
+    }
+    let order = match &raw.order {
+        None => Order::Interleaved,
+        Some(o) => word(src, o, "order", "order", Order::NAMES)?,
+    };
+    let timeout_s = match &raw.timeout {
+        None => 600.0,
+        Some(t) => parse_duration(t.get_ref()).ok_or_else(|| {
+            src.at(
+                t.span(),
+                "timeout",
+                format!("{:?}: write e.g. \"90s\", \"10m\" or \"1h\"", t.get_ref()),
+            )
+        })?,
+    };
+    let tolerance = match &raw.tolerance {
+        None => 0.03,
+        Some(t) if *t.get_ref() > 0.0 && *t.get_ref() < 1.0 => *t.get_ref(),
+        Some(t) => {
+            return Err(src.at(
+                t.span(),
+                "tolerance",
+                "a fraction in (0, 1), e.g. 0.03 for ±3%",
+            ));
+        }
+    };
+    let resample = match &raw.resample {
+        None => Resample::Launches,
+        Some(r) => word(src, r, "resample", "resampling", Resample::NAMES)?,
+    };
+    let bind = match &raw.bind {
+        None => Binding::Core,
+        Some(b) => word(src, b, "bind", "binding", Binding::NAMES)?,
+    };
+    let stop = stop_rule(raw, src, launches)?;
+    let (site, site_profiles) = site(raw, src)?;
+    let runtime = match &raw.runtime {
+        None => None,
+        Some(r) => Some(word(src, r, "runtime", "runtime", RuntimeKind::NAMES)?),
+    };
+    Ok(Settings {
+        name: name.clone(),
+        launches,
+        order,
+        timeout_s,
+        tolerance,
+        resample,
+        bind,
+        stop,
+        site,
+        runtime,
+        site_profiles,
+    })
+}
+
+fn stop_rule(
+    raw: &RawScenario,
+    src: &Source<'_>,
+    launches: u32,
+) -> anyhow::Result<Option<StopRule>> {
+    let Some(s) = &raw.stop else {
+        return Ok(None);
+    };
+    let r = s.get_ref();
+    if !(r.ci_width > 0.0 && r.ci_width < 1.0) {
+        return Err(src.at(
+            s.span(),
+            "stop.ci_width",
+            "a relative width in (0, 1), e.g. 0.02",
+        ));
+    }
+    if r.max_launches < launches {
+        return Err(src.at(
+            s.span(),
+            "stop.max_launches",
+            format!(
+                "{} is below launches = {launches}; raise it",
+                r.max_launches
+            ),
+        ));
+    }
+    Ok(Some(StopRule {
+        ci_width: r.ci_width,
+        max_launches: r.max_launches,
+    }))
+}
+
+/// The site file (checked to exist and to parse) and the profiles it defines.
+fn site(
+    raw: &RawScenario,
+    src: &Source<'_>,
+) -> anyhow::Result<(Option<PathBuf>, BTreeMap<String, MpiFlavour>)> {
+    let Some(given) = &raw.site else {
+        return Ok((None, BTreeMap::new()));
+    };
+    let path = src.path(given.get_ref());
+    if !path.is_file() {
+        return Err(src.at(
+            given.span(),
+            "site",
+            format!("{} does not exist", path.display()),
+        ));
+    }
+    // The site module owns the [mpi.NAME] sections: read its typed view, so
+    // the campaign and the launcher never disagree on a profile's flavour.
+    let site =
+        crate::site::Site::read(&path, "scenario").map_err(|e| src.at(given.span(), "site", e))?;
+    let profiles = site
+        .config
+        .mpi
+        .iter()
+        .map(|(name, profile)| (name.clone(), profile.flavour))
+        .collect();
+    Ok((Some(path), profiles))
+}
+
+/// A list of numbers, each at least 1; `default` when the key is absent.
+fn numbers(
+    src: &Source<'_>,
+    list: &List<u32>,
+    key: &str,
+    default: u32,
+) -> anyhow::Result<Vec<Spanned<u32>>> {
+    match list {
+        None => Ok(vec![Spanned::new(0..0, default)]),
+        Some(l) if l.get_ref().is_empty() => Err(src.at(l.span(), key, "the list is empty")),
+        Some(l) => {
+            for v in l.get_ref() {
+                if *v.get_ref() == 0 {
+                    return Err(src.at(v.span(), key, "must be at least 1"));
+                }
+            }
+            Ok(l.get_ref().clone())
+        }
+    }
+}
+
+/// An optional list of strings, not empty when given.
+fn strings(
+    src: &Source<'_>,
+    list: &List<String>,
+    key: &str,
+) -> anyhow::Result<Option<Vec<Spanned<String>>>> {
+    match list {
+        None => Ok(None),
+        Some(l) if l.get_ref().is_empty() => Err(src.at(l.span(), key, "the list is empty")),
+        Some(l) => Ok(Some(l.get_ref().clone())),
+    }
+}
+
+/// A list of words, each parsed by `parse`.
+fn words<T>(
+    list: &Spanned<Vec<Spanned<String>>>,
+    parse: impl Fn(&Spanned<String>) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<Spanned<T>>> {
+    list.get_ref()
+        .iter()
+        .map(|w| Ok(Spanned::new(w.span(), parse(w)?)))
+        .collect()
+}
+
+/// The matrix's axes, `[benchmark.NAME]` options and exclusions.
+pub(super) fn axes(
+    raw: &RawScenario,
+    src: &Source<'_>,
+    settings: &Settings,
+) -> anyhow::Result<Axes> {
+    let m = raw.matrix.get_ref();
+    for (list, key) in [(&m.benchmark, "matrix.benchmark"), (&m.mode, "matrix.mode")] {
+        if list.get_ref().is_empty() {
+            return Err(src.at(list.span(), key, "the list is empty"));
+        }
+    }
+    let benchmarks = words(&m.benchmark, |w| benchmark(src, w, "matrix.benchmark"))?;
+    let modes = words(&m.mode, |w| {
+        word(src, w, "matrix.mode", "mode", Mode::NAMES)
+    })?;
+    let nodes = numbers(src, &m.nodes, "matrix.nodes", 1)?;
+    let ranks_per_node = numbers(src, &m.ranks_per_node, "matrix.ranks_per_node", 2)?;
+    let sizes = strings(src, &m.sizes, "matrix.sizes")?;
+    for s in sizes.iter().flatten() {
+        if !valid_sizes(s.get_ref()) {
+            return Err(src.at(
+                s.span(),
+                "matrix.sizes",
+                format!(
+                    "{:?}: write hybench's -m form, MAX, MIN:MAX or MIN: (K/M/G suffixes)",
+                    s.get_ref()
+                ),
+            ));
+        }
+    }
+    let images = strings(src, &m.image, "matrix.image")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| Image {
+            path: src.path(i.get_ref()),
+            span: i.span(),
+            given: i.into_inner(),
+        })
+        .collect();
+    let mpis = profiles(src, &m.mpi, &settings.site_profiles)?;
+    let envs = match &m.env {
+        None => vec![Spanned::new(0..0, BTreeMap::new())],
+        Some(l) if l.get_ref().is_empty() => {
+            return Err(src.at(l.span(), "matrix.env", "the list is empty"));
+        }
+        Some(l) => l.get_ref().clone(),
+    };
+    for e in &envs {
+        for name in e.get_ref().keys() {
+            if name.is_empty()
+                || name.starts_with(|c: char| c.is_ascii_digit())
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(src.at(
+                    e.span(),
+                    "matrix.env",
+                    format!("{name:?} is not a variable name"),
+                ));
+            }
+        }
+    }
+    Ok(Axes {
+        benchmarks,
+        modes,
+        nodes,
+        ranks_per_node,
+        sizes: sizes.map(|s| s.into_iter().map(Spanned::into_inner).collect()),
+        images,
+        mpis,
+        envs: envs.into_iter().map(Spanned::into_inner).collect(),
+        options: options(raw, src)?,
+        excludes: excludes(raw, src)?,
+        span: raw.matrix.span(),
+    })
+}
+
+/// The matrix's MPI profiles: the site file's, else the built-in `mpich` and
+/// `openmpi` (native cells only: the container modes read the profile from the
+/// site file when they are planned).
+fn profiles(
+    src: &Source<'_>,
+    list: &List<String>,
+    site_profiles: &BTreeMap<String, MpiFlavour>,
+) -> anyhow::Result<Vec<Profile>> {
+    let builtin = [MpiFlavour::Mpich, MpiFlavour::Openmpi];
+    let names = strings(src, list, "matrix.mpi")?
+        .unwrap_or_else(|| vec![Spanned::new(0..0, MpiFlavour::Mpich.name().to_owned())]);
+    names
+        .iter()
+        .map(|p| {
+            let name = p.get_ref();
+            let flavour = match site_profiles.get(name) {
+                Some(flavour) => *flavour,
+                None => match builtin.iter().find(|f| f.name() == name.as_str()) {
+                    Some(flavour) => *flavour,
+                    None => {
+                        let mut known: BTreeSet<&str> =
+                            site_profiles.keys().map(String::as_str).collect();
+                        known.extend(builtin.iter().map(|f| f.name()));
+                        return Err(src.at(
+                            p.span(),
+                            "matrix.mpi",
+                            format!(
+                                "unknown MPI profile {name:?}; known: {} (a site file's [mpi.NAME] adds more)",
+                                known.into_iter().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                },
+            };
+            Ok(Profile {
+                name: name.clone(),
+                flavour,
+            })
+        })
+        .collect()
+}
+
+/// `[benchmark.NAME]` tables, by benchmark.
+fn options(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<BTreeMap<Benchmark, Options>> {
+    let mut names = Vec::new();
+    for name in raw.benchmark.keys() {
+        if name.get_ref().parse::<Benchmark>().is_err() {
+            return Err(src.at(
+                name.span(),
+                "benchmark",
+                format!("[benchmark.{}]: no such benchmark", name.get_ref()),
+            ));
+        }
+        names.push(benchmark(src, name, "benchmark")?);
+    }
+    let mut out = BTreeMap::new();
+    for (b, opts) in names.into_iter().zip(raw.benchmark.values()) {
+        if let Some(s) = &opts.sizes {
+            if !valid_sizes(s.get_ref()) {
+                return Err(src.at(
+                    s.span(),
+                    "benchmark.sizes",
+                    format!(
+                        "{:?}: write hybench's -m form, MAX, MIN:MAX or MIN:",
+                        s.get_ref()
+                    ),
+                ));
+            }
+        }
+        out.insert(
+            b,
+            Options {
+                sizes: opts.sizes.as_ref().map(|s| s.get_ref().clone()),
+                iterations: opts.iterations,
+                warmup: opts.warmup,
+                args: opts.args.clone(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// `[[exclude]]` tables, their words typed.
+fn excludes(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Vec<Exclude>> {
+    raw.exclude
+        .iter()
+        .map(|x| {
+            let RawExclude {
+                benchmark: b,
+                mode,
+                nodes,
+                ranks_per_node,
+                sizes,
+                image,
+                mpi,
+            } = x.get_ref();
+            Ok(Exclude {
+                benchmark: b
+                    .as_ref()
+                    .map(|b| benchmark(src, b, "exclude.benchmark"))
+                    .transpose()?,
+                mode: mode
+                    .as_ref()
+                    .map(|m| word(src, m, "exclude.mode", "mode", Mode::NAMES))
+                    .transpose()?,
+                nodes: *nodes,
+                ranks_per_node: *ranks_per_node,
+                sizes: sizes.clone(),
+                image: image.clone(),
+                mpi: mpi.clone(),
+                span: x.span(),
+            })
+        })
+        .collect()
+}
+
+/// `90`, `90s`, `10m`, `1h`, `1.5m` -> seconds.
+pub fn parse_duration(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last()? {
+        (i, 's') => (&t[..i], 1.0),
+        (i, 'm') => (&t[..i], 60.0),
+        (i, 'h') => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v > 0.0).then_some(v * mult)
+}
+
+/// hybench's `-m` syntax: `MAX`, `MIN:MAX`, `MIN:`, with K/M/G suffixes.
+fn valid_sizes(text: &str) -> bool {
+    let one = |s: &str| {
+        let s = s.trim_end_matches(['K', 'M', 'G', 'k', 'm', 'g']);
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
+    };
+    match text.split_once(':') {
+        Some((a, "")) => one(a),
+        Some((a, b)) => one(a) && one(b),
+        None => one(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("90"), Some(90.0));
+        assert_eq!(parse_duration("2m"), Some(120.0));
+        assert_eq!(parse_duration("0.5h"), Some(1800.0));
+        assert_eq!(parse_duration("-1s"), None);
+        assert!(valid_sizes("1:4M") && valid_sizes("8") && valid_sizes("4K:"));
+        assert!(!valid_sizes("1-8") && !valid_sizes(":8"));
+    }
+}
