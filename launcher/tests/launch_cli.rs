@@ -413,6 +413,15 @@ fn bad_input_is_refused_with_nothing_launched() {
         ],
         &["','"],
     );
+}
+
+#[test]
+fn mpi_and_profile_mismatches_are_refused_with_nothing_launched() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
     refused(
         &w,
         &[
@@ -420,7 +429,7 @@ fn bad_input_is_refused_with_nothing_launched() {
             "mpich",
             "--mpi",
             "pmix",
-            &image,
+            image,
             "--",
             "/app/x",
         ],
@@ -436,7 +445,7 @@ fn bad_input_is_refused_with_nothing_launched() {
             // Past the gate (an MPICH image, an Open MPI profile): the point is
             // bind mode's own refusal.
             "--force",
-            &image,
+            image,
             "--",
             "/x",
         ],
@@ -455,7 +464,7 @@ fn bad_input_is_refused_with_nothing_launched() {
         w.site(),
         "--mpi-profile",
         "mpich",
-        &image,
+        image,
         "--",
     ]);
     assert_eq!(out.status.code(), Some(2));
@@ -467,7 +476,7 @@ fn bad_input_is_refused_with_nothing_launched() {
             "mpich",
             "--unset",
             "SLURM_JOB_ID",
-            &image,
+            image,
             "--",
             "/x",
         ],

@@ -485,6 +485,8 @@ struct Case {
     plan: LaunchPlan,
 }
 
+// A data table: one entry per golden file.
+#[allow(clippy::too_many_lines)]
 fn cases() -> Vec<Case> {
     use LauncherKind::*;
     use Mode::*;

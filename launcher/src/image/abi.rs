@@ -35,26 +35,15 @@ pub fn family_from_name(name: &str) -> Option<MpiAbi> {
     }
 }
 
-/// How strictly library versions must agree within one ABI (Sarus's modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AbiMode {
-    /// SONAME majors equal (libmpi.so.12 == libmpich.so.12.x.y).
-    #[default]
-    Major,
-    /// Majors equal and host minor >= container minor.
-    Full,
-    /// major.minor.patch equal.
-    Strict,
-}
-
-impl AbiMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            AbiMode::Major => "major",
-            AbiMode::Full => "full",
-            AbiMode::Strict => "strict",
-        }
+hybrun_core::named_enum! {
+    /// How strictly library versions must agree within one ABI (Sarus's modes).
+    pub enum AbiMode ("ABI mode") {
+        /// SONAME majors equal (libmpi.so.12 == libmpich.so.12.x.y).
+        Major = "major",
+        /// Majors equal and host minor >= container minor.
+        Full = "full",
+        /// major.minor.patch equal.
+        Strict = "strict",
     }
 }
 

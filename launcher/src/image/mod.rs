@@ -16,7 +16,6 @@
 
 pub mod abi;
 pub mod check;
-pub mod cli;
 pub mod contents;
 pub mod detect;
 pub mod env;

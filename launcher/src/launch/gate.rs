@@ -296,7 +296,7 @@ fn judge(
         loader: Loader::current(),
         site_fabric: input.site_fabric,
     };
-    let report = check::check(contents, host, &[launch_mode], AbiMode::default());
+    let report = check::check(contents, host, &[launch_mode], AbiMode::Major);
     let mut verdict = report
         .verdicts
         .into_iter()

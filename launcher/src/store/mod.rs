@@ -17,7 +17,6 @@
 //! cannot both win.
 
 mod admission;
-pub mod cli;
 mod copy;
 mod dir;
 mod index;

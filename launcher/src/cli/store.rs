@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Listed, Store, StoreError, Verified};
-use crate::site::Site;
+use hybrun::site::Site;
+use hybrun::store::{self as library, Listed, Store, StoreError, Verified};
 use hybrun_core::sys::utc_text;
 
 /// Where the store is: the options every store subcommand takes.
@@ -46,7 +46,7 @@ The site configuration file, TOML. Found as: --site FILE, else $HYBRUN_SITE, els
 impl StoreArgs {
     fn open(&self) -> Result<Store, StoreError> {
         let site = Site::load(self.site.as_deref())?;
-        super::open(&site, self.dir.as_deref())
+        library::open(&site, self.dir.as_deref())
     }
 }
 

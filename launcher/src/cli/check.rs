@@ -1,33 +1,15 @@
-//! The command-line side of [`crate::image`]: `hybrun image wrap`, `hybrun image
-//! inspect --contents` and `hybrun image check`. Each returns its report as text;
-//! the binary prints it.
+//! `hybrun image check`: its arguments and its report (the rules are
+//! [`hybrun::image::check`]).
 
-use std::fs::File;
-use std::io::Read;
 use std::path::PathBuf;
 
 use clap::Args;
-
-use super::abi::AbiMode;
-use super::check::facts::{self, HostMpiChoice, SrunChoice};
-use super::check::{self, Status};
-use super::contents::Image;
-use super::detect;
+use hybrun::image::abi::AbiMode;
+use hybrun::image::check::facts::{self, HostMpiChoice, SrunChoice};
+use hybrun::image::check::{self, Status};
+use hybrun::image::contents::Image;
+use hybrun::image::detect;
 use hybrun_core::vocab::Mode;
-use hybrun_sif::{Arch, SifBuilder, SifImage, display};
-
-/// Arguments of `hybrun image wrap`.
-#[derive(Debug, Args)]
-pub struct WrapArgs {
-    /// The SquashFS file (mksquashfs output) to wrap.
-    pub squashfs: PathBuf,
-    /// The SIF image to write (replaced atomically if it exists).
-    pub output: PathBuf,
-    /// Architecture recorded for the partition and header (Go names: amd64, arm64,
-    /// ppc64le, ...); default: this machine's.
-    #[arg(long)]
-    pub arch: Option<String>,
-}
 
 /// `--mode` of `hybrun image check`: one launch mode, or "all" (native, hybrid
 /// and bind).
@@ -99,108 +81,8 @@ pub struct CheckOutcome {
     pub failed: bool,
 }
 
-/// Errors of the commands that are not image errors (bad arguments).
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(
-        "--arch {0}: unknown architecture; use a Go name: 386, amd64, arm, arm64, ppc64, \
-         ppc64le, mips, mipsle, mips64, mips64le, s390x, riscv64"
-    )]
-    UnknownArch(String),
-    #[error(
-        "{path}: not a SquashFS file (no \"hsqs\" magic); `hybrun image wrap` takes mksquashfs \
-         output"
-    )]
-    NotSquashfs { path: String },
-    #[error("{path}: cannot read it: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("this machine's architecture has no SIF code; pass --arch")]
-    NoHostArch,
-}
-
-/// `hybrun image wrap`: SquashFS -> SIF with it as the primary system partition.
-pub fn wrap(args: &WrapArgs) -> anyhow::Result<String> {
-    let arch = match &args.arch {
-        Some(name) => {
-            Arch::from_go_name(name).ok_or_else(|| CliError::UnknownArch(name.clone()))?
-        }
-        None => Arch::host().ok_or(CliError::NoHostArch)?,
-    };
-    let label = args.squashfs.display().to_string();
-    let mut magic = [0u8; 4];
-    File::open(&args.squashfs)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|source| CliError::Read {
-            path: label.clone(),
-            source,
-        })?;
-    if &magic != b"hsqs" {
-        return Err(CliError::NotSquashfs { path: label }.into());
-    }
-    let header = SifBuilder::new(arch)
-        .add_primary_squashfs(&args.squashfs)
-        .write_to(&args.output)?;
-    let sif = SifImage::open(&args.output)?;
-    let size = sif.primary_partition().map_or(0, |d| d.size);
-    Ok(format!(
-        "{}: SIF {} with {label} ({} bytes) as its primary system partition (squashfs, {}), id {}\n",
-        args.output.display(),
-        header.version_text(),
-        size,
-        arch.go_name(),
-        header.id,
-    ))
-}
-
-/// `hybrun image inspect --contents`: the detected contents (and for SIF, the header
-/// and objects first); `list` adds every path.
-pub fn inspect_contents(path: &PathBuf, json: bool, list: bool) -> anyhow::Result<String> {
-    let image = Image::open(path)?;
-    let contents = detect::detect(&image)?;
-    let sif = if image.kind() == super::contents::ImageKind::Sif {
-        Some(SifImage::open(path)?)
-    } else {
-        None
-    };
-    if json {
-        let mut value = serde_json::json!({ "contents": contents });
-        if let Some(sif) = &sif {
-            value["sif"] = display::inspect_json(sif.path(), sif.header(), sif.descriptors());
-        }
-        if list {
-            let files: Vec<serde_json::Value> = image
-                .entries()
-                .map(|(p, e)| {
-                    serde_json::json!({
-                        "path": p, "kind": e.kind, "mode": e.mode, "size": e.size, "target": e.target,
-                    })
-                })
-                .collect();
-            value["files"] = serde_json::Value::Array(files);
-        }
-        let mut text = serde_json::to_string_pretty(&value)?;
-        text.push('\n');
-        return Ok(text);
-    }
-    let mut text = String::new();
-    if let Some(sif) = &sif {
-        text.push_str(&display::inspect_text(sif.header(), sif.descriptors()));
-        text.push('\n');
-    }
-    text.push_str(&contents.text());
-    if list {
-        text.push('\n');
-        text.push_str(&image.listing());
-    }
-    Ok(text)
-}
-
 /// The host MPI library that the site's profile `name` names.
-fn profile_library(site: &crate::site::Site, name: &str) -> anyhow::Result<PathBuf> {
+fn profile_library(site: &hybrun::site::Site, name: &str) -> anyhow::Result<PathBuf> {
     let file = site
         .path
         .as_ref()
@@ -229,7 +111,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<CheckOutcome> {
     let image = Image::open(&args.image)?;
     let contents = detect::detect(&image)?;
     // The site decides the host MPI profiles and the fabric the image must drive.
-    let site = crate::site::Site::load(args.site.as_deref())?;
+    let site = hybrun::site::Site::load(args.site.as_deref())?;
     let host_mpi = match (args.host_mpi.as_deref(), args.mpi_profile.as_deref()) {
         (_, Some(name)) => HostMpiChoice::Path(profile_library(&site, name)?),
         (None, None) => HostMpiChoice::Detect,
