@@ -13,12 +13,14 @@
 
 use crate::comm::wtime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockKind {
-    /// Invariant time-stamp counter (x86_64).
-    Tsc,
-    /// MPI_Wtime in nanoseconds.
-    Wtime,
+hybrun_core::named_enum! {
+    /// The clock that stamps each iteration.
+    pub enum ClockKind ("clock") {
+        /// Invariant time-stamp counter (x86_64).
+        Tsc = "tsc",
+        /// MPI_Wtime in nanoseconds.
+        Wtime = "MPI_Wtime",
+    }
 }
 
 impl ClockKind {
@@ -37,13 +39,6 @@ impl ClockKind {
             }
         }
         ClockKind::Wtime
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ClockKind::Tsc => "tsc",
-            ClockKind::Wtime => "MPI_Wtime",
-        }
     }
 
     /// A raw stamp: TSC ticks, or MPI_Wtime nanoseconds.

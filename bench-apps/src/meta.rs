@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use hybrun_core::schema::{RunMetadata, SCHEMA_VERSION};
+use hybrun_core::vocab::{MpiFlavour, RuntimeKind};
 use serde::{Deserialize, Serialize};
 
 use crate::comm::{self, World};
@@ -90,38 +91,26 @@ impl RankInfo {
     }
 }
 
-/// MPI flavour from the library version string.
-pub fn flavour(version: &str) -> &'static str {
-    let v = version.to_ascii_lowercase();
-    if v.contains("open mpi") {
-        "openmpi"
-    } else if v.contains("intel(r) mpi") || v.contains("intel mpi") {
-        "intelmpi"
-    } else if v.contains("mvapich") {
-        "mvapich"
-    } else if v.contains("cray mpich") {
-        "craympich"
-    } else if v.contains("mpich") {
-        "mpich"
-    } else {
-        "unknown"
-    }
+/// The MPI's implementation, from the text of MPI_Get_library_version (the
+/// same markers hybrun's image check reads from a library's strings).
+pub fn flavour(version: &str) -> Option<MpiFlavour> {
+    MpiFlavour::recognise([version])
 }
 
 /// Which container runtime, if any, this process runs in.
-pub fn container() -> &'static str {
+pub fn container() -> RuntimeKind {
     let env = |k: &str| std::env::var_os(k).is_some();
     if env("APPTAINER_CONTAINER") || env("APPTAINER_NAME") {
-        "apptainer"
+        RuntimeKind::Apptainer
     } else if env("SINGULARITY_CONTAINER")
         || env("SINGULARITY_NAME")
         || std::path::Path::new("/.singularity.d").exists()
     {
-        "singularity"
+        RuntimeKind::Singularity
     } else if env("CH_RUNNING") {
-        "charliecloud"
+        RuntimeKind::Charliecloud
     } else {
-        "none"
+        RuntimeKind::None
     }
 }
 
@@ -183,7 +172,7 @@ pub fn collect(world: &World, started_at: String) -> Collected {
         schema_version: SCHEMA_VERSION,
         hybench_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,
-        mpi_flavour: flavour(&version).to_string(),
+        mpi_flavour: flavour(&version),
         mpi_version: version,
         mpi_library: mine.mpi_library.clone(),
         mpi_library_inode: mine.mpi_library_inode,
@@ -201,7 +190,7 @@ pub fn collect(world: &World, started_at: String) -> Collected {
             .map(|r| format!("{}@{}:{}", r.rank, r.host, r.cpus))
             .collect::<Vec<_>>()
             .join(";"),
-        container: container().to_string(),
+        container: Some(container()),
         transport_env: transport_env(),
         slurm_job_id: env("SLURM_JOB_ID"),
         slurm_step_id: env("SLURM_STEP_ID"),
@@ -232,11 +221,17 @@ mod tests {
 
     #[test]
     fn flavours() {
-        assert_eq!(flavour("MPICH Version:      4.0.2"), "mpich");
+        assert_eq!(
+            flavour("MPICH Version:      4.0.2"),
+            Some(MpiFlavour::Mpich)
+        );
         assert_eq!(
             flavour("Open MPI v4.1.4, package: Debian OpenMPI"),
-            "openmpi"
+            Some(MpiFlavour::Openmpi)
         );
-        assert_eq!(flavour("Intel(R) MPI Library 2021.10"), "intelmpi");
+        assert_eq!(
+            flavour("Intel(R) MPI Library 2021.10"),
+            Some(MpiFlavour::Intel)
+        );
     }
 }

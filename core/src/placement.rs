@@ -23,7 +23,6 @@
 //! (`sched_getaffinity`): `near` when all of them are near the GPU, `partial`
 //! when some are, `far` when none are, `unknown` when sysfs does not say.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Environment variables that carry the node-local rank, in priority order.
@@ -213,17 +212,18 @@ pub fn set_affinity(cpus: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
-/// How the CPUs a rank may use relate to the CPUs near its GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binding {
-    /// Every allowed CPU is near the GPU.
-    Near,
-    /// Some allowed CPUs are near the GPU, some are not.
-    Partial,
-    /// No allowed CPU is near the GPU.
-    Far,
-    /// The GPU's locality is unknown.
-    Unknown,
+crate::named_enum! {
+    /// How the CPUs a rank may use relate to the CPUs near its GPU.
+    pub enum Binding ("binding") {
+        /// Every allowed CPU is near the GPU.
+        Near = "near",
+        /// Some allowed CPUs are near the GPU, some are not.
+        Partial = "partial",
+        /// No allowed CPU is near the GPU.
+        Far = "far",
+        /// The GPU's locality is unknown.
+        Unknown = "unknown",
+    }
 }
 
 impl Binding {
@@ -239,21 +239,6 @@ impl Binding {
         } else {
             Binding::Partial
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Binding::Near => "near",
-            Binding::Partial => "partial",
-            Binding::Far => "far",
-            Binding::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Binding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -9,37 +9,34 @@
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{OverRanks, Summary};
+use crate::vocab::{MpiFlavour, RuntimeKind};
 
 /// Version of the CSV/JSON schema below.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Unit of a benchmark's value column.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Unit {
-    /// Microseconds (latency; one-way for point-to-point, per call for collectives).
-    #[serde(rename = "us")]
-    #[default]
-    Micros,
-    /// 10^6 bytes per second, the OSU convention.
-    #[serde(rename = "MB/s")]
-    MegabytesPerSec,
-    /// 10^9 bytes per second (GPU memory and transfer benchmarks, STREAM convention).
-    #[serde(rename = "GB/s")]
-    GigabytesPerSec,
-    /// 10^12 floating-point operations per second (GPU matrix products, 2MNK per product).
-    #[serde(rename = "TFLOP/s")]
-    TeraflopsPerSec,
+crate::named_enum! {
+    /// Unit of a benchmark's value column.
+    pub enum Unit ("unit") {
+        /// Microseconds (latency; one-way for point-to-point, per call for collectives).
+        Micros = "us",
+        /// 10^6 bytes per second, the OSU convention.
+        MegabytesPerSec = "MB/s",
+        /// 10^9 bytes per second (GPU memory and transfer benchmarks, STREAM convention).
+        GigabytesPerSec = "GB/s",
+        /// 10^12 floating-point operations per second (GPU matrix products, 2MNK per product).
+        TeraflopsPerSec = "TFLOP/s",
+    }
+}
+
+// named_enum! derives a fixed list of traits: the default is written out.
+#[allow(clippy::derivable_impls)]
+impl Default for Unit {
+    fn default() -> Unit {
+        Unit::Micros
+    }
 }
 
 impl Unit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unit::Micros => "us",
-            Unit::MegabytesPerSec => "MB/s",
-            Unit::GigabytesPerSec => "GB/s",
-            Unit::TeraflopsPerSec => "TFLOP/s",
-        }
-    }
     /// Whether a larger value is better (bandwidth, throughput) or worse (latency).
     pub fn higher_is_better(self) -> bool {
         !matches!(self, Unit::Micros)
@@ -194,8 +191,9 @@ result_schema! {
     hybench_version: String,
     /// Start of the run, RFC 3339 UTC.
     started_at: String,
-    /// `mpich`, `openmpi`, `intelmpi`, `mvapich`, or `unknown`.
-    mpi_flavour: String,
+    /// The MPI's implementation (`mpich`, `openmpi`, `intel`, `mvapich2`,
+    /// `cray-mpich`), empty when its version string names none of them.
+    mpi_flavour: Option<MpiFlavour>,
     /// First line of MPI_Get_library_version.
     mpi_version: String,
     /// Path of the libmpi mapped in rank 0 (from /proc/self/maps).
@@ -213,8 +211,9 @@ result_schema! {
     ranks_per_node: String,
     /// Per rank: `rank@host:cpulist`, joined with `;`.
     rank_placement: String,
-    /// `none`, `singularity`, `apptainer` or `charliecloud`.
-    container: String,
+    /// The container runtime the ranks ran in: `none`, `singularity`,
+    /// `apptainer` or `charliecloud`.
+    container: Option<RuntimeKind>,
     /// Transport-related environment of rank 0 (`UCX_*`, `FI_*`, `PSM2_*`,
     /// `OMPI_MCA_*`, `I_MPI_*`, `MPIR_CVAR_*`), `K=V` joined with `;`.
     transport_env: String,
@@ -309,7 +308,7 @@ mod tests {
         let meta = RunMetadata {
             schema_version: SCHEMA_VERSION,
             hybench_version: "0.1.0".into(),
-            mpi_flavour: "mpich".into(),
+            mpi_flavour: Some(MpiFlavour::Mpich),
             comm_size: 2,
             ..Default::default()
         };

@@ -543,18 +543,18 @@ fn picked_location(
     location.of(scratch)
 }
 
+crate::named_enum! {
 /// What a ratio's interval says against a tolerance band around 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum Verdict ("verdict") {
     /// The whole interval lies inside [1 - tolerance, 1 + tolerance].
-    Equivalent,
+    Equivalent = "equivalent",
     /// The whole interval lies on the worse side of 1 (and not all inside the band).
-    Slower,
+    Slower = "slower",
     /// The whole interval lies on the better side of 1 (and not all inside the band).
-    Faster,
+    Faster = "faster",
     /// The interval straddles 1 and leaves the band: more launches are needed.
-    Inconclusive,
+    Inconclusive = "inconclusive",
+}
 }
 
 impl Verdict {
@@ -569,15 +569,6 @@ impl Verdict {
             (true, _, false) | (_, true, true) => Verdict::Slower,
             (true, _, true) | (_, true, false) => Verdict::Faster,
             _ => Verdict::Inconclusive,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Equivalent => "equivalent",
-            Verdict::Slower => "slower",
-            Verdict::Faster => "faster",
-            Verdict::Inconclusive => "inconclusive",
         }
     }
 }

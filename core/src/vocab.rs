@@ -91,6 +91,27 @@ impl MpiFlavour {
         }
     }
 
+    /// Recognises the implementation from its marker strings (an MPI library's
+    /// `.rodata` strings, or the text of `MPI_Get_library_version`). MPICH's
+    /// derivatives carry MPICH's own "MPICH Version:" too, so their markers
+    /// are checked first.
+    pub fn recognise<'a>(strings: impl IntoIterator<Item = &'a str> + Clone) -> Option<MpiFlavour> {
+        let has = |needle: &str| strings.clone().into_iter().any(|s| s.contains(needle));
+        if has("Intel(R) MPI Library") {
+            Some(MpiFlavour::Intel)
+        } else if has("MVAPICH2 Version") || has("MVAPICH2-") {
+            Some(MpiFlavour::Mvapich2)
+        } else if has("CRAY MPICH") || has("Cray MPICH") {
+            Some(MpiFlavour::CrayMpich)
+        } else if has("MPICH Version:") {
+            Some(MpiFlavour::Mpich)
+        } else if has("Open MPI v") || has("ompi_mpi_") {
+            Some(MpiFlavour::Openmpi)
+        } else {
+            None
+        }
+    }
+
     /// The flavour that an ABI's reference implementation has (for profiles and
     /// cells that name only the ABI); None for the standard ABI, which several
     /// implementations provide.

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use campaign_common::{HYBRUN, hybench, mpich_image, repo_root};
-use hybrun::campaign::results::{self, LaunchRecord, Status};
+use hybrun::campaign::results::{self, LaunchRecord, Outcome};
 use hybrun_core::vocab::Mode;
 use serde_json::Value;
 
@@ -108,7 +108,7 @@ warmup = 5
         .unwrap()
         .path();
     let records = results::read_records(&run).unwrap();
-    let failed: Vec<_> = records.iter().filter(|r| r.status != Status::Ok).collect();
+    let failed: Vec<_> = records.iter().filter(|r| r.status != Outcome::Ok).collect();
     assert!(failed.is_empty(), "failed launches: {failed:#?}");
     Some(records)
 }

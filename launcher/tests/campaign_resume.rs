@@ -120,7 +120,7 @@ fn state_as(dir: &Path, ended: Ended) -> State {
     let records = results::read_records(dir).unwrap();
     let mut launches = BTreeSet::new();
     for r in &records {
-        assert_eq!(r.status, results::Status::Ok, "launch failed: {r:?}");
+        assert_eq!(r.status, results::Outcome::Ok, "launch failed: {r:?}");
         assert!(
             launches.insert((r.cell_key.clone(), r.launch)),
             "launch recorded twice: {} #{}",

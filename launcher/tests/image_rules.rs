@@ -114,7 +114,7 @@ fn non_mpi_names() {
 
 #[test]
 fn implementations_from_markers() {
-    let check = |strings: &[&str]| abi::flavour_from_strings(strings.iter().copied());
+    let check = |strings: &[&str]| MpiFlavour::recognise(strings.iter().copied());
     assert_eq!(
         check(&["x", "MPICH Version:\t%s\nMPICH Release date"]),
         Some(MpiFlavour::Mpich)

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hybrun_core::schema::ResultRow;
+use hybrun_core::vocab::MpiFlavour;
 
 /// The repository root (parent of this crate).
 pub fn repo_root() -> PathBuf {
@@ -46,16 +47,16 @@ pub enum Mpi {
 }
 
 impl Mpi {
-    pub fn name(self) -> &'static str {
+    /// The flavour hybench reports for this MPI (the vocabulary's name).
+    pub fn flavour(self) -> MpiFlavour {
         match self {
-            Mpi::Mpich => "mpich",
-            Mpi::OpenMpi => "openmpi",
+            Mpi::Mpich => MpiFlavour::Mpich,
+            Mpi::OpenMpi => MpiFlavour::Openmpi,
         }
     }
 
-    /// The flavour string hybench reports for this MPI.
-    pub fn flavour(self) -> &'static str {
-        self.name()
+    pub fn name(self) -> &'static str {
+        self.flavour().name()
     }
 
     /// The hybench binary built against this MPI (scripts/build-hybench).
@@ -105,10 +106,7 @@ impl Mpi {
 
     /// The srun --mpi plugin this MPI needs (PLATFORM.md: MPICH pmi2, Open MPI pmix).
     pub fn srun_mpi(self) -> &'static str {
-        match self {
-            Mpi::Mpich => "pmi2",
-            Mpi::OpenMpi => "pmix",
-        }
+        self.flavour().default_plugin().name()
     }
 }
 
@@ -180,7 +178,7 @@ pub fn assert_rows_sane(rows: &[ResultRow], bench: &str, sizes: &[u64], ranks: u
         assert_eq!(r.benchmark, bench, "{ctx}");
         // MPICH under the wrong PMI silently runs N one-rank jobs: the size tells.
         assert_eq!(r.comm_size, ranks, "{ctx}: communicator size");
-        assert_eq!(r.mpi_flavour, mpi.flavour(), "{ctx}: flavour");
+        assert_eq!(r.mpi_flavour, Some(mpi.flavour()), "{ctx}: flavour");
         assert!(r.n_samples > 0, "{ctx}: samples");
         for (name, v) in [
             ("osu_value", r.osu_value),

@@ -111,7 +111,7 @@ warmup = 5
     let records = results::read_records(&run).unwrap();
     let failed: Vec<_> = records
         .iter()
-        .filter(|r| r.status != results::Status::Ok)
+        .filter(|r| r.status != results::Outcome::Ok)
         .collect();
     assert!(failed.is_empty(), "failed launches: {failed:#?}");
     // 2 node counts x 2 modes x 2 launches, each once.

@@ -47,7 +47,10 @@ fn mpiexec_case(mpi: Mpi, ranks: u32, bench: &str, sizes: &str, expect: &[u64]) 
         "--validate passes: {}",
         describe(&cmd, &out)
     );
-    assert!(rows.iter().all(|r| r.nodes == 1 && r.container == "none"));
+    assert!(
+        rows.iter()
+            .all(|r| r.nodes == 1 && r.container == Some(hybrun_core::vocab::RuntimeKind::None))
+    );
 }
 
 /// The OSU sweep MIN, 2 MIN, ... <= MAX.

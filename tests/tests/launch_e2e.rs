@@ -32,6 +32,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hybrun_core::schema::ResultRow;
+use hybrun_core::vocab::{Mode, RuntimeKind};
 use hybrun_e2e::{
     Mpi, cluster, describe, on_path, parse_rows, repo_root, require, run_with_timeout,
 };
@@ -148,13 +149,13 @@ fn site_file(work: &Path, records: &Path) -> PathBuf {
 
 /// `hybrun run` of hybench `bench` in `mode` over 2 nodes (one for `inside`), CSV
 /// into a bound directory; returns the rows and the launch record.
-fn launch(s: &Setup, mode: &str, ranks: u32, bench: &[&str]) -> Run {
+fn launch(s: &Setup, mode: Mode, ranks: u32, bench: &[&str]) -> Run {
     launch_with(s, mode, ranks, bench, &[]).0
 }
 
 /// [`launch`] with extra `--env` assignments; also returns the launch's stdout
 /// and stderr.
-fn launch_with(s: &Setup, mode: &str, ranks: u32, bench: &[&str], env: &[&str]) -> (Run, String) {
+fn launch_with(s: &Setup, mode: Mode, ranks: u32, bench: &[&str], env: &[&str]) -> (Run, String) {
     let work = tempfile::tempdir_in(repo_root().join("target")).expect("work dir");
     let out_dir = work.path().join("out");
     let records = work.path().join("records");
@@ -170,16 +171,16 @@ fn launch_with(s: &Setup, mode: &str, ranks: u32, bench: &[&str], env: &[&str]) 
         // Open MPI refuses root without these (srun passes them to the ranks).
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .args(["--mode", mode, "--mpi-profile", s.mpi.name()])
+        .args(["--mode", mode.name(), "--mpi-profile", s.mpi.name()])
         .args(["-n", &ranks.to_string()]);
-    if mode != "inside" {
+    if mode != Mode::Inside {
         cmd.args(["-N", "2", "-t", "3"]);
     }
     cmd.args(["--env", "UCX_POSIX_USE_PROC_LINK=n"]);
     for assignment in env {
         cmd.args(["--env", assignment]);
     }
-    let output = if mode == "native" {
+    let output = if mode == Mode::Native {
         cmd.arg("--").arg(&s.hybench);
         out_dir.join("result.csv").to_string_lossy().into_owned()
     } else {
@@ -199,18 +200,18 @@ fn launch_with(s: &Setup, mode: &str, ranks: u32, bench: &[&str], env: &[&str]) 
     assert!(!rows.is_empty(), "{}", describe(&cmd, &out));
     for r in &rows {
         assert_eq!(r.comm_size, ranks, "one MPI job of {ranks} ranks");
-        let nodes = if mode == "inside" { 1 } else { 2 };
+        let nodes = if mode == Mode::Inside { 1 } else { 2 };
         assert_eq!(r.nodes, nodes, "{nodes} node(s): {}", r.rank_placement);
         assert_eq!(r.validation, "pass");
         assert!(r.mpi_library_uniform, "every rank mapped the same libmpi");
-        assert_eq!(r.mpi_flavour, s.mpi.flavour());
+        assert_eq!(r.mpi_flavour, Some(s.mpi.flavour()));
         assert_eq!(
             r.container,
-            if mode == "native" {
-                "none"
+            Some(if mode == Mode::Native {
+                RuntimeKind::None
             } else {
-                "charliecloud"
-            }
+                RuntimeKind::Charliecloud
+            })
         );
     }
     // Keep the record directory beyond the temporary one.
@@ -224,7 +225,7 @@ fn launch_with(s: &Setup, mode: &str, ranks: u32, bench: &[&str], env: &[&str]) 
         let doc: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         assert_eq!(doc["exit_code"], 0, "{}", path.display());
-        assert_eq!(doc["plan"]["rank"]["mode"], mode);
+        assert_eq!(doc["plan"]["rank"]["mode"], mode.name());
         // No fabric in the site file: the guard is off (TCP between the nodes).
         assert_eq!(doc["fabric_guard"]["active"], false, "{}", path.display());
         std::fs::copy(&path, kept.join(path.file_name().expect("name"))).expect("copy");
@@ -254,7 +255,7 @@ const LATENCY: [&str; 7] = ["latency", "-m", "1:64", "-i", "200", "-x", "20"];
 #[test]
 fn native_mode_maps_the_host_libmpich() {
     let Some(s) = setup() else { return };
-    let run = launch(&s, "native", 2, &LATENCY);
+    let run = launch(&s, Mode::Native, 2, &LATENCY);
     let host = std::fs::canonicalize(HOST_LIBMPICH).expect("host libmpich");
     for r in &run.rows {
         assert_eq!(Path::new(&r.mpi_library), host);
@@ -266,7 +267,7 @@ fn native_mode_maps_the_host_libmpich() {
 #[test]
 fn hybrid_mode_maps_the_containers_libmpich() {
     let Some(s) = setup() else { return };
-    let run = launch(&s, "hybrid", 2, &LATENCY);
+    let run = launch(&s, Mode::Hybrid, 2, &LATENCY);
     let host = inode(Path::new(HOST_LIBMPICH));
     for r in &run.rows {
         // The path inside the container, and the image's own file.
@@ -283,7 +284,7 @@ fn hybrid_mode_maps_the_containers_libmpich() {
 #[test]
 fn bind_mode_maps_the_host_libmpich_in_the_container() {
     let Some(s) = setup() else { return };
-    let run = launch(&s, "bind", 2, &LATENCY);
+    let run = launch(&s, Mode::Bind, 2, &LATENCY);
     let host = inode(Path::new(HOST_LIBMPICH));
     for r in &run.rows {
         assert_eq!(
@@ -310,7 +311,7 @@ fn hybrid_mode_joins_ranks_per_node() {
     // --join-ct from SLURM_STEP_TASKS_PER_NODE, a tag per node and job).
     let run = launch(
         &s,
-        "hybrid",
+        Mode::Hybrid,
         4,
         &["allreduce", "-m", "4:16", "-i", "10", "-x", "2"],
     );
@@ -321,7 +322,7 @@ fn hybrid_mode_joins_ranks_per_node() {
 fn inside_mode_runs_the_containers_mpiexec() {
     let Some(s) = setup() else { return };
     // No srun: ch-run IMAGE -- mpiexec.hydra -n 2 hybench, on this node.
-    let run = launch(&s, "inside", 2, &LATENCY);
+    let run = launch(&s, Mode::Inside, 2, &LATENCY);
     let host = inode(Path::new(HOST_LIBMPICH));
     for r in &run.rows {
         assert_ne!(r.mpi_library_inode, host, "the container's own MPICH");
@@ -335,7 +336,7 @@ fn openmpi_native_mode_maps_the_host_libmpi() {
     let Some(s) = setup_for(Mpi::OpenMpi) else {
         return;
     };
-    let run = launch(&s, "native", 2, &LATENCY);
+    let run = launch(&s, Mode::Native, 2, &LATENCY);
     let host = std::fs::canonicalize(HOST_LIBMPI_OPENMPI).expect("host libmpi");
     for r in &run.rows {
         assert_eq!(Path::new(&r.mpi_library), host);
@@ -354,7 +355,7 @@ fn openmpi_hybrid_mode_maps_the_containers_libmpi() {
     let Some(s) = setup_for(Mpi::OpenMpi) else {
         return;
     };
-    let run = launch(&s, "hybrid", 2, &LATENCY);
+    let run = launch(&s, Mode::Hybrid, 2, &LATENCY);
     let host = inode(Path::new(HOST_LIBMPI_OPENMPI));
     for r in &run.rows {
         let in_image = s.image.join(r.mpi_library.trim_start_matches('/'));
@@ -384,7 +385,7 @@ fn openmpi_bind_mode_maps_the_host_libmpi_and_components() {
     };
     let (run, log) = launch_with(
         &s,
-        "bind",
+        Mode::Bind,
         2,
         &LATENCY,
         &[

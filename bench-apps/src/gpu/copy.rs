@@ -24,33 +24,18 @@ use super::driver::{DevBuf, PinnedBuf, sync_copy};
 use super::peaks::pcie_gbs;
 use super::{Ceiling, GpuError, GpuOptions, Measured, Rng, Setup};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    H2dPinned,
-    D2hPinned,
-    H2dPageable,
-    D2hPageable,
-    D2d,
+hybrun_core::named_enum! {
+    /// A copy's direction and kind of host memory.
+    enum Dir ("copy direction") {
+        H2dPinned = "h2d-pinned",
+        D2hPinned = "d2h-pinned",
+        H2dPageable = "h2d-pageable",
+        D2hPageable = "d2h-pageable",
+        D2d = "d2d",
+    }
 }
 
-const DIRS: [Dir; 5] = [
-    Dir::H2dPinned,
-    Dir::D2hPinned,
-    Dir::H2dPageable,
-    Dir::D2hPageable,
-    Dir::D2d,
-];
-
 impl Dir {
-    fn name(self) -> &'static str {
-        match self {
-            Dir::H2dPinned => "h2d-pinned",
-            Dir::D2hPinned => "d2h-pinned",
-            Dir::H2dPageable => "h2d-pageable",
-            Dir::D2hPageable => "d2h-pageable",
-            Dir::D2d => "d2d",
-        }
-    }
     fn ceiling(self) -> Ceiling {
         match self {
             Dir::H2dPageable => Ceiling::SameSize("gpu-copy-h2d-pinned".into()),
@@ -100,7 +85,7 @@ pub fn run(setup: &Setup, opts: &GpuOptions) -> Result<(Vec<Measured>, Vec<Strin
         .and_then(|i| i.pcie)
         .and_then(|(g, w)| pcie_gbs(g, w).map(|v| (g, w, v)));
     let mut rows = Vec::new();
-    for dir in DIRS {
+    for &dir in Dir::ALL {
         for &size in &opts.sizes {
             let n = size as usize;
             dev_dst.fill_byte(0xa5, null)?;

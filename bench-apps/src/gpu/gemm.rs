@@ -23,33 +23,18 @@ use super::libs::{Cublas, compute_type as ct, data_type as dt};
 use super::peaks::DevicePeaks;
 use super::{Ceiling, GpuError, GpuOptions, Measured, Rng, Setup};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dtype {
-    Fp64,
-    Fp32,
-    Tf32,
-    Bf16,
-    Fp16,
+hybrun_core::named_enum! {
+    /// An element type of the matrix products.
+    pub enum Dtype ("element type") {
+        Fp64 = "fp64",
+        Fp32 = "fp32",
+        Tf32 = "tf32",
+        Bf16 = "bf16",
+        Fp16 = "fp16",
+    }
 }
 
-pub const ALL: [Dtype; 5] = [
-    Dtype::Fp64,
-    Dtype::Fp32,
-    Dtype::Tf32,
-    Dtype::Bf16,
-    Dtype::Fp16,
-];
-
 impl Dtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::Fp64 => "fp64",
-            Dtype::Fp32 => "fp32",
-            Dtype::Tf32 => "tf32",
-            Dtype::Bf16 => "bf16",
-            Dtype::Fp16 => "fp16",
-        }
-    }
     /// Bytes per element in memory (tf32 is stored as fp32).
     pub fn size(self) -> usize {
         match self {
@@ -118,15 +103,15 @@ impl Dtype {
 
 pub fn parse_dtypes(spec: Option<&str>) -> Result<Vec<Dtype>, String> {
     let Some(spec) = spec else {
-        return Ok(ALL.to_vec());
+        return Ok(Dtype::ALL.to_vec());
     };
     let mut out = Vec::new();
     for t in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         if t.eq_ignore_ascii_case("all") {
-            out.extend(ALL);
+            out.extend(Dtype::ALL);
             continue;
         }
-        let d = ALL
+        let d = Dtype::ALL
             .iter()
             .copied()
             .find(|d| d.name().eq_ignore_ascii_case(t))
@@ -414,7 +399,7 @@ mod tests {
 
     #[test]
     fn encodings_round_trip_with_rounding() {
-        for d in ALL {
+        for &d in Dtype::ALL {
             let mut b = Vec::new();
             d.encode(0.1, &mut b);
             assert_eq!(b.len(), d.size());
@@ -429,7 +414,7 @@ mod tests {
             assert!((back - 0.1).abs() <= ulp, "{d:?}: {back}");
         }
         // NaN poison (all 0xff bytes) decodes as NaN in every format.
-        for d in ALL {
+        for &d in Dtype::ALL {
             assert!(d.decode(&[0xff; 8]).is_nan(), "{d:?}");
         }
     }

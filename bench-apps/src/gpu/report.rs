@@ -88,7 +88,7 @@ fn solo_metadata(started_at: String) -> (RunMetadata, Vec<RankInfo>) {
         schema_version: SCHEMA_VERSION,
         hybench_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at,
-        mpi_flavour: meta::flavour(&version).to_string(),
+        mpi_flavour: meta::flavour(&version),
         mpi_version: version,
         mpi_library: me.mpi_library.clone(),
         mpi_library_inode: me.mpi_library_inode,
@@ -98,7 +98,7 @@ fn solo_metadata(started_at: String) -> (RunMetadata, Vec<RankInfo>) {
         nodes: 1,
         ranks_per_node: "1".into(),
         rank_placement: format!("0@{}:{}", me.host, me.cpus),
-        container: meta::container().to_string(),
+        container: Some(meta::container()),
         transport_env: meta::transport_env(),
         slurm_job_id: env("SLURM_JOB_ID"),
         slurm_step_id: env("SLURM_STEP_ID"),
@@ -273,7 +273,9 @@ impl Report<'_> {
         }
         header.push(format!(
             "MPI: {} [{}]; telemetry: {}; timing: CUDA events",
-            meta.mpi_version, meta.mpi_flavour, run.telemetry_note
+            meta.mpi_version,
+            meta.mpi_flavour.map_or("unknown", |f| f.name()),
+            run.telemetry_note
         ));
         if let Err(e) = &setup.nvml {
             header.push(format!("NVML: {e}"));

@@ -18,7 +18,12 @@ pub fn header(plan: &Plan, meta: &RunMetadata, clock: &str) -> String {
         plan.bench.osu_name().unwrap_or("no OSU equivalent"),
         meta.hybench_version
     );
-    let _ = writeln!(w, "# MPI: {} [{}]", meta.mpi_version, meta.mpi_flavour);
+    let _ = writeln!(
+        w,
+        "# MPI: {} [{}]",
+        meta.mpi_version,
+        meta.mpi_flavour.map_or("unknown", |f| f.name())
+    );
     let _ = writeln!(
         w,
         "# libmpi: {} (inode {}, dev {})",
@@ -27,7 +32,11 @@ pub fn header(plan: &Plan, meta: &RunMetadata, clock: &str) -> String {
     let _ = writeln!(
         w,
         "# ranks: {} on {} node(s) ({} per node); container: {}; per-iteration clock: {}",
-        meta.comm_size, meta.nodes, meta.ranks_per_node, meta.container, clock
+        meta.comm_size,
+        meta.nodes,
+        meta.ranks_per_node,
+        meta.container.map_or("unknown", |c| c.name()),
+        clock
     );
     if plan.bench.is_bandwidth() {
         let _ = writeln!(
@@ -118,7 +127,7 @@ pub fn gpu_line(row: &ResultRow) -> String {
         "{:<23} {:>10} {:<8} {:>10} {:>10} {:>10} {:>6} {:>6} {:>6} {:>7} {:>8} {:>6} {:>6}  {:<17} {}",
         row.benchmark,
         size,
-        row.unit.as_str(),
+        row.unit.name(),
         num(row.median),
         num(row.min),
         num(row.max),

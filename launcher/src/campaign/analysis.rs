@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::results::{self, LaunchRecord, SampleMap, Status, StoredRow};
+use super::results::{self, LaunchRecord, Outcome, SampleMap, StoredRow};
 use super::rundir;
 use super::scenario::{Cell, Resample, Scenario};
 use hybrun_core::schema::Unit;
@@ -41,7 +41,7 @@ pub fn load(dir: &Path) -> anyhow::Result<RunData> {
     let records = results::read_records(dir)?;
     let ok: HashSet<(&str, u32)> = records
         .iter()
-        .filter(|r| r.status == Status::Ok)
+        .filter(|r| r.status == Outcome::Ok)
         .map(|r| (r.cell_key.as_str(), r.launch))
         .collect();
     // Only rows covered by an ok record count (a report of a run in progress
@@ -115,7 +115,7 @@ pub struct Entry {
     #[serde(skip)]
     pub group: String,
     pub size_bytes: u64,
-    pub unit: String,
+    pub unit: Unit,
     pub higher_is_better: bool,
     pub mode: Mode,
     pub image: String,
@@ -227,7 +227,7 @@ pub fn analyse(data: &RunData, opts: &Options, samples: Option<&SampleMap>) -> V
                 setting: cell.setting(),
                 group: cell.group_key(),
                 size_bytes: size,
-                unit: cs.unit.as_str().to_owned(),
+                unit: cs.unit,
                 higher_is_better: cs.unit.higher_is_better(),
                 mode: cell.mode,
                 image: cell.image_label(),
@@ -361,7 +361,9 @@ pub fn libraries(data: &RunData) -> Vec<Library> {
                     r.row.mpi_library.clone(),
                     r.row.mpi_library_inode,
                     r.row.mpi_library_dev.clone(),
-                    r.row.container.clone(),
+                    r.row
+                        .container
+                        .map_or_else(String::new, |c| c.name().to_owned()),
                 )
             })
             .collect();
@@ -402,7 +404,7 @@ pub struct Failure {
     pub launch: u32,
     pub benchmark: Benchmark,
     pub mode: Mode,
-    pub status: Status,
+    pub status: Outcome,
     pub reason: String,
     pub stderr_tail: String,
 }
@@ -410,7 +412,7 @@ pub struct Failure {
 pub fn failures(data: &RunData) -> Vec<Failure> {
     data.records
         .iter()
-        .filter(|r| r.status != Status::Ok)
+        .filter(|r| r.status != Outcome::Ok)
         .map(|r| Failure {
             cell_key: r.cell_key.clone(),
             launch: r.launch,

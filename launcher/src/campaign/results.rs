@@ -63,13 +63,16 @@ pub const SAMPLE_PREFIX: &str = "cell_key,launch,mode";
 /// hybench's `--samples` header ([`hybrun_core::schema::SampleRow`]).
 pub const HYBENCH_SAMPLES_HEADER: &str = "benchmark,size_bytes,rank,iteration,value,unit";
 
-/// How a launch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Failed,
-    Timeout,
+hybrun_core::named_enum! {
+    /// How a launch ended.
+    pub enum Outcome ("launch outcome") {
+        /// It ran and its rows were recorded.
+        Ok = "ok",
+        /// It exited non-zero, or its output could not be read.
+        Failed = "failed",
+        /// It was killed at the scenario's time limit.
+        Timeout = "timeout",
+    }
 }
 
 /// One finished launch: its done-marker and its launch record.
@@ -79,7 +82,7 @@ pub struct LaunchRecord {
     pub launch: u32,
     pub benchmark: Benchmark,
     pub mode: Mode,
-    pub status: Status,
+    pub status: Outcome,
     /// Why it failed, in one line (exit status, timeout, unreadable output...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -121,7 +124,7 @@ pub struct Store {
     results_end: u64,
     samples_end: u64,
     records: Vec<LaunchRecord>,
-    done: HashMap<(String, u32), Status>,
+    done: HashMap<(String, u32), Outcome>,
     /// Appends by this process (for the crash points).
     appends: u64,
     _lock: File,
@@ -370,7 +373,7 @@ impl Store {
     }
 
     /// (cell key, launch) of every recorded launch.
-    pub fn done(&self) -> &HashMap<(String, u32), Status> {
+    pub fn done(&self) -> &HashMap<(String, u32), Outcome> {
         &self.done
     }
 
@@ -717,7 +720,7 @@ pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
         launch,
         benchmark: Benchmark::Latency,
         mode: Mode::Native,
-        status: Status::Ok,
+        status: Outcome::Ok,
         reason: None,
         stderr_tail: None,
         exit_code: Some(0),

@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::results::{self, LaunchRecord, Status};
+use super::results::{self, LaunchRecord, Outcome};
 use super::scenario::Scenario;
 
 /// The resolved scenario's file in a run directory.
@@ -216,7 +216,7 @@ pub fn begin_manifest(dir: &Path, scenario: &Scenario) -> anyhow::Result<()> {
 pub fn finish_manifest(dir: &Path) -> anyhow::Result<()> {
     let mut m = read_manifest(dir);
     let records = results::read_records(dir)?;
-    m.launches_done = records.iter().filter(|r| r.status == Status::Ok).count();
+    m.launches_done = records.iter().filter(|r| r.status == Outcome::Ok).count();
     m.launches_failed = records.len() - m.launches_done;
     m.launch_records = records;
     write_manifest(dir, &m)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use hybrun::campaign::analysis::{self, Options};
 use hybrun::campaign::export::{self, compare};
-use hybrun::campaign::results::{self, Status};
+use hybrun::campaign::results::{self, Outcome};
 use hybrun::campaign::rundir::Location;
 use hybrun::campaign::runner::{self, CellPlanner, RunOptions};
 use hybrun::campaign::scenario::{self, Environment, Resample};
@@ -167,7 +167,7 @@ fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
 /// the failures and where their output is (exit status 1).
 fn some_launch_succeeded(dir: &Path, reported: bool) -> anyhow::Result<()> {
     let records = results::read_records(dir)?;
-    if records.is_empty() || records.iter().any(|r| r.status == Status::Ok) {
+    if records.is_empty() || records.iter().any(|r| r.status == Outcome::Ok) {
         return Ok(());
     }
     const NAMED: usize = 3;

@@ -39,22 +39,15 @@ use crate::host::slurm::Slurm as SlurmFacts;
 use crate::host::topology::Topology;
 use crate::host::{Host, glibc};
 
-/// How an item fares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Level {
-    Ok,
-    Warn,
-    Missing,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Ok => "OK",
-            Level::Warn => "WARN",
-            Level::Missing => "MISSING",
-        }
+hybrun_core::named_enum! {
+    /// How an item fares; ordered OK < WARN < MISSING.
+    pub enum Level ("level") {
+        /// Present and usable.
+        Ok = "OK",
+        /// Present, with a caveat.
+        Warn = "WARN",
+        /// Absent: a launch that needs it fails.
+        Missing = "MISSING",
     }
 }
 

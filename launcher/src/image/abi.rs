@@ -13,7 +13,7 @@
 //! host's minor >= the container's, `strict` needs the same major.minor.patch.
 
 use crate::elf::{LibVersion, split_so_name};
-use hybrun_core::vocab::{MpiAbi, MpiFlavour};
+use hybrun_core::vocab::MpiAbi;
 
 /// The ABI an MPI library's name (file name or SONAME) says it implements; None
 /// when the name is not an MPI C library (libmpi_cxx, libmpifort, ...).
@@ -105,27 +105,6 @@ pub fn compatible(container: &AbiId, host: &AbiId, mode: AbiMode) -> Result<(), 
                 ))
             }
         }
-    }
-}
-
-/// Recognises the product from `.rodata` strings. MPICH derivatives carry MPICH's
-/// own "MPICH Version:" too, so their markers are checked first.
-pub fn flavour_from_strings<'a>(
-    strings: impl IntoIterator<Item = &'a str> + Clone,
-) -> Option<MpiFlavour> {
-    let has = |needle: &str| strings.clone().into_iter().any(|s| s.contains(needle));
-    if has("Intel(R) MPI Library") {
-        Some(MpiFlavour::Intel)
-    } else if has("MVAPICH2 Version") || has("MVAPICH2-") {
-        Some(MpiFlavour::Mvapich2)
-    } else if has("CRAY MPICH") || has("Cray MPICH") {
-        Some(MpiFlavour::CrayMpich)
-    } else if has("MPICH Version:") {
-        Some(MpiFlavour::Mpich)
-    } else if has("Open MPI v") || has("ompi_mpi_") {
-        Some(MpiFlavour::Openmpi)
-    } else {
-        None
     }
 }
 

@@ -29,17 +29,18 @@ pub const MAX_DIR_ENTRIES: usize = 2_000_000;
 /// Symlink hops allowed while resolving one path (Linux allows 40).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-/// What kind of image was opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageKind {
-    Sif,
-    Squashfs,
-    Directory,
+hybrun_core::named_enum! {
+    /// What kind of image was opened.
+    pub enum ImageKind ("image kind") {
+        Sif = "sif",
+        Squashfs = "squashfs",
+        Directory = "directory",
+    }
 }
 
 impl ImageKind {
-    pub fn name(self) -> &'static str {
+    /// Its name in messages ("SIF", "SquashFS").
+    pub fn label(self) -> &'static str {
         match self {
             ImageKind::Sif => "SIF",
             ImageKind::Squashfs => "SquashFS",
@@ -48,19 +49,20 @@ impl ImageKind {
     }
 }
 
-/// What a path in the image is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EntryKind {
-    File,
-    Dir,
-    Symlink,
-    Device,
-    Other,
+hybrun_core::named_enum! {
+    /// What a path in the image is.
+    pub enum EntryKind ("entry kind") {
+        File = "file",
+        Dir = "dir",
+        Symlink = "symlink",
+        Device = "device",
+        Other = "other",
+    }
 }
 
 impl EntryKind {
-    pub fn name(self) -> &'static str {
+    /// Its name in messages ("regular file").
+    pub fn label(self) -> &'static str {
         match self {
             EntryKind::File => "regular file",
             EntryKind::Dir => "directory",
@@ -275,7 +277,7 @@ impl Image {
             return Err(ImageError::NotAFile {
                 image: self.label.clone(),
                 file: path.to_owned(),
-                kind: entry.kind.name(),
+                kind: entry.kind.label(),
             });
         }
         let inner = match &self.backend {

@@ -111,7 +111,7 @@ pub fn analyze_mpi<R: Read + Seek>(
     let info = elf.info()?;
     let rodata = elf.rodata()?;
     let strings = elf::split_strings(&rodata);
-    let implementation = abi::flavour_from_strings(strings.iter().copied());
+    let implementation = MpiFlavour::recognise(strings.iter().copied());
     let by_name = |n: &str| abi::family_from_name(n);
     let abi = info
         .soname
@@ -349,7 +349,7 @@ impl Contents {
     pub fn text(&self) -> String {
         let mut out = String::new();
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<13} {v}\n"));
-        line("Image:", format!("{} ({})", self.image, self.kind.name()));
+        line("Image:", format!("{} ({})", self.image, self.kind.label()));
         if let Some(s) = &self.squashfs {
             line(
                 "SquashFS:",

@@ -16,7 +16,7 @@
 //! - [`policy`]: the image path policy (allowed directory);
 //! - [`record`]: the launch record.
 
-use hybrun_core::vocab::{MpiFlavour, MpiPlugin};
+use hybrun_core::vocab::{MpiFlavour, MpiPlugin, RuntimeKind};
 
 pub mod bind;
 pub mod cache;
@@ -92,7 +92,7 @@ pub enum LaunchError {
     EnvPmiUnset { name: String },
 
     #[error("the {runtime} runtime needs an image: give IMAGE before `--`")]
-    NoImage { runtime: &'static str },
+    NoImage { runtime: RuntimeKind },
 
     #[error(
         "native mode runs without a container, so it cannot bind paths; drop the binds or use \

@@ -28,7 +28,7 @@ pub struct Row {
     pub mode: Mode,
     pub image: String,
     pub size_bytes: u64,
-    pub unit: String,
+    pub unit: Unit,
     pub launches_a: usize,
     pub launches_b: usize,
     pub median_a: f64,
@@ -96,7 +96,7 @@ pub fn compare(a: &Path, b: &Path, opts: &Options) -> anyhow::Result<Comparison>
             mode: cell.mode,
             image: cell.image_label(),
             size_bytes: *size,
-            unit: unit.as_str().to_owned(),
+            unit: *unit,
             launches_a: va.len(),
             launches_b: vb.len(),
             median_a: ma,
@@ -165,7 +165,7 @@ pub fn markdown(c: &Comparison) -> String {
             r.unit,
             r.ratio,
             ci,
-            r.verdict.map_or("", |v| v.as_str())
+            r.verdict.map_or("", |v| v.name())
         );
     }
     for (name, list) in [("A", &c.only_in_a), ("B", &c.only_in_b)] {

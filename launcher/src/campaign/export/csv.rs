@@ -29,7 +29,7 @@ pub fn report(r: &Report) -> anyhow::Result<String> {
             e.benchmark.to_string(),
             e.setting.clone(),
             e.size_bytes.to_string(),
-            e.unit.clone(),
+            e.unit.name().to_owned(),
             e.mode.to_string(),
             e.image.clone(),
             e.cell_key.clone(),
@@ -38,7 +38,7 @@ pub fn report(r: &Report) -> anyhow::Result<String> {
             opt(e.ratio),
             opt(e.ci_low),
             opt(e.ci_high),
-            e.verdict.map(|v| v.as_str().to_owned()).unwrap_or_default(),
+            e.verdict.map(|v| v.name().to_owned()).unwrap_or_default(),
             e.note.clone(),
             r.method.clone(),
         ])?;

@@ -67,12 +67,12 @@ pub fn report(r: &Report, plots: &[PathBuf]) -> String {
 /// One benchmark and setting: verdict counts, the table, the plot links.
 fn section(md: &mut String, bench: Benchmark, setting: &str, rows: &[&Entry], plots: &[PathBuf]) {
     let _ = writeln!(md, "## {bench} ({setting})\n");
-    let unit = rows.first().map(|e| e.unit.as_str()).unwrap_or("");
+    let unit = rows.first().map(|e| e.unit.name()).unwrap_or("");
     // Verdict counts per mode: the summary line people read first.
     let mut counts: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
     for e in rows {
         if e.mode != Mode::Native {
-            let v = e.verdict.map_or("no CI", |v| v.as_str());
+            let v = e.verdict.map_or("no CI", |v| v.name());
             *counts
                 .entry(format!("{} {}", e.mode, e.image))
                 .or_default()
@@ -141,7 +141,7 @@ fn table(md: &mut String, unit: &str, rows: &[&Entry]) {
                         "{x:.3}"
                     )),
                 ci,
-                e.verdict.map_or("", |v| v.as_str())
+                e.verdict.map_or("", |v| v.name())
             );
         }
     }

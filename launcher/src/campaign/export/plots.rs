@@ -137,7 +137,7 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         let s = series(&entries);
         let path = dir.join(format!("{stem}-value.svg"));
         let title = format!("{bench}: median per mode ({setting})");
-        if value_plot(&path, title, xr.clone(), &s, &entries[0].unit)? {
+        if value_plot(&path, title, xr.clone(), &s, entries[0].unit.name())? {
             written.push(path);
         }
         let path = dir.join(format!("{stem}-ratio.svg"));

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::route::{CellPlanner, Prepared};
-use crate::campaign::results::{self, LaunchRecord, Status};
+use crate::campaign::results::{self, LaunchRecord, Outcome};
 use crate::campaign::scenario::Cell;
 use hybrun_core::vocab::Benchmark;
 
 /// What a finished (or failed) launch left.
-pub(super) struct Outcome {
+pub(super) struct Finished {
     pub record: LaunchRecord,
     pub results: Vec<u8>,
     pub samples: Vec<u8>,
@@ -33,7 +33,7 @@ pub(super) fn run_launch(
     scratch: &Path,
     logs: &Path,
     timeout: Duration,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Finished> {
     let dir = scratch.join(format!("{}.{launch}", cell.key));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -75,7 +75,7 @@ pub(super) fn run_launch(
         Ok(c) => c,
         Err(e) => {
             record.reason = Some(format!("cannot start {}: {e}", prepared.argv[0]));
-            return Ok(Outcome {
+            return Ok(Finished {
                 record,
                 results: vec![],
                 samples: vec![],
@@ -93,7 +93,7 @@ pub(super) fn run_launch(
             record.exit_code = st.code();
             record.signal = st.signal();
             if timed_out {
-                record.status = Status::Timeout;
+                record.status = Outcome::Timeout;
                 record.reason = Some(format!(
                     "timed out after {:.0} s (the scenario's timeout); killed",
                     timeout.as_secs_f64()
@@ -109,11 +109,11 @@ pub(super) fn run_launch(
             } else {
                 match read_output(cell, launch, &out_csv, &out_samples) {
                     Ok((rows, n_rows, samples, n_samples)) => {
-                        record.status = Status::Ok;
+                        record.status = Outcome::Ok;
                         record.rows = n_rows;
                         record.samples = n_samples;
                         let _ = std::fs::remove_dir_all(&dir);
-                        return Ok(Outcome {
+                        return Ok(Finished {
                             record,
                             results: rows,
                             samples,
@@ -132,7 +132,7 @@ pub(super) fn run_launch(
     let _ = std::fs::create_dir_all(logs);
     let _ = std::fs::rename(&log, &kept);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Outcome {
+    Ok(Finished {
         record,
         results: vec![],
         samples: vec![],
@@ -146,7 +146,7 @@ fn started(cell: &Cell, launch: u32, prepared: &mut Prepared) -> LaunchRecord {
         launch,
         benchmark: cell.benchmark,
         mode: cell.mode,
-        status: Status::Failed,
+        status: Outcome::Failed,
         reason: None,
         stderr_tail: None,
         exit_code: None,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::in_allocation;
-use super::results::{Status, Store};
+use super::results::{Outcome, Store};
 use super::rundir::{self, Location};
 use super::scenario::{Cell, Order, Scenario};
 use crate::host::Host;
@@ -162,7 +162,7 @@ pub fn execute(
     scenario: &Scenario,
     store: &mut Store,
     cells: &[usize],
-    also_done: &HashMap<(String, u32), Status>,
+    also_done: &HashMap<(String, u32), Outcome>,
     progress: bool,
 ) -> anyhow::Result<Summary> {
     let planner = CellPlanner::new(scenario, in_allocation())?;
@@ -208,7 +208,7 @@ pub fn execute(
             }
             bar.message(format!("{} #{launch}", cell.key));
             let outcome = launch::run_launch(&planner, cell, launch, &scratch, &logs, timeout)?;
-            if outcome.record.status != Status::Ok {
+            if outcome.record.status != Outcome::Ok {
                 summary.failed += 1;
                 bar.line(format!(
                     "hybrun: {} launch {launch} ({} {}) failed: {}",

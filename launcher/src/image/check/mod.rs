@@ -29,24 +29,15 @@ use super::abi::AbiMode;
 use super::detect::{Contents, MpiLibrary};
 use hybrun_core::vocab::Mode;
 
-/// How a mode (or one reason) fares; ordered OK < WARN < FAIL.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Status {
-    Ok,
-    Warn,
-    Fail,
-}
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-        }
+hybrun_core::named_enum! {
+    /// How a mode (or one reason) fares; ordered OK < WARN < FAIL.
+    pub enum Status ("status") {
+        /// It runs.
+        Ok = "OK",
+        /// It runs, with a caveat.
+        Warn = "WARN",
+        /// It does not run.
+        Fail = "FAIL",
     }
 }
 
@@ -119,7 +110,7 @@ impl CheckReport {
         out.push_str(&format!(
             "Image: {} ({}): {mpi}, {glibc}, fabric: {}\n",
             c.image,
-            c.kind.name(),
+            c.kind.label(),
             c.fabric.describe()
         ));
         let host_mpi = if self.host.mpi.is_empty() {

@@ -31,7 +31,7 @@ pub(super) fn checked(
         }),
         (Mode::Native, None) => Ok(None),
         (_, None) => Err(LaunchError::NoImage {
-            runtime: runtime.kind().name(),
+            runtime: runtime.kind(),
         }),
         (_, Some(path)) => check_image(ctx, path, runtime, notes).map(Some),
     }

@@ -16,11 +16,12 @@ use std::path::Path;
 
 use crate::launch::LaunchError;
 use crate::launch::plan::{Delivery, EnvOp, RankPlan, Rendered};
+use hybrun_core::vocab::RuntimeKind;
 
 /// Renders `ch-run ...` for one rank.
 pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> {
     let image = rank.image.as_ref().ok_or(LaunchError::NoImage {
-        runtime: "charliecloud",
+        runtime: RuntimeKind::Charliecloud,
     })?;
     let mut argv: Vec<OsString> = vec![program.as_os_str().to_owned()];
     if let Some(join) = &rank.join {

@@ -24,8 +24,9 @@ pub fn render(rank: &RankPlan) -> Result<Rendered, LaunchError> {
         return Err(LaunchError::EmptyCommand);
     }
     match &rank.runtime {
-        Runtime::Singularity { program, .. } => singularity::render(rank, program, "singularity"),
-        Runtime::Apptainer { program, .. } => singularity::render(rank, program, "apptainer"),
+        Runtime::Singularity { program, .. } | Runtime::Apptainer { program, .. } => {
+            singularity::render(rank, program)
+        }
         Runtime::Charliecloud { program } => charliecloud::render(rank, program),
         Runtime::None => native::render(rank),
     }

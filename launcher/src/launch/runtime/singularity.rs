@@ -31,16 +31,11 @@ pub fn bind_spec(bind: &Bind) -> OsString {
     spec
 }
 
-/// Renders `program exec ...` for one rank; `family` names the runtime in errors.
-pub fn render(
-    rank: &RankPlan,
-    program: &Path,
-    family: &'static str,
-) -> Result<Rendered, LaunchError> {
-    let image = rank
-        .image
-        .as_ref()
-        .ok_or(LaunchError::NoImage { runtime: family })?;
+/// Renders `program exec ...` for one rank.
+pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> {
+    let image = rank.image.as_ref().ok_or(LaunchError::NoImage {
+        runtime: rank.runtime.kind(),
+    })?;
     let mut out = Rendered::default();
     let mut argv: Vec<OsString> = vec![program.as_os_str().to_owned(), "exec".into()];
     if rank.nvidia {
