@@ -7,63 +7,18 @@
 //! cannot be built, the tests fail under CI (env CI set) and print SKIPPED otherwise.
 
 mod old_glibc;
+mod test_images;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use hybrun::image::contents::{Image, ImageKind};
 use hybrun::image::detect::{self, Contents};
 use hybrun_core::vocab::{MpiAbi, MpiFlavour};
+use test_images::images;
 
 const HOST_MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
 const HOST_OPENMPI: &str = "/usr/lib/x86_64-linux-gnu/libmpi.so.40";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn images_dir() -> PathBuf {
-    repo().join("target/images")
-}
-
-fn all_present(dir: &Path) -> bool {
-    ["mpich", "openmpi", "nompi"].iter().all(|n| {
-        dir.join(n).is_dir()
-            && dir.join(format!("{n}.sqfs")).is_file()
-            && dir.join(format!("{n}.sif")).is_file()
-    })
-}
-
-/// The images directory, built when missing; None (after printing SKIPPED) when it
-/// cannot be built outside CI.
-fn images() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = images_dir();
-        if all_present(&dir) {
-            return Some(dir);
-        }
-        let output = Command::new(repo().join("scripts/make-test-images"))
-            .env("HYBRUN", env!("CARGO_BIN_EXE_hybrun"))
-            .output();
-        let why = match output {
-            Ok(o) if o.status.success() && all_present(&dir) => return Some(dir),
-            Ok(o) => format!(
-                "scripts/make-test-images failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => format!("cannot run scripts/make-test-images: {e}"),
-        };
-        if std::env::var_os("CI").is_some() {
-            panic!("test images are required under CI: {why}");
-        }
-        eprintln!("SKIPPED: no test images ({why})");
-        None
-    })
-    .as_deref()
-}
 
 fn forms(dir: &Path, name: &str) -> [PathBuf; 3] {
     [

@@ -4,54 +4,17 @@
 //! warning that names what it overrode, and the verdict in the launch record.
 
 mod old_glibc;
+mod test_images;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+
+use test_images::images;
 
 const HYBRUN: &str = env!("CARGO_BIN_EXE_hybrun");
 const HOST_MPICH: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12";
 const BIND_DIR: &str = "/opt/host-mpi/lib";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// target/images with the three directory images, built when missing; None (after
-/// printing SKIPPED) when they cannot be built outside CI.
-fn images() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = repo().join("target/images");
-        let present = |d: &Path| {
-            ["mpich", "openmpi", "nompi"]
-                .iter()
-                .all(|n| d.join(n).is_dir())
-        };
-        if present(&dir) {
-            return Some(dir);
-        }
-        let why = match Command::new(repo().join("scripts/make-test-images"))
-            .env("HYBRUN", HYBRUN)
-            .output()
-        {
-            Ok(o) if o.status.success() && present(&dir) => return Some(dir),
-            Ok(o) => format!(
-                "scripts/make-test-images failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => format!("cannot run scripts/make-test-images: {e}"),
-        };
-        if std::env::var_os("CI").is_some() {
-            panic!("test images are required under CI: {why}");
-        }
-        eprintln!("SKIPPED: no test images ({why})");
-        None
-    })
-    .as_deref()
-}
 
 /// A scratch world: a site file (ch-run, MPICH and Open MPI profiles, no fabric),
 /// HOME for records, and a PATH holding a fake ch-run that prints its argv.
