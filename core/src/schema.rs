@@ -25,6 +25,11 @@ crate::named_enum! {
         GigabytesPerSec = "GB/s",
         /// 10^12 floating-point operations per second (GPU matrix products, 2MNK per product).
         TeraflopsPerSec = "TFLOP/s",
+        /// Seconds (an application's wall time, or a time it prints).
+        Seconds = "s",
+        /// An application's own metric: its unit and which way is better are the
+        /// campaign scenario's `[app.NAME] metric`.
+        AppDefined = "app",
     }
 }
 
@@ -38,8 +43,9 @@ impl Default for Unit {
 
 impl Unit {
     /// Whether a larger value is better (bandwidth, throughput) or worse (latency).
+    /// [`Unit::AppDefined`] says neither: the scenario's metric does.
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Unit::Micros)
+        !matches!(self, Unit::Micros | Unit::Seconds | Unit::AppDefined)
     }
 }
 

@@ -417,18 +417,27 @@ crate::named_enum! {
     /// How the launches of one cell are summarised per size before two cells
     /// are compared.
     pub enum Location ("location estimator") {
-        /// The median of the launches.
+        /// The median. Of paired ratios (one per round) it ignores the rounds
+        /// whose two launches fell in different machine states: calibrated and
+        /// powerful (the default; see the paired tests below).
         Median = "median",
-        /// The mean of the launches without the lowest and highest 10%: where a
-        /// launch lands in a fast or slow state and keeps it, the launches are a
-        /// mixture, whose median jumps between the states while the trimmed mean
-        /// moves smoothly (far more power for the same launches), and the trim
-        /// keeps a rare stalled launch from dragging it.
+        /// The mean without the lowest and highest 10%. Of unpaired launches
+        /// that land in a fast or a slow state, a mixture, it moves smoothly
+        /// where the median jumps between the states (more power there); of
+        /// paired ratios it keeps flipped rounds beyond the trim.
         TrimmedMean = "trimmed-mean",
     }
 }
 
 impl Location {
+    /// Its name in a sentence.
+    pub fn label(self) -> &'static str {
+        match self {
+            Location::Median => "median",
+            Location::TrimmedMean => "10%-trimmed mean",
+        }
+    }
+
     /// The location of `values` (reordered in place).
     pub fn of(self, values: &mut [f64]) -> f64 {
         match self {
@@ -460,13 +469,7 @@ pub fn bootstrap_geomean_ratio(
     resamples: u32,
     rng: &mut Rng,
 ) -> Result<HeadlineCi, RatioError> {
-    if !(level > 0.0 && level < 1.0) {
-        return Err(RatioError::Level(level));
-    }
-    let sizes = check_rows("numerator", num)?;
-    if check_rows("denominator", den)? != sizes {
-        return Err(RatioError::Shape);
-    }
+    let sizes = check_shapes(num, den, level, false)?;
     let per_size: Vec<f64> = (0..sizes)
         .map(|s| column_location(num, s, location) / column_location(den, s, location))
         .collect();
@@ -502,6 +505,77 @@ pub fn bootstrap_geomean_ratio(
         resamples: resamples.max(1),
         per_size,
     })
+}
+
+/// Percentile-bootstrap interval of a paired comparison: the geometric mean
+/// over sizes of `exp(location over rounds of ln(num / den))`.
+///
+/// `num` and `den` hold one row per round (the two cells' launches of one
+/// round, launched next to each other), one value per size, the same sizes in
+/// the same order. The ratio of a round cancels what its two launches share:
+/// on machines whose state (fast or slow, for seconds at a time) is set by
+/// when a launch runs, launches of the same round share it, and the paired
+/// ratios are far tighter than a ratio of two cells' unpaired locations. A
+/// resample draws whole rounds with replacement (the sizes of a round stay
+/// together). Values must be positive. Cost: O(resamples x rounds x sizes).
+pub fn bootstrap_paired_ratio(
+    num: &[Vec<f64>],
+    den: &[Vec<f64>],
+    location: Location,
+    level: f64,
+    resamples: u32,
+    rng: &mut Rng,
+) -> Result<HeadlineCi, RatioError> {
+    let sizes = check_shapes(num, den, level, true)?;
+    let logs: Vec<Vec<f64>> = num
+        .iter()
+        .zip(den)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x / y).ln()).collect())
+        .collect();
+    let per_size: Vec<f64> = (0..sizes)
+        .map(|s| column_location(&logs, s, location).exp())
+        .collect();
+    let ratio = (per_size.iter().map(|r| r.ln()).sum::<f64>() / sizes as f64).exp();
+    let mut pick = vec![0usize; logs.len()];
+    let mut scratch = Vec::with_capacity(logs.len());
+    let mut means = Vec::with_capacity(resamples.max(1) as usize);
+    for _ in 0..resamples.max(1) {
+        for p in pick.iter_mut() {
+            *p = rng.below(logs.len());
+        }
+        let sum: f64 = (0..sizes)
+            .map(|s| picked_location(&logs, &pick, s, location, &mut scratch))
+            .sum();
+        means.push(sum / sizes as f64);
+    }
+    means.sort_by(f64::total_cmp);
+    let alpha = 1.0 - level;
+    Ok(HeadlineCi {
+        ratio,
+        low: quantile_sorted(&means, alpha / 2.0).exp(),
+        high: quantile_sorted(&means, 1.0 - alpha / 2.0).exp(),
+        level,
+        resamples: resamples.max(1),
+        per_size,
+    })
+}
+
+/// Checks the level and both sides' rows (as [`check_rows`]: one number of
+/// sizes on both; as many rows on both when `paired`); returns the sizes.
+fn check_shapes(
+    num: &[Vec<f64>],
+    den: &[Vec<f64>],
+    level: f64,
+    paired: bool,
+) -> Result<usize, RatioError> {
+    if !(level > 0.0 && level < 1.0) {
+        return Err(RatioError::Level(level));
+    }
+    let sizes = check_rows("numerator", num)?;
+    if check_rows("denominator", den)? != sizes || (paired && num.len() != den.len()) {
+        return Err(RatioError::Shape);
+    }
+    Ok(sizes)
 }
 
 /// Checks rows of positive finite values, all of one length; returns it.
@@ -874,6 +948,91 @@ mod tests {
             median < trimmed,
             "median {median} vs trimmed mean {trimmed}"
         );
+    }
+
+    /// Rounds of a machine whose state (fast, or x1.5 slow, 30% of the time)
+    /// is set by when a launch runs: both launches of a round share it but
+    /// for a flip between them (10% of rounds); `factor` is the numerator's
+    /// true ratio; small noise per size.
+    fn rounds(
+        rng: &mut Rng,
+        n: usize,
+        sizes: usize,
+        factor: f64,
+    ) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let mut num = Vec::new();
+        let mut den = Vec::new();
+        for _ in 0..n {
+            let state = if rng.uniform() < 0.3 { 1.5 } else { 1.0 };
+            let other = if rng.uniform() < 0.1 {
+                2.5 - state
+            } else {
+                state
+            };
+            let row = |rng: &mut Rng, f: f64, st: f64| -> Vec<f64> {
+                (0..sizes)
+                    .map(|s| f * st * (1.0 + s as f64) * (1.0 + 0.01 * (rng.uniform() - 0.5)))
+                    .collect()
+            };
+            num.push(row(rng, factor, state));
+            den.push(row(rng, 1.0, other));
+        }
+        (num, den)
+    }
+
+    /// (A/A intervals that cover 1, 3% slowdowns seen) of 200 each.
+    fn paired_coverage_and_power(location: Location) -> (usize, usize) {
+        let mut rng = Rng::new(3);
+        let (mut covered, mut detected) = (0, 0);
+        for _ in 0..200 {
+            let (a, b) = rounds(&mut rng, 20, 8, 1.0);
+            let h = bootstrap_paired_ratio(&a, &b, location, 0.95, 400, &mut rng).unwrap();
+            if h.low <= 1.0 && 1.0 <= h.high {
+                covered += 1;
+            }
+            let (a, b) = rounds(&mut rng, 20, 8, 1.03);
+            let h = bootstrap_paired_ratio(&a, &b, location, 0.95, 400, &mut rng).unwrap();
+            if h.low > 1.0 {
+                detected += 1;
+            }
+        }
+        (covered, detected)
+    }
+
+    #[test]
+    fn paired_median_covers_an_a_a_comparison_and_sees_a_small_slowdown() {
+        let (covered, detected) = paired_coverage_and_power(Location::Median);
+        assert!(covered >= 184, "A/A coverage {covered} of 200");
+        assert!(detected >= 190, "a 3% slowdown seen {detected} of 200");
+        // The trimmed mean keeps the flipped rounds when there are more than
+        // it trims: wider, and less calibrated (hence the median, the default).
+        let (t_covered, t_detected) = paired_coverage_and_power(Location::TrimmedMean);
+        assert!(t_detected < detected, "{t_detected} vs {detected}");
+        assert!(t_covered >= 170, "trimmed mean: A/A coverage {t_covered}");
+        // Unpaired, the same launches hide the 3% in the state's variance.
+        let mut rng = Rng::new(3);
+        let mut seen = 0;
+        for _ in 0..100 {
+            let (a, b) = rounds(&mut rng, 20, 8, 1.03);
+            let h = bootstrap_geomean_ratio(&a, &b, Location::Median, 0.95, 400, &mut rng).unwrap();
+            if h.low > 1.0 {
+                seen += 1;
+            }
+        }
+        assert!(seen < 50, "unpaired saw it {seen} of 100");
+    }
+
+    #[test]
+    fn paired_needs_rounds_of_both() {
+        let mut rng = Rng::new(1);
+        let two = vec![vec![1.0], vec![1.1]];
+        let three = vec![vec![1.0], vec![1.1], vec![1.2]];
+        assert_eq!(
+            bootstrap_paired_ratio(&two, &three, Location::Median, 0.95, 10, &mut rng),
+            Err(RatioError::Shape)
+        );
+        let h = bootstrap_paired_ratio(&two, &two, Location::Median, 0.95, 10, &mut rng).unwrap();
+        assert_eq!((h.ratio, h.low, h.high), (1.0, 1.0, 1.0));
     }
 
     #[test]

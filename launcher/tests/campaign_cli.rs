@@ -1,7 +1,9 @@
 //! `hybrun campaign check` and `run` as a person uses them: the commands
 //! `check` prints can be pasted into a shell and run exactly what the campaign
-//! would (nothing in a scenario's values is run by the shell), and a campaign
-//! whose every launch failed says so and exits non-zero.
+//! would (nothing in a scenario's values is run by the shell), a campaign
+//! whose every launch failed says so and exits non-zero, and what a launch
+//! draws at random (environment size, core order, place in its round) is
+//! what its ranks got and what its record says.
 
 mod campaign_common;
 
@@ -14,7 +16,7 @@ fn scenario(dir: &std::path::Path, hybench: &str, extra: &str) -> std::path::Pat
     std::fs::write(
         &path,
         format!(
-            "name = \"cli\"\nlaunches = 2\ntimeout = \"30s\"\n[hybench]\nmpich = \"{hybench}\"\n\
+            "name = \"cli\"\nlaunches = 2\ntimeout = \"30s\"\n[stop]\nenabled = false\n[hybench]\nmpich = \"{hybench}\"\n\
              [matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n{extra}"
         ),
     )
@@ -120,7 +122,7 @@ fn a_campaign_whose_every_launch_failed_exits_non_zero() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
-        last.contains("every launch failed (2 of 2)")
+        last.contains("every launch failed (4 of 4)")
             && last.contains("latency.native.1x2.mpich.")
             && last.contains("exit status 1")
             && last.contains("report.md"),
@@ -136,5 +138,91 @@ fn a_campaign_whose_every_launch_failed_exits_non_zero() {
     assert!(
         last.contains(&run.join("report.md").display().to_string()),
         "{last}"
+    );
+}
+
+#[test]
+fn what_a_launch_draws_at_random_reaches_its_ranks_and_its_record() {
+    if !require(
+        "mpiexec.mpich",
+        on_path("mpiexec.mpich"),
+        "run scripts/setup",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A stand-in hybench that writes, per rank, its launch's scratch
+    // directory, the size of HYBRUN_ENV_PAD and the CPUs it may run on.
+    let seen = dir.path().join("seen");
+    std::fs::create_dir(&seen).unwrap();
+    let bench = dir.path().join("bench");
+    std::fs::write(
+        &bench,
+        format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --output ] && out=$(dirname \"$2\"); shift; done\nprintf '%s %s %s\\n' \"$(basename \"$out\")\" \"${{#HYBRUN_ENV_PAD}}\" \
+             \"$(grep Cpus_allowed_list /proc/self/status | cut -f2)\" >> {}/$PMI_RANK\nexit 3\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bench, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = scenario(dir.path(), &bench.display().to_string(), "");
+    let results = dir.path().join("results");
+    let out = hybrun(
+        &["campaign", "run", "--results", results.to_str().unwrap()],
+        &s,
+    );
+    assert_eq!(out.status.code(), Some(1), "every launch fails: {out:?}");
+    let run = std::fs::read_dir(results.join("cli"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let records = hybrun::campaign::results::read_records(&run).unwrap();
+    assert_eq!(records.len(), 4, "native and native', 2 launches each");
+    let seen0 = std::fs::read_to_string(seen.join("0")).unwrap();
+    let seen1 = std::fs::read_to_string(seen.join("1")).unwrap();
+    let mut positions = std::collections::BTreeSet::new();
+    for r in &records {
+        let drawn = r.randomized.as_ref().expect("randomized by default");
+        positions.insert((r.launch, drawn.position));
+        let scratch = format!("{}.{}", r.cell_key, r.launch);
+        for (rank, lines) in [(0usize, &seen0), (1, &seen1)] {
+            let line = lines
+                .lines()
+                .find(|l| l.starts_with(&format!("{scratch} ")))
+                .unwrap_or_else(|| panic!("rank {rank} of {scratch}: {lines}"));
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(words[1], drawn.env_pad.to_string(), "{line}");
+            // hydra bound the rank to the core drawn for it.
+            if let Some(cores) = &drawn.cores {
+                assert_eq!(words[2], cores[rank].to_string(), "{line}");
+                let binding = format!(
+                    "user:{}",
+                    cores
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                assert!(
+                    r.env
+                        .iter()
+                        .any(|(k, v)| k == "HYDRA_BINDING" && *v == binding),
+                    "{:?}",
+                    r.env
+                );
+            }
+        }
+        assert!(
+            !r.env.iter().any(|(k, _)| k == "HYBRUN_ENV_PAD"),
+            "the pad is recorded by its size, not verbatim"
+        );
+    }
+    // Each round launched both cells, at places 0 and 1.
+    assert_eq!(
+        positions,
+        std::collections::BTreeSet::from([(0, 0), (0, 1), (1, 0), (1, 1)])
     );
 }

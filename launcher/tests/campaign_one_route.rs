@@ -63,10 +63,16 @@ fn run_campaign() -> Option<Vec<LaunchRecord>> {
             r#"name = "route"
 launches = 2
 timeout = "60s"
+control = false
+# The launch-level randomization (tests/campaign_cli.rs) would make every
+# launch's core order its own: this test compares the routes alone.
+randomize = false
 site = "{site}"
 runtime = "charliecloud"
 [hybench]
 mpich = "{hybench}"
+[stop]
+enabled = false
 [matrix]
 benchmark = ["latency"]
 mode = ["native", "hybrid", "bind"]

@@ -28,8 +28,11 @@ fn write_scenario(dir: &Path, hybench: &Path) -> PathBuf {
             r#"name = "resume"
 launches = 3
 timeout = "60s"
+control = false
 [hybench]
 mpich = "{}"
+[stop]
+enabled = false
 [matrix]
 benchmark = ["latency", "allreduce"]
 mode = ["native"]
@@ -325,7 +328,7 @@ fn report_and_compare_of_real_runs() {
         "{md}"
     );
     assert!(
-        md.contains("resampling launches"),
+        md.contains("paired by round") && md.contains("resampling whole rounds"),
         "the method is stated: {md}"
     );
     assert!(md.contains("libmpich"), "the mapped library is shown: {md}");
@@ -358,6 +361,9 @@ fn report_and_compare_of_real_runs() {
     // 4 cells x (4 or 2 sizes) matched by what they measure.
     assert_eq!(json["rows"].as_array().unwrap().len(), 2 * (4 + 2));
     assert!(json["rows"][0]["ci_low"].is_number(), "{json}");
+    // And one line per cell over every size.
+    assert_eq!(json["headline"].as_array().unwrap().len(), 4, "{json}");
+    assert!(json["headline"][0]["ratio"].is_number(), "{json}");
 }
 
 /// A copy of the clean run, resumed by the same scenario (its run id).

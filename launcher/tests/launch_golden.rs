@@ -331,6 +331,7 @@ fn rank(runtime: Runtime, mode: Mode, flavour: MpiFlavour) -> RankPlan {
             ntasks: 4,
             oversubscribe: flavour == MpiFlavour::Openmpi,
         }),
+        pwd: None,
         command: vec![
             "/app/hybench".into(),
             "latency".into(),
@@ -645,6 +646,22 @@ fn cases() -> Vec<Case> {
         description: "Apptainer 1.x: a value with ',' goes through APPTAINERENV_",
         plan: plan(LauncherKind::Srun, csv, MpiFlavour::Mpich),
     });
+
+    // The ranks' working directory (an application's launch directory):
+    // --pwd for Singularity and Apptainer, --cd for ch-run, `cd` in the line.
+    for (name, runtime) in [
+        ("singularity364_pwd_srun", singularity()),
+        ("apptainer1_pwd_srun", apptainer()),
+        ("charliecloud_pwd_srun", charliecloud()),
+    ] {
+        let mut r = rank(runtime, Mode::Hybrid, MpiFlavour::Mpich);
+        r.pwd = Some("/scratch/u/run/lj.0".into());
+        cases.push(Case {
+            name,
+            description: "hybrid, srun, the ranks in a working directory of their own",
+            plan: plan(LauncherKind::Srun, r, MpiFlavour::Mpich),
+        });
+    }
 
     // The per-rank wrapper under srun.
     let mut wrapped = plan(

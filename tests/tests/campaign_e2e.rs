@@ -28,6 +28,26 @@ fn hybrun_binary() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// The MPICH test image (built on first use), or None after `require`.
+fn mpich_image(hybrun: &std::path::Path) -> Option<PathBuf> {
+    let image = repo_root().join("target/images/mpich");
+    if !image.join("app/hybench").is_file() {
+        let out = Command::new(repo_root().join("scripts/make-test-images"))
+            .arg("mpich")
+            .env("HYBRUN", hybrun)
+            .output()
+            .expect("scripts/make-test-images");
+        if !require(
+            "the mpich test image",
+            out.status.success(),
+            &String::from_utf8_lossy(&out.stderr),
+        ) {
+            return None;
+        }
+    }
+    Some(image)
+}
+
 #[test]
 fn submit_runs_every_node_count_in_its_own_allocation_and_collects_all_cells() {
     let Some(hybrun) = hybrun_binary() else {
@@ -41,21 +61,9 @@ fn submit_runs_every_node_count_in_its_own_allocation_and_collects_all_cells() {
         return;
     };
     let Some(slurm_conf) = cluster() else { return };
-    let image = repo_root().join("target/images/mpich");
-    if !image.join("app/hybench").is_file() {
-        let out = Command::new(repo_root().join("scripts/make-test-images"))
-            .arg("mpich")
-            .env("HYBRUN", &hybrun)
-            .output()
-            .expect("scripts/make-test-images");
-        if !require(
-            "the mpich test image",
-            out.status.success(),
-            &String::from_utf8_lossy(&out.stderr),
-        ) {
-            return;
-        }
-    }
+    let Some(image) = mpich_image(&hybrun) else {
+        return;
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("submit.toml");
@@ -65,8 +73,11 @@ fn submit_runs_every_node_count_in_its_own_allocation_and_collects_all_cells() {
             r#"name = "submit-e2e"
 launches = 2
 timeout = "90s"
+control = false
 site = "{site}"
 runtime = "charliecloud"
+[stop]
+enabled = false
 [matrix]
 benchmark = ["allreduce"]
 mode = ["native", "hybrid"]

@@ -36,9 +36,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::scenario::Cell;
+use super::scenario::{Cell, Workload};
 use hybrun_core::schema::ResultRow;
-use hybrun_core::vocab::{Benchmark, Mode};
+use hybrun_core::vocab::Mode;
 
 pub const RESULTS: &str = "results.csv";
 pub const SAMPLES: &str = "samples.csv";
@@ -80,7 +80,7 @@ hybrun_core::named_enum! {
 pub struct LaunchRecord {
     pub cell_key: String,
     pub launch: u32,
-    pub benchmark: Benchmark,
+    pub benchmark: Workload,
     pub mode: Mode,
     pub status: Outcome,
     /// Why it failed, in one line (exit status, timeout, unreadable output...).
@@ -108,11 +108,33 @@ pub struct LaunchRecord {
     /// hybrun::launch's plan, as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<serde_json::Value>,
+    /// The launch-level bias sources drawn for this launch, when randomized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub randomized: Option<Randomized>,
     pub rows: u64,
     pub samples: u64,
     /// Lengths of results.csv and samples.csv after this launch's rows.
     pub results_end: u64,
     pub samples_end: u64,
+}
+
+/// What was drawn at random for one launch, so that the launch-level biases
+/// it controls (Mytkowicz et al., "Producing wrong data without doing anything
+/// obviously wrong!", ASPLOS 2009) become variance the intervals see, not a
+/// fixed offset one mode happens to get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Randomized {
+    /// Bytes of `HYBRUN_ENV_PAD` in every rank's environment: the size of the
+    /// environment moves the initial stack, and with it the alignment of
+    /// everything the program puts there.
+    pub env_pad: u32,
+    /// The cores the ranks of a node are bound to, in rank order, when the
+    /// launcher takes an explicit list (hydra, srun); None otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<Vec<usize>>,
+    /// Where the launch fell in its round (the cells run in a fresh random
+    /// order each round).
+    pub position: u32,
 }
 
 /// The store, open for appending.
@@ -718,7 +740,7 @@ pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
     LaunchRecord {
         cell_key: key.into(),
         launch,
-        benchmark: Benchmark::Latency,
+        benchmark: Workload::Bench(hybrun_core::vocab::Benchmark::Latency),
         mode: Mode::Native,
         status: Outcome::Ok,
         reason: None,
@@ -733,6 +755,7 @@ pub(crate) fn test_record(key: &str, launch: u32) -> LaunchRecord {
         env: vec![],
         per_rank: vec![],
         plan: None,
+        randomized: None,
         rows: 1,
         samples: 1,
         results_end: 0,

@@ -19,7 +19,7 @@ pub const SCENARIO: &str = "scenario.json";
 
 /// Where a run goes: `hybrun campaign run`'s `--results`, `--new`, `--run-id`.
 #[derive(Debug, Clone, Default)]
-pub struct Location {
+pub struct RunPlace {
     /// Parent of `<campaign>/<run-id>/` (default `results`).
     pub results: Option<PathBuf>,
     /// A fresh run id instead of the scenario's own.
@@ -29,7 +29,7 @@ pub struct Location {
 
 /// The run directory for `scenario`: `<results>/<name>/<run-id>`, checked
 /// writable before anything runs.
-pub fn run_dir(scenario: &Scenario, at: &Location) -> anyhow::Result<PathBuf> {
+pub fn run_dir(scenario: &Scenario, at: &RunPlace) -> anyhow::Result<PathBuf> {
     let root = at
         .results
         .clone()

@@ -75,12 +75,12 @@ fn records_in(shard: &Path) -> usize {
 
 /// The base launches of `cells` that `store` has not recorded.
 fn undone(scenario: &Scenario, store: &Store, cells: &[usize]) -> usize {
-    runner::schedule(scenario, cells, 0, scenario.launches, 0)
+    runner::schedule(scenario, cells, 0, scenario.launches)
         .into_iter()
-        .filter(|(c, l)| {
+        .filter(|s| {
             !store
                 .done()
-                .contains_key(&(scenario.cells[*c].key.clone(), *l))
+                .contains_key(&(scenario.cells[s.cell].key.clone(), s.launch))
         })
         .count()
 }
@@ -188,7 +188,7 @@ pub fn submit(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<PathBuf>
             );
         }
     }
-    let dir = std::path::absolute(rundir::run_dir(scenario, &opts.location)?)?;
+    let dir = std::path::absolute(rundir::run_dir(scenario, &opts.place)?)?;
     let all: Vec<&Cell> = scenario.cells.iter().collect();
     // Inside the allocation srun starts the ranks: check that way.
     runner::preflight(scenario, &all, true)?;

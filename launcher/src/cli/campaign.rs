@@ -4,13 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
+use hybrun::campaign::analysis::calibration::{self, Draws};
 use hybrun::campaign::analysis::{self, Options};
 use hybrun::campaign::export::{self, compare};
 use hybrun::campaign::results::{self, Outcome};
-use hybrun::campaign::rundir::Location;
+use hybrun::campaign::rundir::RunPlace;
 use hybrun::campaign::runner::{self, CellPlanner, RunOptions};
 use hybrun::campaign::scenario::{self, Environment, Resample};
 use hybrun::campaign::{in_allocation, submit};
+use hybrun_core::stats::{Location, Verdict};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -18,6 +20,10 @@ pub enum CampaignCommand {
     Run(RunArgs),
     /// Check a scenario and print its cells and commands; runs nothing.
     Check(CheckArgs),
+    /// How often would this run's method give a false verdict (A/A, from its
+    /// native' controls), or see a known difference (power)? Drawn from the
+    /// run's own launches.
+    Calibrate(CalibrateArgs),
     /// Run one node count's cells inside an sbatch allocation (`--submit`'s jobs).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -43,6 +49,38 @@ pub struct RunArgs {
     /// Do not write the report at the end.
     #[arg(long)]
     pub no_report: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// A run directory: results/<campaign>/<run-id>.
+    pub run_dir: PathBuf,
+    /// Launches of each cell per comparison (rounds drawn at random).
+    #[arg(long, default_value_t = 10)]
+    pub launches: usize,
+    /// Comparisons drawn.
+    #[arg(long, default_value_t = 400)]
+    pub draws: usize,
+    /// Power: this cell (key or unique key prefix) against --reference,
+    /// instead of every control against its native.
+    #[arg(long, requires = "reference", value_name = "KEY")]
+    pub cell: Option<String>,
+    #[arg(long, requires = "cell", value_name = "KEY")]
+    pub reference: Option<String>,
+    /// Fail (exit status 1) when an A/A false-verdict rate (headline or per
+    /// size) is above this fraction, e.g. 0.05.
+    #[arg(long, value_name = "FRACTION")]
+    pub max_false_rate: Option<f64>,
+    /// Power: fail unless the headline says this verdict in at least
+    /// --min-rate of the draws.
+    #[arg(long, requires = "cell")]
+    pub expect: Option<Verdict>,
+    #[arg(long, default_value_t = 1.0, value_name = "FRACTION")]
+    pub min_rate: f64,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+    #[arg(long, value_enum, default_value_t = Format::Md)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +137,10 @@ pub struct StatsArgs {
     /// Bootstrap seed (default: the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// How a cell's launches are summarised per size (default: the
+    /// scenario's, else trimmed-mean).
+    #[arg(long)]
+    pub location: Option<Location>,
 }
 
 impl StatsArgs {
@@ -117,6 +159,9 @@ impl StatsArgs {
         if let Some(s) = self.seed {
             o.seed = s;
         }
+        if let Some(l) = self.location {
+            o.location = l;
+        }
         Ok(o)
     }
 }
@@ -131,6 +176,7 @@ pub fn run(command: CampaignCommand) -> anyhow::Result<()> {
     flat(match command {
         CampaignCommand::Run(args) => run_campaign(args),
         CampaignCommand::Check(args) => check(args),
+        CampaignCommand::Calibrate(args) => calibrate(args),
         CampaignCommand::Worker(args) => submit::worker(&args.run_dir, args.nodes),
     })
 }
@@ -138,7 +184,7 @@ pub fn run(command: CampaignCommand) -> anyhow::Result<()> {
 fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
     let scenario = scenario::load(&args.scenario, &Environment::current())?;
     let opts = RunOptions {
-        location: Location {
+        place: RunPlace {
             results: args.results,
             new: args.new,
             run_id: args.run_id,
@@ -159,6 +205,15 @@ fn run_campaign(args: RunArgs) -> anyhow::Result<()> {
             r.launches_ok,
             r.launches_failed
         );
+        // The answer, last, like hyperfine's summary: one line per benchmark,
+        // setting and mode, and the A/A control's.
+        let lines = export::summary::lines(&r);
+        if !lines.is_empty() {
+            println!("\nHeadline (ratio to native over every size, 95% CI, verdict):");
+            for line in lines {
+                println!("{line}");
+            }
+        }
     }
     some_launch_succeeded(&dir, !args.no_report)
 }
@@ -226,11 +281,71 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         scenario.timeout_s
     );
     for cell in &scenario.cells {
-        let line = match planner.prepare(cell, &cell.hybench_args()) {
+        let line = match planner.prepare(cell, &runner::Payload::of(cell)) {
             Ok(p) => p.line,
             Err(e) => format!("(needs an allocation: {e:#})"),
         };
         println!("{}\t{}", cell.key, line);
+    }
+    Ok(())
+}
+
+fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
+    let data = analysis::load(&args.run_dir)?;
+    let opts = args.stats.options(Options::of(&data.scenario))?;
+    let draws = Draws {
+        launches: args.launches,
+        draws: args.draws,
+        seed: opts.seed,
+    };
+    let list = match (&args.cell, &args.reference) {
+        (Some(cell), Some(reference)) => {
+            let cell = calibration::cell_by_key(&data, cell)?;
+            let reference = calibration::cell_by_key(&data, reference)?;
+            vec![calibration::calibrate(
+                &data, &opts, cell, reference, draws,
+            )?]
+        }
+        _ => calibration::calibrate_controls(&data, &opts, draws)?,
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            for c in &list {
+                w.serialize(c)?;
+            }
+            w.flush()?;
+        }
+        Format::Md => print!("{}", calibration::markdown(&list, &opts)),
+    }
+    for c in &list {
+        if let Some(max) = args.max_false_rate {
+            let worst = c.headline.false_rate().max(c.per_size.false_rate());
+            anyhow::ensure!(
+                worst <= max,
+                "{} against {}: false verdicts in {:.1}% of headline and {:.1}% of per-size \
+                 comparisons, above {:.1}%",
+                c.cell,
+                c.reference,
+                c.headline.false_rate() * 100.0,
+                c.per_size.false_rate() * 100.0,
+                max * 100.0
+            );
+        }
+        if let Some(want) = args.expect {
+            let rate = c.headline.rate(want);
+            anyhow::ensure!(
+                rate >= args.min_rate,
+                "{} against {}: the headline said {want} in {:.1}% of {} draws, expected at \
+                 least {:.1}%",
+                c.cell,
+                c.reference,
+                rate * 100.0,
+                c.draws,
+                args.min_rate * 100.0
+            );
+        }
     }
     Ok(())
 }

@@ -86,6 +86,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_cpu_bind: bool,
 
+    /// The ranks' working directory (an existing absolute path): the launcher
+    /// starts there, and a container's rank starts there too (Singularity and
+    /// Apptainer --pwd, ch-run --cd; ch-run otherwise starts in /).
+    #[arg(long, value_name = "DIR")]
+    pub pwd: Option<PathBuf>,
+
     /// The image (SIF file, SquashFS or directory); none for --mode native.
     #[arg(value_name = "IMAGE")]
     pub image: Option<PathBuf>,
@@ -198,6 +204,7 @@ fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
         allow_tcp: common.allow_tcp,
         skip_gate: false,
         no_cpu_bind: common.no_cpu_bind,
+        pwd: common.pwd.clone(),
         dry_run,
         image: common.image.clone(),
         command: common.command.clone(),

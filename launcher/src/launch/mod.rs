@@ -74,6 +74,9 @@ pub enum LaunchError {
     #[error("no command to run: give it after the image, e.g. `hybrun run IMAGE -- ./app`")]
     EmptyCommand,
 
+    #[error("--pwd {path:?}: {why}")]
+    Pwd { path: String, why: &'static str },
+
     #[error(
         "{program:?} cannot be the program a launcher starts (it starts with '-' or contains \
          '='); give a path or a plain name"

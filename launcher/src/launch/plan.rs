@@ -268,6 +268,13 @@ pub struct RankPlan {
     /// ch-run `--join-ct`/`--join-tag`, once known (per rank, by `hybrun exec`).
     pub join: Option<Join>,
     pub inside: Option<InsideLauncher>,
+    /// The working directory the rank starts in (`--pwd`); None: the
+    /// launcher's, or the runtime's default in a container.
+    #[serde(
+        serialize_with = "ser_opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pwd: Option<PathBuf>,
     #[serde(serialize_with = "ser_os_vec")]
     pub command: Vec<OsString>,
 }
@@ -321,17 +328,39 @@ pub struct Rendered {
     pub env_set: Vec<(OsString, OsString)>,
     #[serde(serialize_with = "ser_os_vec")]
     pub argv: Vec<OsString>,
+    /// The directory the program starts in (`--pwd`); None: the caller's.
+    #[serde(
+        serialize_with = "ser_opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cwd: Option<PathBuf>,
 }
 
 impl Rendered {
-    /// The command as one POSIX shell line (paste-able).
+    /// The command as one POSIX shell line (paste-able): `cd DIR && ` first
+    /// when it starts in a directory of its own.
     pub fn shell_line(&self) -> String {
-        quote::quote_line(&self.env_unset, &self.env_set, &self.argv)
+        String::from_utf8_lossy(&self.shell_line_bytes()).into_owned()
     }
 
     /// The same, byte-exact.
     pub fn shell_line_bytes(&self) -> Vec<u8> {
-        quote::quote_line_bytes(&self.env_unset, &self.env_set, &self.argv)
+        let mut line = Vec::new();
+        if let Some(dir) = &self.cwd {
+            line.extend_from_slice(b"cd ");
+            line.extend(quote::quote_line_bytes(
+                &[],
+                &[],
+                &[dir.as_os_str().to_owned()],
+            ));
+            line.extend_from_slice(b" && ");
+        }
+        line.extend(quote::quote_line_bytes(
+            &self.env_unset,
+            &self.env_set,
+            &self.argv,
+        ));
+        line
     }
 
     /// A `std::process::Command` that runs exactly this (no shell).
@@ -344,6 +373,9 @@ impl Rendered {
         }
         for (name, value) in &self.env_set {
             command.env(name, value);
+        }
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
         }
         Ok(command)
     }

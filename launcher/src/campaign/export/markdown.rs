@@ -1,6 +1,7 @@
 //! `report.md`: the report for people. A header with the launches and the
-//! method, then per benchmark and setting the verdict counts per mode (the
-//! line people read first), the table of every size and mode and links to the
+//! method, the headline (one ratio per benchmark, setting and mode, and the
+//! A/A control: [`super::summary`]), then per benchmark and setting the
+//! verdict counts per mode, the table of every size and mode and links to the
 //! plots; then which libmpi each mode mapped, and the failed launches with the
 //! end of their output.
 
@@ -11,7 +12,8 @@ use std::path::PathBuf;
 use super::plots::plot_stem;
 use super::size_label;
 use crate::campaign::analysis::{Entry, Report};
-use hybrun_core::vocab::{Benchmark, Mode};
+use crate::campaign::scenario::Workload;
+use hybrun_core::vocab::Mode;
 
 fn num(v: f64) -> String {
     if !v.is_finite() {
@@ -43,10 +45,11 @@ pub fn report(r: &Report, plots: &[PathBuf]) -> String {
         "Method: {}. Ratio = mode / native (for latency above 1 is slower, for bandwidth below 1 is slower).\n",
         r.method
     );
+    super::summary::markdown(&mut md, r);
     // One section per benchmark and setting, in the order of the entries.
-    let mut sections: Vec<(Benchmark, &str)> = Vec::new();
+    let mut sections: Vec<(&Workload, &str)> = Vec::new();
     for e in &r.entries {
-        let k = (e.benchmark, e.setting.as_str());
+        let k = (&e.benchmark, e.setting.as_str());
         if !sections.contains(&k) {
             sections.push(k);
         }
@@ -55,7 +58,7 @@ pub fn report(r: &Report, plots: &[PathBuf]) -> String {
         let rows: Vec<&Entry> = r
             .entries
             .iter()
-            .filter(|e| e.benchmark == bench && e.setting == setting)
+            .filter(|e| e.benchmark == *bench && e.setting == setting)
             .collect();
         section(&mut md, bench, setting, &rows, plots);
     }
@@ -65,16 +68,16 @@ pub fn report(r: &Report, plots: &[PathBuf]) -> String {
 }
 
 /// One benchmark and setting: verdict counts, the table, the plot links.
-fn section(md: &mut String, bench: Benchmark, setting: &str, rows: &[&Entry], plots: &[PathBuf]) {
+fn section(md: &mut String, bench: &Workload, setting: &str, rows: &[&Entry], plots: &[PathBuf]) {
     let _ = writeln!(md, "## {bench} ({setting})\n");
-    let unit = rows.first().map(|e| e.unit.name()).unwrap_or("");
+    let unit = rows.first().map_or("", |e| e.unit.as_str());
     // Verdict counts per mode: the summary line people read first.
     let mut counts: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
     for e in rows {
-        if e.mode != Mode::Native {
+        if e.mode != Mode::Native || e.control {
             let v = e.verdict.map_or("no CI", |v| v.name());
             *counts
-                .entry(format!("{} {}", e.mode, e.image))
+                .entry(format!("{} {}", e.mode_label(), e.image))
                 .or_default()
                 .entry(v)
                 .or_default() += 1;
@@ -114,7 +117,7 @@ fn section(md: &mut String, bench: Benchmark, setting: &str, rows: &[&Entry], pl
 fn table(md: &mut String, unit: &str, rows: &[&Entry]) {
     let _ = writeln!(
         md,
-        "| size | mode | image | launches | median ({unit}) | ratio to native | 95% CI | verdict |"
+        "| size | mode | image | launches | value ({unit}) | ratio to native | 95% CI | verdict |"
     );
     let _ = writeln!(md, "|---:|---|---|---:|---:|---:|---|---|");
     let mut sizes: Vec<u64> = rows.iter().map(|e| e.size_bytes).collect();
@@ -122,7 +125,7 @@ fn table(md: &mut String, unit: &str, rows: &[&Entry]) {
     sizes.dedup();
     for size in sizes {
         for e in rows.iter().filter(|e| e.size_bytes == size) {
-            let native = e.mode == Mode::Native;
+            let native = e.mode == Mode::Native && !e.control;
             let ci = match (e.ci_low, e.ci_high) {
                 (Some(a), Some(b)) => format!("[{:.3}, {:.3}]", a, b),
                 _ if native => String::new(),
@@ -132,10 +135,10 @@ fn table(md: &mut String, unit: &str, rows: &[&Entry]) {
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 size_label(size),
-                e.mode,
+                e.mode_label(),
                 e.image,
                 e.launches,
-                num(e.median),
+                num(e.value),
                 e.ratio
                     .map_or(if native { "1".into() } else { "-".into() }, |x| format!(
                         "{x:.3}"

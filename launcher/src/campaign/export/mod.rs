@@ -1,6 +1,7 @@
 //! A run's analysis written out: `report.md` for people ([`markdown`]),
 //! `report.csv` and `report.json` for programs ([`csv`], [`json`]), SVG plots
-//! ([`plots`]), and the comparison of two runs ([`compare`]). Each format has
+//! ([`plots`]), the headline lines ([`summary`]) and the comparison of two
+//! runs ([`compare`]). Each format has
 //! its own module; this one writes a run's files together.
 
 pub mod compare;
@@ -8,6 +9,7 @@ pub mod csv;
 pub mod json;
 pub mod markdown;
 pub mod plots;
+pub mod summary;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! SVG plots of a report (plotters, SVG backend only: no font or image stack).
 //!
-//! Per benchmark and setting: the median of each mode against the message
+//! Per benchmark and setting: the value of each mode against the message
 //! size (log-log), and each container mode's ratio to native with its 95% CI
 //! as a band, the tolerance band drawn around 1.
 
@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 use super::size_label;
 use crate::campaign::analysis::{Entry, Report};
-use hybrun_core::vocab::Benchmark;
+use crate::campaign::scenario::Workload;
 
 const COLORS: [RGBColor; 6] = [BLACK, BLUE, RED, GREEN, MAGENTA, CYAN];
 const SIZE: (u32, u32) = (900, 540);
@@ -78,10 +78,10 @@ macro_rules! finish {
 }
 
 /// The sections (benchmark, setting) in report order, with their entries.
-fn sections(report: &Report) -> Vec<((Benchmark, String), Vec<&Entry>)> {
-    let mut out: Vec<((Benchmark, String), Vec<&Entry>)> = Vec::new();
+fn sections(report: &Report) -> Vec<((Workload, String), Vec<&Entry>)> {
+    let mut out: Vec<((Workload, String), Vec<&Entry>)> = Vec::new();
     for e in &report.entries {
-        let k = (e.benchmark, e.setting.clone());
+        let k = (e.benchmark.clone(), e.setting.clone());
         match out.iter_mut().find(|(key, _)| *key == k) {
             Some((_, v)) => v.push(e),
             None => out.push((k, vec![e])),
@@ -96,12 +96,12 @@ fn series<'a>(entries: &[&'a Entry]) -> Vec<(String, Vec<&'a Entry>)> {
     let mut out: Vec<(String, Vec<&Entry>)> = Vec::new();
     for e in entries
         .iter()
-        .filter(|e| e.size_bytes > 0 && e.median.is_finite() && e.median > 0.0)
+        .filter(|e| e.size_bytes > 0 && e.value.is_finite() && e.value > 0.0)
     {
         let name = if e.image.is_empty() {
-            e.mode.to_string()
+            e.mode_label()
         } else {
-            format!("{} ({})", e.mode, e.image)
+            format!("{} ({})", e.mode_label(), e.image)
         };
         match out.iter_mut().find(|(n, _)| *n == name) {
             Some((_, v)) => v.push(e),
@@ -133,11 +133,11 @@ pub fn write(dir: &Path, report: &Report) -> anyhow::Result<Vec<PathBuf>> {
         let Some(xr) = x_range(&entries) else {
             continue;
         };
-        let stem = plot_stem(bench, &setting);
+        let stem = plot_stem(&bench, &setting);
         let s = series(&entries);
         let path = dir.join(format!("{stem}-value.svg"));
-        let title = format!("{bench}: median per mode ({setting})");
-        if value_plot(&path, title, xr.clone(), &s, entries[0].unit.name())? {
+        let title = format!("{bench}: value per mode ({setting})");
+        if value_plot(&path, title, xr.clone(), &s, &entries[0].unit)? {
             written.push(path);
         }
         let path = dir.join(format!("{stem}-ratio.svg"));
@@ -163,7 +163,7 @@ fn value_plot(
 ) -> anyhow::Result<bool> {
     let ys: Vec<f64> = s
         .iter()
-        .flat_map(|(_, v)| v.iter().map(|e| e.median))
+        .flat_map(|(_, v)| v.iter().map(|e| e.value))
         .collect();
     let ylo = ys.iter().copied().fold(f64::INFINITY, f64::min);
     let yhi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -181,7 +181,7 @@ fn value_plot(
     for (i, (name, points)) in s.iter().enumerate() {
         let xy = points
             .iter()
-            .map(|e| (e.size_bytes as f64, e.median))
+            .map(|e| (e.size_bytes as f64, e.value))
             .collect();
         series_line!(chart, xy, COLORS[i % COLORS.len()], name.as_str());
     }
@@ -276,7 +276,7 @@ fn ratio_plot(
 }
 
 /// A file-name-safe stem for a benchmark and setting.
-pub fn plot_stem(bench: Benchmark, setting: &str) -> String {
+pub fn plot_stem(bench: &Workload, setting: &str) -> String {
     let mut s = format!("{bench}-{setting}").replace(
         |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'),
         "_",

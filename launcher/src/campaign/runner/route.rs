@@ -13,6 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
@@ -23,6 +24,31 @@ use crate::host::Host;
 use crate::launch::plan::Geometry;
 use crate::launch::planner::{self, Request};
 use hybrun_core::vocab::{LauncherKind, Mode};
+
+/// What one launch of a cell runs, beyond the cell itself.
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    /// hybench's arguments (a hybench cell; an application's command is the
+    /// scenario's).
+    pub hybench_args: Vec<String>,
+    /// The ranks' working directory (`--pwd`): an application's launch
+    /// directory, with its inputs.
+    pub pwd: Option<PathBuf>,
+    /// The core of each rank of a node, in rank order (a randomized core
+    /// order, for launchers that take a list); None: the launcher's own order.
+    pub cores: Option<Vec<usize>>,
+}
+
+impl Payload {
+    /// The payload of a cell's preflight and `campaign check`: its arguments
+    /// only.
+    pub fn of(cell: &Cell) -> Payload {
+        Payload {
+            hybench_args: cell.hybench_args(),
+            ..Payload::default()
+        }
+    }
+}
 
 /// A command ready to spawn, and what the launch record keeps of it.
 pub struct Prepared {
@@ -72,9 +98,13 @@ impl<'a> CellPlanner<'a> {
         })
     }
 
+    pub fn scenario(&self) -> &'a Scenario {
+        self.scenario
+    }
+
     /// The program that starts the ranks: srun inside an allocation, else the
     /// mpiexec of the cell's MPI flavour.
-    fn launcher(&self, cell: &Cell) -> LauncherKind {
+    pub fn launcher(&self, cell: &Cell) -> LauncherKind {
         if self.in_allocation {
             LauncherKind::Srun
         } else {
@@ -82,9 +112,13 @@ impl<'a> CellPlanner<'a> {
         }
     }
 
-    /// What `hybrun run` would be asked for this cell, running `hybench_args`.
-    pub fn request(&self, cell: &Cell, hybench_args: &[String]) -> anyhow::Result<Request> {
+    /// The command every rank runs: the application's, or hybench (the host's
+    /// build for native, the image's otherwise) with `hybench_args`.
+    fn command(&self, cell: &Cell, hybench_args: &[String]) -> anyhow::Result<Vec<OsString>> {
         let scenario = self.scenario;
+        if let Some(app) = scenario.app_of(cell) {
+            return Ok(app.command.iter().map(OsString::from).collect());
+        }
         let hybench: OsString = if cell.mode == Mode::Native {
             let abi = cell.flavour.abi();
             scenario
@@ -99,6 +133,13 @@ impl<'a> CellPlanner<'a> {
         };
         let mut command = vec![hybench];
         command.extend(hybench_args.iter().map(OsString::from));
+        Ok(command)
+    }
+
+    /// What `hybrun run` would be asked for this cell's launch of `payload`.
+    pub fn request(&self, cell: &Cell, payload: &Payload) -> anyhow::Result<Request> {
+        let scenario = self.scenario;
+        let command = self.command(cell, &payload.hybench_args)?;
         let launcher = self.launcher(cell);
         // A profile the site file defines is the site's word on this MPI (its
         // env, PMI, mpiexec, library); the built-in `mpich`/`openmpi` names of a
@@ -131,19 +172,21 @@ impl<'a> CellPlanner<'a> {
                 .collect(),
             oversubscribe: cell.ranks() > cores(),
             image: cell.image.clone(),
+            pwd: payload.pwd.clone(),
             command,
             ..Request::default()
         })
     }
 
-    /// Plans and renders one launch of `cell` running `hybench_args`.
-    pub fn prepare(&self, cell: &Cell, hybench_args: &[String]) -> anyhow::Result<Prepared> {
-        let req = self.request(cell, hybench_args)?;
+    /// Plans and renders one launch of `cell` running `payload`.
+    pub fn prepare(&self, cell: &Cell, payload: &Payload) -> anyhow::Result<Prepared> {
+        let req = self.request(cell, payload)?;
         let planned = planner::plan_run(&req, &self.host)
             .with_context(|| format!("cell {}: hybrun::launch refused the plan", cell.key))?;
         let mut rendered = planned.plan.render()?;
         let per_rank = planned.plan.render_per_rank()?;
-        for (k, v) in binding_env(self.scenario, cell, self.launcher(cell)) {
+        let order = payload.cores.as_deref();
+        for (k, v) in binding_env(self.scenario, cell, self.launcher(cell), order) {
             rendered.set(k, v);
         }
         Ok(Prepared {
@@ -168,8 +211,15 @@ fn is_root() -> bool {
 /// The launcher-side variables that bind ranks to cores (or not), the same
 /// for every mode of a launcher; plus Open MPI's consent to run as root.
 /// `launcher` is the program that starts the ranks (for `inside`, the
-/// flavour's mpiexec in the container, which inherits them).
-fn binding_env(scenario: &Scenario, cell: &Cell, launcher: LauncherKind) -> Vec<(String, String)> {
+/// flavour's mpiexec in the container, which inherits them). `cores`: each
+/// rank's core in rank order, for hydra's `user:` binding (see
+/// [`takes_core_list`]).
+fn binding_env(
+    scenario: &Scenario,
+    cell: &Cell,
+    launcher: LauncherKind,
+    order: Option<&[usize]>,
+) -> Vec<(String, String)> {
     let srun = launcher == LauncherKind::Srun;
     let bind = scenario.bind == Binding::Core && (srun || cell.ranks() <= cores());
     let mut env = Vec::new();
@@ -186,9 +236,41 @@ fn binding_env(scenario: &Scenario, cell: &Cell, launcher: LauncherKind) -> Vec<
                 set("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
             }
         }
-        LauncherKind::MpiexecHydra | LauncherKind::None => {
-            set("HYDRA_BINDING", if bind { "core" } else { "none" });
-        }
+        LauncherKind::MpiexecHydra | LauncherKind::None => match order {
+            Some(list) if bind => {
+                let list: Vec<String> = list.iter().map(usize::to_string).collect();
+                set("HYDRA_BINDING", &format!("user:{}", list.join(",")));
+            }
+            _ => set("HYDRA_BINDING", if bind { "core" } else { "none" }),
+        },
     }
     env
+}
+
+/// Whether the launcher of `cell` binds ranks to an explicit list of cores
+/// (hydra's `HYDRA_BINDING=user:A,B,...`), so that their order can be drawn
+/// at random. srun's `map_cpu` takes CPU ids of the job step's nodes, which
+/// the process that plans is not on, and Open MPI needs a rankfile: neither
+/// is randomized.
+pub fn takes_core_list(scenario: &Scenario, cell: &Cell, launcher: LauncherKind) -> bool {
+    launcher == LauncherKind::MpiexecHydra
+        && scenario.bind == Binding::Core
+        && cell.ranks_per_node <= cores()
+}
+
+/// Checks the program of an application cell exists where it runs natively
+/// (in a container, the image's PATH decides, at launch).
+pub fn check_app_program(host: &Host, program: &str) -> Result<(), String> {
+    let found = if program.contains('/') {
+        Path::new(program).is_file()
+    } else {
+        host.which(program).is_some()
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} not found on PATH (native cells run the application on the host):              install it, or give its absolute path in [app] command"
+        ))
+    }
 }

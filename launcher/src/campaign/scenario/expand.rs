@@ -43,16 +43,26 @@ fn points(axes: &Axes) -> u64 {
     axes.benchmarks
         .iter()
         .map(|b| {
-            let sizes = match (
-                axes.options.get(b.get_ref()).and_then(|o| o.sizes.as_ref()),
-                &axes.sizes,
-            ) {
-                (Some(_), _) | (None, None) => 1,
-                (None, Some(s)) => s.len() as u64,
-            };
+            let sizes = size_choices(axes, b.get_ref()).len() as u64;
             rest.saturating_mul(sizes)
         })
         .fold(0, u64::saturating_add)
+}
+
+/// The `-m` values a workload's cells take: its `[benchmark.NAME] sizes`, else
+/// the matrix's sizes, else hybench's defaults; an application takes none.
+fn size_choices(axes: &Axes, workload: &super::Workload) -> Vec<Option<String>> {
+    let Some(bench) = workload.bench() else {
+        return vec![None];
+    };
+    match (
+        axes.options.get(&bench).and_then(|o| o.sizes.as_ref()),
+        &axes.sizes,
+    ) {
+        (Some(own), _) => vec![Some(own.clone())],
+        (None, None) => vec![None],
+        (None, Some(s)) => s.iter().cloned().map(Some).collect(),
+    }
 }
 
 /// The cells of the matrix, in the matrix's order, each once.
@@ -93,12 +103,8 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
     let mut keys: HashSet<String> = HashSet::new();
     let mut hits = vec![0usize; axes.excludes.len()];
     for b in &axes.benchmarks {
-        let opts = axes.options.get(b.get_ref());
-        let sizes: Vec<Option<String>> = match (opts.and_then(|o| o.sizes.as_ref()), &axes.sizes) {
-            (Some(own), _) => vec![Some(own.clone())],
-            (None, None) => vec![None],
-            (None, Some(s)) => s.iter().cloned().map(Some).collect(),
-        };
+        let opts = b.get_ref().bench().and_then(|b| axes.options.get(&b));
+        let sizes = size_choices(axes, b.get_ref());
         for mode in &axes.modes {
             let images: Vec<Option<&Image>> = if mode.get_ref().in_container() {
                 axes.images.iter().map(Some).collect()
@@ -113,7 +119,8 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
                                 for env in &axes.envs {
                                     let mut cell = Cell {
                                         key: String::new(),
-                                        benchmark: *b.get_ref(),
+                                        benchmark: b.get_ref().clone(),
+                                        replica: 0,
                                         mode: *mode.get_ref(),
                                         nodes: *n.get_ref(),
                                         ranks_per_node: *r.get_ref(),
@@ -161,11 +168,29 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
     Ok(cells)
 }
 
+/// `cells` with the A/A control: after each native cell, a second one (its
+/// replica 1), launched like every other cell, so that the ratio of the two
+/// natives measures how far apart two launches of the same thing land here.
+pub(super) fn with_controls(cells: Vec<Cell>) -> Vec<Cell> {
+    let mut out = Vec::with_capacity(cells.len() * 2);
+    for cell in cells {
+        let control = (cell.mode == Mode::Native).then(|| {
+            let mut c = cell.clone();
+            c.replica = 1;
+            c.compute_key();
+            c
+        });
+        out.push(cell);
+        out.extend(control);
+    }
+    out
+}
+
 /// Whether any exclusion matches `cell` (counting each one that does).
 fn excluded(excludes: &[Exclude], cell: &Cell, image: Option<&Image>, hits: &mut [usize]) -> bool {
     let mut excluded = false;
     for (x, hits) in excludes.iter().zip(hits.iter_mut()) {
-        let matches = x.benchmark.is_none_or(|v| v == cell.benchmark)
+        let matches = x.benchmark.as_ref().is_none_or(|v| *v == cell.benchmark)
             && x.mode.is_none_or(|v| v == cell.mode)
             && x.nodes.is_none_or(|v| v == cell.nodes)
             && x.ranks_per_node.is_none_or(|v| v == cell.ranks_per_node)
@@ -251,9 +276,10 @@ pub(super) fn hybench_builds(
     env: &Environment,
     src: &Source<'_>,
 ) -> anyhow::Result<BTreeMap<MpiAbi, PathBuf>> {
+    // An application's native cells run the application, not hybench.
     let needed: BTreeSet<MpiAbi> = cells
         .iter()
-        .filter(|c| c.mode == Mode::Native)
+        .filter(|c| c.mode == Mode::Native && c.benchmark.bench().is_some())
         .map(|c| c.flavour.abi())
         .collect();
     let mut builds = BTreeMap::new();

@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use hybrun_core::named_enum;
-use hybrun_core::vocab::{Benchmark, Mode, MpiAbi, MpiFlavour, RuntimeKind};
+use hybrun_core::stats::Location;
+use hybrun_core::vocab::{Benchmark, Mode, MpiAbi, MpiFlavour, RankRule, RuntimeKind};
 
 pub use validate::parse_duration;
 
@@ -65,13 +66,123 @@ named_enum! {
     }
 }
 
-/// Repeat launches until the 95% CI of the median ratio is narrow enough.
+/// More launches, round by round, until every headline's 95% CI is narrow
+/// enough, or the time budget is spent, or a cell has `max_launches`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StopRule {
-    /// Target relative width (high - low) / ratio, e.g. 0.02.
+    /// Target relative width of every headline CI, (high - low) / ratio.
     pub ci_width: f64,
     /// Never more launches per cell than this.
     pub max_launches: u32,
+    /// Seconds of launches (the whole run's, base rounds included) after which
+    /// no further round starts.
+    pub budget_s: f64,
+}
+
+named_enum! {
+    /// Which way a metric is better.
+    pub enum Better ("direction") {
+        /// Smaller is better (a time, a latency).
+        Lower = "lower",
+        /// Larger is better (a rate, a bandwidth).
+        Higher = "higher",
+    }
+}
+
+/// How an application's launch is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// A number in its output: the regular expression's `value` group.
+    Regex {
+        pattern: String,
+        unit: String,
+        better: Better,
+    },
+    /// The launch's wall time, in seconds (lower is better).
+    Wall,
+}
+
+impl Metric {
+    pub fn unit(&self) -> &str {
+        match self {
+            Metric::Regex { unit, .. } => unit,
+            Metric::Wall => "s",
+        }
+    }
+
+    pub fn higher_is_better(&self) -> bool {
+        matches!(
+            self,
+            Metric::Regex {
+                better: Better::Higher,
+                ..
+            }
+        )
+    }
+}
+
+/// `[app.NAME]`: an application run as a cell, inside and outside alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// The argv every rank runs (in the launch's own working directory).
+    pub command: Vec<String>,
+    /// Files copied into that directory first (absolute).
+    pub inputs: Vec<PathBuf>,
+    pub metric: Metric,
+    /// A regular expression the output must match for the launch to count.
+    pub success: Option<String>,
+}
+
+/// What a cell runs: one of hybench's benchmarks, or an application of the
+/// scenario. Serialized as its name, the benchmark's or the application's (so
+/// the keys of hybench cells are those of scenarios without applications):
+/// the scenario refuses an application named like a benchmark, so the name
+/// reads back as what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Workload {
+    Bench(Benchmark),
+    App { app: String },
+}
+
+impl Serialize for Workload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Workload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Workload, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(match name.parse::<Benchmark>() {
+            Ok(b) => Workload::Bench(b),
+            Err(_) => Workload::App { app: name },
+        })
+    }
+}
+
+impl Workload {
+    /// The hybench benchmark, when it is one.
+    pub fn bench(&self) -> Option<Benchmark> {
+        match self {
+            Workload::Bench(b) => Some(*b),
+            Workload::App { .. } => None,
+        }
+    }
+
+    /// The rank counts it runs on (an application decides its own).
+    pub fn rank_rule(&self) -> RankRule {
+        self.bench().map_or(RankRule::Any, Benchmark::rank_rule)
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Workload::Bench(b) => f.write_str(b.name()),
+            Workload::App { app } => f.write_str(app),
+        }
+    }
 }
 
 /// sbatch options for `--submit`.
@@ -89,8 +200,13 @@ pub struct SubmitOptions {
 pub struct Cell {
     /// Stable key: readable prefix plus a hash of everything below.
     pub key: String,
-    pub benchmark: Benchmark,
+    pub benchmark: Workload,
     pub mode: Mode,
+    /// 1 for the A/A control: a second native cell, launched like every other
+    /// cell, whose ratio to native is the run's measured noise floor (shown as
+    /// `native'`). 0 for every other cell (and then not written, so keys stay).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replica: u32,
     pub nodes: u32,
     pub ranks_per_node: u32,
     /// hybench `-m` value; None: hybench's default sizes.
@@ -108,7 +224,25 @@ pub struct Cell {
     pub args: Vec<String>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Cell {
+    /// The A/A control cell (a second native).
+    pub fn is_control(&self) -> bool {
+        self.replica > 0
+    }
+
+    /// The mode as reports name it: `native'` for the control.
+    pub fn mode_label(&self) -> String {
+        if self.is_control() {
+            format!("{}'", self.mode)
+        } else {
+            self.mode.to_string()
+        }
+    }
+
     pub fn ranks(&self) -> u32 {
         self.nodes * self.ranks_per_node
     }
@@ -155,11 +289,15 @@ impl Cell {
             .unwrap_or_default()
     }
 
-    /// hybench's arguments for this cell, before the output options.
+    /// hybench's arguments for this cell, before the output options (none for
+    /// an application).
     pub fn hybench_args(&self) -> Vec<String> {
-        let mut a = vec![self.benchmark.name().to_owned()];
+        let Workload::Bench(bench) = &self.benchmark else {
+            return Vec::new();
+        };
+        let mut a = vec![bench.name().to_owned()];
         if let Some(s) = &self.sizes {
-            if self.benchmark.takes_sizes() {
+            if bench.takes_sizes() {
                 a.push("-m".into());
                 a.push(s.clone());
             }
@@ -183,7 +321,11 @@ impl Cell {
         self.key = format!(
             "{}.{}.{}x{}.{}.{}",
             self.benchmark,
-            self.mode,
+            if self.is_control() {
+                "native-control"
+            } else {
+                self.mode.name()
+            },
             self.nodes,
             self.ranks_per_node,
             self.mpi,
@@ -207,7 +349,13 @@ pub struct Scenario {
     pub timeout_s: f64,
     pub tolerance: f64,
     pub resample: Resample,
+    /// How a cell's launches are summarised per size for the headline.
+    pub location: Location,
     pub stop: Option<StopRule>,
+    /// Per launch, the known launch-level bias sources drawn at random and
+    /// recorded: the environment's size, the ranks' core order, the cells'
+    /// order within a round (Mytkowicz et al., ASPLOS 2009).
+    pub randomize: bool,
     /// Rank placement, the same in every mode.
     pub bind: Binding,
     /// Site file of every cell's launch plan (`[env]`, MPI profiles, runtime).
@@ -219,10 +367,21 @@ pub struct Scenario {
     /// hybench inside the images.
     pub container_hybench: String,
     pub submit: SubmitOptions,
+    /// `[app.NAME]`: the applications the matrix names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub apps: BTreeMap<String, App>,
     pub cells: Vec<Cell>,
 }
 
 impl Scenario {
+    /// The application a cell runs, when it runs one.
+    pub fn app_of(&self, cell: &Cell) -> Option<&App> {
+        match &cell.benchmark {
+            Workload::App { app } => self.apps.get(app),
+            Workload::Bench(_) => None,
+        }
+    }
+
     /// Identity of the campaign: its name and a hash of its resolved content
     /// (not of the file's bytes: comments and layout do not start a new run).
     pub fn run_id(&self) -> String {
@@ -288,7 +447,10 @@ pub fn parse(text: &str, file: &Path, env: &Environment) -> anyhow::Result<Scena
     let raw = raw::read(&src)?;
     let settings = validate::settings(&raw, &src)?;
     let axes = validate::axes(&raw, &src, &settings)?;
-    let cells = expand::cells(&axes, &src)?;
+    let mut cells = expand::cells(&axes, &src)?;
+    if settings.control {
+        cells = expand::with_controls(cells);
+    }
     let hybench = expand::hybench_builds(&cells, &raw.hybench, env, &src)?;
     Ok(Scenario {
         name: settings.name,
@@ -300,7 +462,9 @@ pub fn parse(text: &str, file: &Path, env: &Environment) -> anyhow::Result<Scena
         timeout_s: settings.timeout_s,
         tolerance: settings.tolerance,
         resample: settings.resample,
+        location: settings.location,
         stop: settings.stop,
+        randomize: settings.randomize,
         bind: settings.bind,
         site: settings.site,
         runtime: settings.runtime,
@@ -310,6 +474,7 @@ pub fn parse(text: &str, file: &Path, env: &Environment) -> anyhow::Result<Scena
             .container
             .unwrap_or_else(|| "/app/hybench".into()),
         submit: raw.submit,
+        apps: axes.apps,
         cells,
     })
 }
@@ -346,12 +511,23 @@ benchmark = "allreduce"
 mode = "hybrid"
 "#;
         let s = parse_in(dir.path(), text).unwrap();
-        assert_eq!(s.cells.len(), 3);
+        let modes: Vec<String> = s.cells.iter().map(Cell::mode_label).collect();
+        assert_eq!(
+            modes,
+            ["native", "native'", "hybrid", "native", "native'"],
+            "each native cell followed by its A/A control"
+        );
+        assert_eq!(s.cells[0].group_key(), s.cells[1].group_key());
+        assert!(
+            s.cells[1]
+                .key
+                .starts_with("latency.native-control.1x2.mpich.")
+        );
         let again = parse_in(dir.path(), &format!("# a comment\n{text}")).unwrap();
         assert_eq!(s.run_id(), again.run_id(), "comments do not change the run");
         assert!(s.cells[0].key.starts_with("latency.native.1x2.mpich."));
         assert_eq!(
-            s.cells[1].image.as_deref(),
+            s.cells[2].image.as_deref(),
             Some(dir.path().join("img").as_path())
         );
     }
@@ -363,7 +539,12 @@ mode = "hybrid"
         let dir = tempfile::tempdir().unwrap();
         let text = "name = \"b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\nmpi = [\"mpich\", \"openmpi\"]\n";
         let s = parse_in(dir.path(), text).unwrap();
-        let keys: Vec<&str> = s.cells.iter().map(|c| c.key.as_str()).collect();
+        let keys: Vec<&str> = s
+            .cells
+            .iter()
+            .filter(|c| !c.is_control())
+            .map(|c| c.key.as_str())
+            .collect();
         assert_eq!(
             keys,
             [
@@ -383,7 +564,9 @@ mode = "hybrid"
         assert!(e.contains("s.toml:2:1") && e.contains("bogus"), "{e}");
         let e = err("name = \"t\"\n[matrix]\nbenchmark = [\"latencyy\"]\nmode = [\"native\"]\n");
         assert!(
-            e.contains("s.toml:3:14") && e.contains("unknown benchmark \"latencyy\""),
+            e.contains("s.toml:3:14")
+                && e.contains("unknown benchmark \"latencyy\": hybench has latency")
+                && e.contains("[app.latencyy]"),
             "{e}"
         );
         let e = err("name = \"t\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"nativ\"]\n");
@@ -438,11 +621,13 @@ mode = "hybrid"
             e.contains("runtime: unknown runtime \"docker\"; write singularity, apptainer, charliecloud, none"),
             "{e}"
         );
-        let e = err("name = \"t\"\n[matrix]\nbenchmark = [\"gpu-gemm\"]\nmode = [\"native\"]\n");
-        assert!(
-            e.contains("s.toml:3:14: matrix.benchmark: gpu-gemm is a GPU benchmark"),
-            "{e}"
-        );
+        // GPU benchmarks are cells too (where a GPU exists, at launch).
+        let s = parse_in(
+            dir.path(),
+            "name = \"t\"\n[matrix]\nbenchmark = [\"gpu-gemm\"]\nmode = [\"native\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.cells[0].benchmark, Workload::Bench(Benchmark::GpuGemm));
         let e = err(&format!(
             "name = \"t\"\n{matrix}[[exclude]]\nmode = \"nativ\"\n"
         ));
@@ -463,12 +648,113 @@ mode = "hybrid"
         assert_eq!(json["cells"][0]["mode"], "native");
     }
 
+    #[test]
+    fn applications_are_cells_and_bad_app_tables_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("inputs")).unwrap();
+        std::fs::write(dir.path().join("inputs/in.lj"), "run 100\n").unwrap();
+        let head =
+            "name = \"t\"\n[matrix]\nbenchmark = [\"latency\", \"lj\"]\nmode = [\"native\"]\n";
+        let good = format!(
+            "{head}[app.lj]\ncommand = [\"lmp\", \"-in\", \"in.lj\"]\ninputs = [\"inputs/in.lj\"]\n\
+             metric = {{ regex = 'Loop time of (?P<value>[0-9.eE+-]+)', unit = \"s\", better = \"lower\" }}\n\
+             success = 'Total wall time'\n"
+        );
+        let s = parse_in(dir.path(), &good).unwrap();
+        let lj = s
+            .cells
+            .iter()
+            .find(|c| c.benchmark == Workload::App { app: "lj".into() })
+            .unwrap();
+        assert!(lj.key.starts_with("lj.native.1x2.mpich."), "{}", lj.key);
+        assert!(lj.hybench_args().is_empty());
+        let app = s.app_of(lj).unwrap();
+        assert_eq!(app.command, ["lmp", "-in", "in.lj"]);
+        assert_eq!(app.inputs, [dir.path().join("inputs/in.lj")]);
+        assert!(!app.metric.higher_is_better());
+        // The workload reads back from scenario.json as what it was.
+        let back: Scenario = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let wall = format!("{head}[app.lj]\ncommand = [\"lmp\"]\nmetric = \"wall\"\n");
+        assert_eq!(
+            parse_in(dir.path(), &wall).unwrap().apps["lj"].metric,
+            Metric::Wall
+        );
+
+        let err = |text: &str| format!("{:#}", parse_in(dir.path(), text).unwrap_err());
+        let e = err(&format!(
+            "{head}[app.lj]\ncommand = [\"lmp\"]\nmetric = {{ regex = 'Loop time of ([0-9.]+)' }}\n"
+        ));
+        assert!(
+            e.contains("s.toml:7:10: app.lj.metric") && e.contains("no group named value"),
+            "{e}"
+        );
+        let e = err(head);
+        assert!(
+            e.contains("s.toml:3:25: matrix.benchmark") && e.contains("[app.lj]"),
+            "an app named but not defined: {e}"
+        );
+        let e = err(&format!("{head}[app.lj]\nmetric = \"wall\"\n"));
+        assert!(e.contains("s.toml:5:1: app.lj.command: missing"), "{e}");
+        let e = err(&format!(
+            "{head}[app.lj]\ncommand = [\"lmp\"]\ninputs = [\"inputs/nope.lj\"]\nmetric = \"wall\"\n"
+        ));
+        assert!(
+            e.contains("s.toml:7:11: app.lj.inputs")
+                && e.contains("nope.lj is not a readable file"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{head}[app.lj]\ncommand = [\"lmp\"]\nmetric = \"fast\"\n"
+        ));
+        assert!(e.contains("app.lj.metric") && e.contains("\"wall\""), "{e}");
+        let e = err(&format!(
+            "{head}[app.latency]\ncommand = [\"lmp\"]\nmetric = \"wall\"\n[app.lj]\ncommand = [\"lmp\"]\nmetric = \"wall\"\n"
+        ));
+        assert!(e.contains("not as one of hybench's benchmarks"), "{e}");
+    }
+
+    #[test]
+    fn the_stop_rule_and_the_control_are_on_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let matrix = "[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n";
+        let s = parse_in(dir.path(), &format!("name = \"t\"\n{matrix}")).unwrap();
+        let stop = s.stop.expect("on by default");
+        assert_eq!(stop.ci_width, validate::DEFAULT_CI_WIDTH);
+        assert_eq!(stop.budget_s, validate::DEFAULT_BUDGET_S);
+        assert!(s.randomize);
+        assert_eq!(s.location, Location::Median);
+        assert_eq!(s.cells.len(), 2, "native and its control");
+        let s = parse_in(
+            dir.path(),
+            &format!("name = \"t\"\ncontrol = false\n[stop]\nenabled = false\n{matrix}"),
+        )
+        .unwrap();
+        assert!(s.stop.is_none());
+        assert_eq!(s.cells.len(), 1);
+        let s = parse_in(
+            dir.path(),
+            &format!("name = \"t\"\n[stop]\nci_width = 0.02\nbudget = \"4m\"\n{matrix}"),
+        )
+        .unwrap();
+        assert_eq!(s.stop.unwrap().budget_s, 240.0);
+        let e = format!(
+            "{:#}",
+            parse_in(
+                dir.path(),
+                &format!("name = \"t\"\n[stop]\nbudget = \"soon\"\n{matrix}")
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("s.toml:3:10: stop.budget"), "{e}");
+    }
+
     /// A native-only matrix of `sizes` x `envs` allreduce cells.
     fn big_matrix(sizes: usize, envs: usize) -> String {
         let sizes: Vec<String> = (1..=sizes).map(|s| format!("\"{s}\"")).collect();
         let envs: Vec<String> = (0..envs).map(|e| format!("{{ E = \"{e}\" }}")).collect();
         format!(
-            "name = \"big\"\n[matrix]\nbenchmark = [\"allreduce\"]\nmode = [\"native\"]\nsizes = [{}]\nenv = [{}]\n",
+            "name = \"big\"\ncontrol = false\n[matrix]\nbenchmark = [\"allreduce\"]\nmode = [\"native\"]\nsizes = [{}]\nenv = [{}]\n",
             sizes.join(", "),
             envs.join(", ")
         )
@@ -496,7 +782,7 @@ mode = "hybrid"
             .to_string();
         let took = t0.elapsed();
         assert!(
-            e.contains("s.toml:2:1: matrix: 1000000 cells") && e.contains("at most 100000"),
+            e.contains("s.toml:3:1: matrix: 1000000 cells") && e.contains("at most 100000"),
             "{e}"
         );
         assert!(took < std::time::Duration::from_secs(1), "{took:?}");

@@ -27,6 +27,11 @@ pub(super) struct RawScenario {
     pub bind: Option<Spanned<String>>,
     pub site: Option<Spanned<String>>,
     pub runtime: Option<Spanned<String>>,
+    /// The A/A control (a second native cell per group). Default: true.
+    pub control: Option<bool>,
+    pub location: Option<Spanned<String>>,
+    /// Randomize the launch-level bias sources. Default: true.
+    pub randomize: Option<bool>,
     pub matrix: Spanned<RawMatrix>,
     #[serde(default)]
     pub benchmark: BTreeMap<Spanned<String>, RawBenchmark>,
@@ -37,6 +42,8 @@ pub(super) struct RawScenario {
     pub hybench: RawHybench,
     #[serde(default)]
     pub submit: SubmitOptions,
+    #[serde(default)]
+    pub app: BTreeMap<Spanned<String>, Spanned<RawApp>>,
 }
 
 /// An optional list whose entries and whole are located.
@@ -81,8 +88,23 @@ pub(super) struct RawExclude {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStop {
-    pub ci_width: f64,
-    pub max_launches: u32,
+    pub enabled: Option<bool>,
+    pub ci_width: Option<Spanned<f64>>,
+    pub max_launches: Option<Spanned<u32>>,
+    pub budget: Option<Spanned<String>>,
+}
+
+/// `[app.NAME]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApp {
+    pub command: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub inputs: Vec<Spanned<String>>,
+    /// `"wall"`, or `{ regex = '...', unit = "s", better = "lower" }`: read
+    /// by [`super::validate`], which names what is wrong in either form.
+    pub metric: Option<Spanned<toml::Value>>,
+    pub success: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -11,9 +11,17 @@ use std::str::FromStr;
 
 use toml::Spanned;
 
-use super::raw::{List, RawExclude, RawScenario, Source};
-use super::{Binding, Order, Resample, StopRule};
+use super::raw::{List, RawApp, RawExclude, RawScenario, Source};
+use super::{App, Better, Binding, Metric, Order, Resample, StopRule, Workload};
+use hybrun_core::stats::Location;
 use hybrun_core::vocab::{Benchmark, Mode, MpiFlavour, RuntimeKind};
+
+/// The stop rule's defaults: a headline CI of at most ±1.5% (so that an
+/// equivalence within ±3% can be shown), launches for at most 10 minutes, at
+/// most 200 launches per cell.
+pub const DEFAULT_CI_WIDTH: f64 = 0.03;
+pub const DEFAULT_BUDGET_S: f64 = 600.0;
+pub const DEFAULT_MAX_LAUNCHES: u32 = 200;
 
 /// The scenario's scalar settings, checked.
 pub(super) struct Settings {
@@ -23,8 +31,11 @@ pub(super) struct Settings {
     pub timeout_s: f64,
     pub tolerance: f64,
     pub resample: Resample,
+    pub location: Location,
     pub bind: Binding,
     pub stop: Option<StopRule>,
+    pub control: bool,
+    pub randomize: bool,
     pub site: Option<PathBuf>,
     pub runtime: Option<RuntimeKind>,
     /// The MPI profiles the site file defines: name -> flavour.
@@ -55,7 +66,7 @@ pub(super) struct Options {
 
 /// One `[[exclude]]`, typed.
 pub(super) struct Exclude {
-    pub benchmark: Option<Benchmark>,
+    pub benchmark: Option<Workload>,
     pub mode: Option<Mode>,
     pub nodes: Option<u32>,
     pub ranks_per_node: Option<u32>,
@@ -69,7 +80,7 @@ pub(super) struct Exclude {
 /// The matrix's axes, checked. Entries keep their spans for the messages of
 /// the expansion (an impossible cell points at the rank count as written).
 pub(super) struct Axes {
-    pub benchmarks: Vec<Spanned<Benchmark>>,
+    pub benchmarks: Vec<Spanned<Workload>>,
     pub modes: Vec<Spanned<Mode>>,
     pub nodes: Vec<Spanned<u32>>,
     pub ranks_per_node: Vec<Spanned<u32>>,
@@ -78,6 +89,8 @@ pub(super) struct Axes {
     pub mpis: Vec<Profile>,
     pub envs: Vec<BTreeMap<String, String>>,
     pub options: BTreeMap<Benchmark, Options>,
+    /// `[app.NAME]`, checked.
+    pub apps: BTreeMap<String, App>,
     pub excludes: Vec<Exclude>,
     /// The matrix table, for messages about the whole of it.
     pub span: Range<usize>,
@@ -104,40 +117,53 @@ fn word<T: FromStr>(
     })
 }
 
-/// hybench's MPI benchmarks (the ones a campaign runs), as "a, b, c".
-fn mpi_benchmarks() -> String {
-    Benchmark::ALL
-        .iter()
-        .filter(|b| !b.is_gpu())
-        .map(|b| b.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// hybench's benchmarks, as "a, b, c".
+fn benchmark_names() -> String {
+    Benchmark::NAMES.join(", ")
 }
 
-/// A benchmark name of the matrix or a `[benchmark.NAME]` table.
+/// A benchmark name of a `[benchmark.NAME]` table: one of hybench's.
 fn benchmark(src: &Source<'_>, value: &Spanned<String>, key: &str) -> anyhow::Result<Benchmark> {
-    let b: Benchmark = value.get_ref().parse().map_err(|_| {
+    value.get_ref().parse().map_err(|_| {
         src.at(
             value.span(),
             key,
             format!(
                 "unknown benchmark {:?}; hybench has {}",
                 value.get_ref(),
-                mpi_benchmarks()
+                benchmark_names()
             ),
         )
-    })?;
-    if b.is_gpu() {
-        return Err(src.at(
-            value.span(),
-            key,
-            format!(
-                "{b} is a GPU benchmark; campaigns run hybench's MPI benchmarks: {}",
-                mpi_benchmarks()
-            ),
-        ));
+    })
+}
+
+/// What the matrix names: one of hybench's benchmarks (GPU ones included:
+/// they need a GPU where the campaign runs), or an application of `[app.NAME]`.
+fn workload(
+    src: &Source<'_>,
+    value: &Spanned<String>,
+    key: &str,
+    apps: &BTreeMap<String, App>,
+) -> anyhow::Result<Workload> {
+    if let Ok(b) = value.get_ref().parse::<Benchmark>() {
+        return Ok(Workload::Bench(b));
     }
-    Ok(b)
+    if apps.contains_key(value.get_ref()) {
+        return Ok(Workload::App {
+            app: value.get_ref().clone(),
+        });
+    }
+    Err(src.at(
+        value.span(),
+        key,
+        format!(
+            "unknown benchmark {:?}: hybench has {}; an application of your own needs an \
+             [app.{}] table with its command and metric",
+            value.get_ref(),
+            benchmark_names(),
+            value.get_ref()
+        ),
+    ))
 }
 
 /// The scalar settings.
@@ -196,6 +222,10 @@ pub(super) fn settings(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Se
         Some(b) => word(src, b, "bind", "binding", Binding::NAMES)?,
     };
     let stop = stop_rule(raw, src, launches)?;
+    let location = match &raw.location {
+        None => Location::Median,
+        Some(l) => word(src, l, "location", "location estimator", Location::NAMES)?,
+    };
     let (site, site_profiles) = site(raw, src)?;
     let runtime = match &raw.runtime {
         None => None,
@@ -208,44 +238,210 @@ pub(super) fn settings(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Se
         timeout_s,
         tolerance,
         resample,
+        location,
         bind,
         stop,
+        control: raw.control.unwrap_or(true),
+        randomize: raw.randomize.unwrap_or(true),
         site,
         runtime,
         site_profiles,
     })
 }
 
+/// The stop rule: on unless `[stop] enabled = false`, with the defaults for
+/// what `[stop]` does not say.
 fn stop_rule(
     raw: &RawScenario,
     src: &Source<'_>,
     launches: u32,
 ) -> anyhow::Result<Option<StopRule>> {
     let Some(s) = &raw.stop else {
-        return Ok(None);
+        return Ok(Some(StopRule {
+            ci_width: DEFAULT_CI_WIDTH,
+            max_launches: DEFAULT_MAX_LAUNCHES.max(launches),
+            budget_s: DEFAULT_BUDGET_S,
+        }));
     };
     let r = s.get_ref();
-    if !(r.ci_width > 0.0 && r.ci_width < 1.0) {
-        return Err(src.at(
-            s.span(),
-            "stop.ci_width",
-            "a relative width in (0, 1), e.g. 0.02",
-        ));
+    if r.enabled == Some(false) {
+        return Ok(None);
     }
-    if r.max_launches < launches {
-        return Err(src.at(
-            s.span(),
-            "stop.max_launches",
-            format!(
-                "{} is below launches = {launches}; raise it",
-                r.max_launches
-            ),
-        ));
-    }
+    let ci_width = match &r.ci_width {
+        None => DEFAULT_CI_WIDTH,
+        Some(w) if *w.get_ref() > 0.0 && *w.get_ref() < 1.0 => *w.get_ref(),
+        Some(w) => {
+            return Err(src.at(
+                w.span(),
+                "stop.ci_width",
+                "a relative width in (0, 1), e.g. 0.03",
+            ));
+        }
+    };
+    let max_launches = match &r.max_launches {
+        None => DEFAULT_MAX_LAUNCHES.max(launches),
+        Some(m) if *m.get_ref() >= launches => *m.get_ref(),
+        Some(m) => {
+            return Err(src.at(
+                m.span(),
+                "stop.max_launches",
+                format!("{} is below launches = {launches}; raise it", m.get_ref()),
+            ));
+        }
+    };
+    let budget_s = match &r.budget {
+        None => DEFAULT_BUDGET_S,
+        Some(b) => parse_duration(b.get_ref()).ok_or_else(|| {
+            src.at(
+                b.span(),
+                "stop.budget",
+                format!("{:?}: write e.g. \"4m\", \"90s\" or \"1h\"", b.get_ref()),
+            )
+        })?,
+    };
     Ok(Some(StopRule {
-        ci_width: r.ci_width,
-        max_launches: r.max_launches,
+        ci_width,
+        max_launches,
+        budget_s,
     }))
+}
+
+/// `[app.NAME]` tables: a command, readable inputs, a metric whose regular
+/// expression has a `value` group (or `"wall"`), an optional success pattern.
+pub(super) fn apps(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<BTreeMap<String, App>> {
+    let mut out = BTreeMap::new();
+    for (name, app) in &raw.app {
+        let n = name.get_ref();
+        let valid = !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid || n.parse::<Benchmark>().is_ok() {
+            return Err(src.at(
+                name.span(),
+                "app",
+                format!(
+                    "[app.{n}]: name it with letters, digits, '-', '_' and '.', and not as one \
+                     of hybench's benchmarks"
+                ),
+            ));
+        }
+        out.insert(n.clone(), app_of(n, app, src)?);
+    }
+    Ok(out)
+}
+
+fn app_of(name: &str, app: &Spanned<RawApp>, src: &Source<'_>) -> anyhow::Result<App> {
+    let key = |k: &str| format!("app.{name}.{k}");
+    let raw: &RawApp = app.get_ref();
+    let command = match &raw.command {
+        Some(c) if !c.get_ref().is_empty() && !c.get_ref()[0].is_empty() => c.get_ref().clone(),
+        Some(c) => return Err(src.at(c.span(), &key("command"), "the command is empty")),
+        None => {
+            return Err(src.at(
+                app.span(),
+                &key("command"),
+                "missing: write the argv every rank runs, e.g. command = [\"lmp\", \"-in\", \"in.lj\"]",
+            ));
+        }
+    };
+    let mut inputs: Vec<PathBuf> = Vec::new();
+    for i in &raw.inputs {
+        let path = src.path(i.get_ref());
+        let readable = path.is_file() && std::fs::File::open(&path).is_ok();
+        if !readable {
+            return Err(src.at(
+                i.span(),
+                &key("inputs"),
+                format!(
+                    "{} is not a readable file (inputs are relative to the scenario file)",
+                    path.display()
+                ),
+            ));
+        }
+        // Every input lands in the launch directory under its file name.
+        if inputs.iter().any(|p| p.file_name() == path.file_name()) {
+            return Err(src.at(
+                i.span(),
+                &key("inputs"),
+                format!(
+                    "two inputs are named {:?}: they would land on one file in the launch \
+                     directory",
+                    path.file_name().unwrap_or_default()
+                ),
+            ));
+        }
+        inputs.push(path);
+    }
+    let metric = match &raw.metric {
+        Some(m) => metric(m, &key("metric"), src)?,
+        None => {
+            return Err(src.at(
+                app.span(),
+                &key("metric"),
+                "missing: write metric = \"wall\" or metric = { regex = '...(?P<value>[0-9.eE+-]+)', \
+                 unit = \"s\", better = \"lower\" }",
+            ));
+        }
+    };
+    let success = match &raw.success {
+        None => None,
+        Some(p) => {
+            regex::Regex::new(p.get_ref()).map_err(|e| {
+                src.at(
+                    p.span(),
+                    &key("success"),
+                    format!("not a regular expression: {e}"),
+                )
+            })?;
+            Some(p.get_ref().clone())
+        }
+    };
+    Ok(App {
+        command,
+        inputs,
+        metric,
+        success,
+    })
+}
+
+fn metric(m: &Spanned<toml::Value>, key: &str, src: &Source<'_>) -> anyhow::Result<Metric> {
+    let bad = |why: String| src.at(m.span(), key, why);
+    match m.get_ref() {
+        toml::Value::String(w) if w == "wall" => Ok(Metric::Wall),
+        toml::Value::Table(t) => {
+            if let Some(k) = t
+                .keys()
+                .find(|k| !matches!(k.as_str(), "regex" | "unit" | "better"))
+            {
+                return Err(bad(format!(
+                    "unknown key {k:?}: write regex, unit and better"
+                )));
+            }
+            let text = |k: &str| t.get(k).and_then(toml::Value::as_str);
+            let pattern = text("regex")
+                .ok_or_else(|| bad("needs regex = '...(?P<value>[0-9.eE+-]+)...'".into()))?;
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| bad(format!("regex: not a regular expression: {e}")))?;
+            if !re.capture_names().any(|n| n == Some("value")) {
+                return Err(bad(format!(
+                    "regex {pattern:?} has no group named value: write (?P<value>...) around the \
+                     number"
+                )));
+            }
+            let better = match text("better") {
+                None => Better::Lower,
+                Some(b) => b.parse().map_err(|e| bad(format!("better: {e}")))?,
+            };
+            Ok(Metric::Regex {
+                pattern: pattern.to_owned(),
+                unit: text("unit").unwrap_or("").to_owned(),
+                better,
+            })
+        }
+        _ => Err(bad(
+            "write \"wall\" or { regex = '...', unit = \"...\", better = \"lower\" }".into(),
+        )),
+    }
 }
 
 /// The site file (checked to exist and to parse) and the profiles it defines.
@@ -334,7 +530,10 @@ pub(super) fn axes(
             return Err(src.at(list.span(), key, "the list is empty"));
         }
     }
-    let benchmarks = words(&m.benchmark, |w| benchmark(src, w, "matrix.benchmark"))?;
+    let apps = apps(raw, src)?;
+    let benchmarks = words(&m.benchmark, |w| {
+        workload(src, w, "matrix.benchmark", &apps)
+    })?;
     let modes = words(&m.mode, |w| {
         word(src, w, "matrix.mode", "mode", Mode::NAMES)
     })?;
@@ -394,7 +593,8 @@ pub(super) fn axes(
         mpis,
         envs: envs.into_iter().map(Spanned::into_inner).collect(),
         options: options(raw, src)?,
-        excludes: excludes(raw, src)?,
+        excludes: excludes(raw, src, &apps)?,
+        apps,
         span: raw.matrix.span(),
     })
 }
@@ -482,7 +682,11 @@ fn options(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<BTreeMap<Bench
 }
 
 /// `[[exclude]]` tables, their words typed.
-fn excludes(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Vec<Exclude>> {
+fn excludes(
+    raw: &RawScenario,
+    src: &Source<'_>,
+    apps: &BTreeMap<String, App>,
+) -> anyhow::Result<Vec<Exclude>> {
     raw.exclude
         .iter()
         .map(|x| {
@@ -498,7 +702,7 @@ fn excludes(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Vec<Exclude>>
             Ok(Exclude {
                 benchmark: b
                     .as_ref()
-                    .map(|b| benchmark(src, b, "exclude.benchmark"))
+                    .map(|b| workload(src, b, "exclude.benchmark", apps))
                     .transpose()?,
                 mode: mode
                     .as_ref()

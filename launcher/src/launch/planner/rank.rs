@@ -27,6 +27,21 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
     if req.command.is_empty() {
         return Err(LaunchError::EmptyCommand);
     }
+    if let Some(dir) = &req.pwd {
+        let why = if !dir.is_absolute() {
+            Some("not an absolute path; write it starting with /")
+        } else if !dir.is_dir() {
+            Some("no such directory here (the ranks start in it: create it first)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(LaunchError::Pwd {
+                path: dir.display().to_string(),
+                why,
+            });
+        }
+    }
     let runtime = runtime::resolve(ctx, notes)?;
     let image = image::checked(ctx, &runtime, notes)?;
     // The image's contents, opened at most once and only when a cache entry is
@@ -93,6 +108,7 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         nvidia,
         join,
         inside,
+        pwd: req.pwd.clone(),
         command: req.command.clone(),
     };
     Ok(Parts {

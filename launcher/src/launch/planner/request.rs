@@ -39,6 +39,8 @@ pub struct Request {
     pub skip_gate: bool,
     /// `--no-cpu-bind`: `hybrun exec` leaves the rank's CPU affinity alone.
     pub no_cpu_bind: bool,
+    /// `--pwd DIR`: the ranks' working directory (absolute, existing).
+    pub pwd: Option<PathBuf>,
     pub dry_run: bool,
     pub image: Option<PathBuf>,
     pub command: Vec<OsString>,

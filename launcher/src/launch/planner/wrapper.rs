@@ -174,6 +174,9 @@ fn exec_args(ctx: &RankContext<'_>, rank: &RankPlan, mpi: Option<MpiPlugin>) -> 
     for name in &req.unset {
         pair("--unset", name.into());
     }
+    if let Some(dir) = &req.pwd {
+        pair("--pwd", dir.clone().into_os_string());
+    }
     if rank.nvidia {
         args.push("--nv".into());
     }

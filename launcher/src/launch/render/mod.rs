@@ -13,7 +13,11 @@ impl LaunchPlan {
     /// The whole job's command.
     pub fn render(&self) -> Result<Rendered, LaunchError> {
         let per_rank = self.render_per_rank()?;
-        render_launcher(self, per_rank)
+        let mut rendered = render_launcher(self, per_rank)?;
+        // The ranks inherit the launcher's working directory (srun, hydra and
+        // Open MPI's mpiexec all start them in their own).
+        rendered.cwd.clone_from(&self.rank.pwd);
+        Ok(rendered)
     }
 
     /// What the launcher starts on each rank.

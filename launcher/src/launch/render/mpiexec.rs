@@ -58,6 +58,7 @@ pub fn render_hydra(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, L
         env_unset: per_rank.env_unset,
         env_set: per_rank.env_set,
         argv,
+        cwd: per_rank.cwd,
     })
 }
 
@@ -83,5 +84,6 @@ pub fn render_openmpi(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered,
         env_unset: per_rank.env_unset,
         env_set: per_rank.env_set,
         argv,
+        cwd: per_rank.cwd,
     })
 }

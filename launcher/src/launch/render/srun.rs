@@ -56,5 +56,6 @@ pub fn render(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, LaunchE
         env_unset: per_rank.env_unset,
         env_set: per_rank.env_set,
         argv,
+        cwd: per_rank.cwd,
     })
 }

@@ -1,5 +1,5 @@
 //! Charliecloud: `ch-run [--join-ct=N [--join-tag=T]] [-b src:dst]...
-//! [--env-no-expand] [--set-env=NAME=VALUE]... [--unset-env=NAME]... IMAGE -- CMD...`
+//! [--cd=DIR] [--env-no-expand] [--set-env=NAME=VALUE]... [--unset-env=NAME]... IMAGE -- CMD...`
 //! (flags of ch-run 0.31).
 //!
 //! - `--join-ct`/`--join-tag`: the ranks of a node share one container, so MPI
@@ -36,6 +36,12 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
         spec.push(&bind.dst);
         argv.push("-b".into());
         argv.push(spec);
+    }
+    if let Some(dir) = &rank.pwd {
+        // ch-run starts in / unless told (the host's cwd is not kept).
+        let mut arg = OsString::from("--cd=");
+        arg.push(dir);
+        argv.push(arg);
     }
     let expands = rank.env.iter().any(|c| match &c.op {
         EnvOp::Set(v) => v.as_encoded_bytes().contains(&b'$'),

@@ -23,13 +23,15 @@ pub fn render(rank: &RankPlan) -> Result<Rendered, LaunchError> {
     if rank.command.is_empty() {
         return Err(LaunchError::EmptyCommand);
     }
-    match &rank.runtime {
+    let mut rendered = match &rank.runtime {
         Runtime::Singularity { program, .. } | Runtime::Apptainer { program, .. } => {
             singularity::render(rank, program)
         }
         Runtime::Charliecloud { program } => charliecloud::render(rank, program),
         Runtime::None => native::render(rank),
-    }
+    }?;
+    rendered.cwd.clone_from(&rank.pwd);
+    Ok(rendered)
 }
 
 /// Applies the changes delivered through the launcher's environment

@@ -1,5 +1,5 @@
 //! Singularity 3.x and Apptainer 1.x: `singularity|apptainer exec [--nv]
-//! [-B src:dst[:ro]]... [--env NAME=VALUE]... IMAGE CMD...`.
+//! [-B src:dst[:ro]]... [--pwd DIR] [--env NAME=VALUE]... IMAGE CMD...`.
 //!
 //! Flags used, and why they are safe in every supported version:
 //!
@@ -44,6 +44,12 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
     for bind in &rank.binds {
         argv.push("-B".into());
         argv.push(bind_spec(bind));
+    }
+    if let Some(dir) = &rank.pwd {
+        // `--pwd` exists in every 3.x and 1.x; without it the rank would start
+        // in $PWD only where the site binds it.
+        argv.push("--pwd".into());
+        argv.push(dir.as_os_str().to_owned());
     }
     for change in &rank.env {
         if let (Delivery::Flag, EnvOp::Set(value)) = (&change.delivery, &change.op) {
