@@ -410,4 +410,6 @@ fn write_hostile_fixtures() {
     for f in hostile_squashfs::fixtures() {
         std::fs::write(dir.join(format!("{}.sqfs", f.name)), &f.bytes).expect("write");
     }
+    let wide = hostile_squashfs::wide_directory(1_200_000);
+    std::fs::write(dir.join("wide-1200k.sqfs"), wide).expect("write");
 }

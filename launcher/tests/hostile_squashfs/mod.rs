@@ -17,9 +17,10 @@
 
 use std::io::Write;
 
-/// Data block size (mksquashfs's default) and its log.
-pub const BLOCK_SIZE: u32 = 1 << 17;
-const BLOCK_LOG: u16 = 17;
+/// Data block size (the smallest SquashFS allows, so that multi-block files and
+/// the fixtures stay a few KiB: small fuzz seeds) and its log.
+pub const BLOCK_SIZE: u32 = 1 << 12;
+const BLOCK_LOG: u16 = 12;
 /// Bytes of a metadata block once decompressed.
 const META: usize = 8192;
 const SUPERBLOCK: usize = 96;
@@ -350,7 +351,7 @@ fn superblock(inodes: u32, compressor: Compressor, at: &Positions) -> Vec<u8> {
     sb
 }
 
-/// Builds `tree` into a SquashFS image (gzip or zstd, 128 KiB blocks, metadata
+/// Builds `tree` into a SquashFS image (gzip or zstd, 4 KiB blocks, metadata
 /// stored uncompressed except for `bomb`'s zero blocks).
 pub fn build(tree: &Tree, bomb: Bomb) -> Built {
     let count = tree.nodes.len();
@@ -421,7 +422,8 @@ pub fn build(tree: &Tree, bomb: Bomb) -> Built {
     }
 }
 
-/// A small honest tree: /etc/os-release, /bin/sh -> busybox, /usr/lib/x.
+/// A small honest tree: /etc/os-release, /bin/sh -> busybox, /usr/lib/x (three
+/// blocks).
 pub fn small_tree() -> Tree {
     let mut t = Tree::default();
     let bin = t.add(0, "bin", Body::Dir(Vec::new()));
@@ -435,7 +437,7 @@ pub fn small_tree() -> Tree {
         Body::File(b"ID=hostile\nVERSION_ID=1\n".to_vec()),
     );
     let lib = t.add(usr, "lib", Body::Dir(Vec::new()));
-    t.add(lib, "x", Body::File(vec![b'x'; 300_000]));
+    t.add(lib, "x", Body::File(vec![b'x'; 9000]));
     t
 }
 
@@ -537,7 +539,7 @@ pub fn inode_count_overflow() -> Vec<u8> {
     b.finish()
 }
 
-/// /usr/lib/y claims 2^64-1 bytes: a block list of 2^47 entries.
+/// /usr/lib/y claims 2^64-1 bytes: a block list of 2^52 entries.
 pub fn file_size_overflow() -> Vec<u8> {
     let mut t = small_tree();
     let lib = t

@@ -3,6 +3,8 @@
 //! 0: a sparse block of zeros); the tail, if shorter than a block, either a short
 //! last block or a piece of a fragment block shared with other files' tails.
 
+use std::sync::Arc;
+
 use super::inode::{FileInode, InodeKind};
 use super::metadata::{Cursor, Table};
 use super::{MAX_FILE_BLOCKS, SqError, Squashfs, corrupt};
@@ -115,7 +117,12 @@ impl Squashfs {
             end,
         };
         let offset = ((index % FRAGMENTS_PER_BLOCK) * 16) as usize;
-        let mut c = Cursor::new(self, span, block - span.start, offset)
+        let Some(relative) = block.checked_sub(span.start) else {
+            return corrupt(format!(
+                "fragment {index}: its block at {block} lies before the fragment table"
+            ));
+        };
+        let mut c = Cursor::new(self, span, relative, offset)
             .map_err(|e| e.within(format!("fragment {index}")))?;
         let pos = c.u64()?;
         let word = c.u32()?;
@@ -135,38 +142,61 @@ impl Squashfs {
         Ok(Stored { pos, word })
     }
 
-    /// Reads and decompresses a stored block into exactly `want` bytes (the
-    /// fragment block: up to a block size, `want` = None).
-    fn data_block(&self, stored: Stored, want: Option<usize>) -> Result<Vec<u8>, SqError> {
-        let len = (stored.word & SIZE_MASK) as usize;
-        let cap = want.unwrap_or(self.sb.block_size as usize);
-        if len == 0 {
-            return Ok(vec![0; cap]);
-        }
-        let mut raw = vec![0u8; len];
-        self.source.read_exact(stored.pos, &mut raw)?;
-        let data = if stored.word & UNCOMPRESSED != 0 {
-            raw
-        } else {
-            let mut out = vec![0u8; cap + 1];
-            let n = self
-                .state()
-                .decompressor
-                .decompress(&raw, &mut out)
-                .map_err(|f| {
-                    SqError::Corrupt(format!("the data block at offset {} {f}", stored.pos))
-                })?;
-            out.truncate(n);
-            out
-        };
-        if want.is_some_and(|w| w != data.len()) || data.len() > cap {
+    /// Reads and decompresses a stored block into exactly `want` bytes.
+    fn data_block(&self, stored: Stored, want: usize) -> Result<Vec<u8>, SqError> {
+        let data = self.stored_block(stored, want)?;
+        if data.len() != want {
             return corrupt(format!(
-                "the data block at offset {} holds {} bytes, not {cap}",
+                "the data block at offset {} holds {} bytes, not {want}",
                 stored.pos,
                 data.len()
             ));
         }
         Ok(data)
+    }
+
+    /// The fragment block at `stored` (at most a block), through a one-block
+    /// cache: the small files detection reads often share one.
+    fn fragment_block(&self, stored: Stored) -> Result<Arc<[u8]>, SqError> {
+        if let Some((pos, data)) = &self.state().fragment {
+            if *pos == stored.pos {
+                return Ok(Arc::clone(data));
+            }
+        }
+        let data: Arc<[u8]> = self
+            .stored_block(stored, self.sb.block_size as usize)?
+            .into();
+        self.state().fragment = Some((stored.pos, Arc::clone(&data)));
+        Ok(data)
+    }
+
+    /// A stored block, decompressed into at most `cap` bytes (zeros if sparse).
+    fn stored_block(&self, stored: Stored, cap: usize) -> Result<Vec<u8>, SqError> {
+        let len = (stored.word & SIZE_MASK) as usize;
+        if len == 0 {
+            return Ok(vec![0; cap]);
+        }
+        let mut raw = vec![0u8; len];
+        self.source.read_exact(stored.pos, &mut raw)?;
+        if stored.word & UNCOMPRESSED != 0 {
+            if raw.len() > cap {
+                return corrupt(format!(
+                    "the data block at offset {} holds {len} bytes, more than {cap}",
+                    stored.pos
+                ));
+            }
+            return Ok(raw);
+        }
+        let mut out = vec![0u8; cap + 1];
+        let n = self
+            .state()
+            .decompressor
+            .decompress(&raw, &mut out)
+            .map_err(|f| {
+                SqError::Corrupt(format!("the data block at offset {} {f}", stored.pos))
+            })?;
+        out.truncate(n);
+        Ok(out)
     }
 }
 
@@ -202,10 +232,10 @@ impl FileData<'_> {
                 self.words.get(index as usize),
             ) {
                 let want = (self.size - index * block_size).min(block_size) as usize;
-                self.fs.data_block(Stored { pos, word }, Some(want))?
+                self.fs.data_block(Stored { pos, word }, want)?
             } else if let Some((stored, offset)) = self.fragment {
                 let tail = (self.size % block_size) as usize;
-                let block = self.fs.data_block(stored, None)?;
+                let block = self.fs.fragment_block(stored)?;
                 let Some(piece) = block.get(offset..offset + tail) else {
                     return corrupt(format!(
                         "the file's tail ({tail} bytes at {offset}) lies outside its {}-byte \

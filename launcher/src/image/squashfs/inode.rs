@@ -149,7 +149,7 @@ impl Squashfs {
             list: c.position(),
         };
         let table = self.sb.inode_table();
-        let capacity = (table.end - table.start) / 3 * METADATA_SIZE as u64 + METADATA_SIZE as u64;
+        let capacity = ((table.end - table.start) / 3 + 1).saturating_mul(METADATA_SIZE as u64);
         let blocks = file.block_count(self.sb.block_size);
         if blocks.saturating_mul(4) > capacity {
             return corrupt(format!(

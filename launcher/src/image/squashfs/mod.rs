@@ -48,8 +48,10 @@
 //!   the bytes used, and each decompresses to exactly the size the file needs.
 //!
 //! So opening an image holds at most: the file index (128 MiB), the metadata cache
-//! (8 MiB), one decompression buffer and decoder state (about 17 MiB for xz,
-//! less for the others), and nothing that grows with the tables' claimed sizes.
+//! (8 MiB), the last fragment block (1 MiB), one decompression buffer and decoder
+//! state (about 17 MiB for xz, less for the others), and nothing that grows with
+//! the tables' claimed sizes. An open file adds its block list (at most 12 MiB)
+//! and its last block (1 MiB).
 //! The work is at most 256 MiB of metadata decompression plus reading each byte
 //! of the lookup tables once.
 
@@ -144,10 +146,12 @@ pub(crate) fn corrupt<T>(why: impl Into<String>) -> Result<T, SqError> {
     Err(SqError::Corrupt(why.into()))
 }
 
-/// What the reader keeps between reads: the decompressor and the metadata cache.
+/// What the reader keeps between reads: the decompressor, the metadata cache and
+/// the last fragment block (position and data, at most a block).
 pub(crate) struct State {
     pub decompressor: Decompressor,
     pub cache: Cache,
+    pub fragment: Option<(u64, std::sync::Arc<[u8]>)>,
 }
 
 /// An opened SquashFS: its superblock and the means to read its tables and files.
@@ -185,6 +189,7 @@ impl Squashfs {
         let state = State {
             decompressor: Decompressor::new(sb.compression),
             cache: Cache::new(limits.metadata),
+            fragment: None,
         };
         Ok(Squashfs {
             source,
