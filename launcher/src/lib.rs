@@ -20,6 +20,7 @@
 pub mod campaign;
 pub mod doctor;
 pub mod elf;
+pub mod fsopen;
 pub mod host;
 pub mod image;
 pub mod launch;

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use hybrun::image::contents::{Image, ImageKind};
@@ -88,8 +88,24 @@ pub fn run(command: ImageCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Opens the SIF image at `path` without blocking: a FIFO or a device given as the
+/// image is refused before anything is read.
+fn open_sif(path: &Path) -> anyhow::Result<SifImage<File>> {
+    use hybrun::fsopen::{OpenError, open_file};
+    let file = match open_file(path) {
+        Ok((file, _)) => file,
+        Err(OpenError::Io { path, source }) => {
+            anyhow::bail!("{path}: cannot open the image: {source}")
+        }
+        Err(OpenError::Special { path, kind }) => {
+            anyhow::bail!("{path}: cannot read it as a SIF image: it is a {kind}, not a file")
+        }
+    };
+    Ok(SifImage::from_reader(file, path.display().to_string())?)
+}
+
 fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let image = SifImage::open(&args.image)?;
+    let image = open_sif(&args.image)?;
     let report = if args.json {
         let value = display::inspect_json(image.path(), image.header(), image.descriptors());
         let mut text = serde_json::to_string_pretty(&value)?;
@@ -186,7 +202,7 @@ fn inspect_contents(path: &PathBuf, json: bool, list: bool) -> anyhow::Result<St
     let image = Image::open(path)?;
     let contents = detect::detect(&image)?;
     let sif = if image.kind() == ImageKind::Sif {
-        Some(SifImage::open(path)?)
+        Some(open_sif(path)?)
     } else {
         None
     };

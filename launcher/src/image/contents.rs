@@ -1,27 +1,33 @@
 //! One view of the three image kinds hybrun meets: a SIF file (its primary SquashFS
 //! partition), a bare SquashFS file and an unpacked directory.
 //!
-//! SquashFS is read in place with `backhand`: the superblock, the inode, directory,
-//! fragment and ID tables (a few hundred KiB even for a multi-GiB image) at open, and
-//! a file's data blocks only when that file is read. Nothing is mounted or extracted,
-//! so this works unprivileged and costs milliseconds. Symbolic links are resolved
-//! inside the image (an absolute target means the image's root, not the host's).
+//! SquashFS is read in place by `image::squashfs`, a reader bounded in memory and
+//! time by construction (hostile images are refused with an error, never let grow
+//! without bound): the superblock and lookup tables at open, the inode and directory
+//! tables block by block as the file index is built, and a file's data blocks only
+//! when that file is read. Nothing is mounted or extracted, so this works
+//! unprivileged and costs milliseconds. Symbolic links are resolved inside the
+//! image (an absolute target means the image's root, not the host's).
+//!
+//! The image is opened without blocking and judged on the opened descriptor: a
+//! FIFO, socket or device given as the image is refused before anything is read.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use backhand::{FilesystemReader, InnerNode, SquashfsFileReader};
-
 use super::ImageError;
+use super::squashfs::file::FileData;
+use super::squashfs::source::{ReadAt, Source};
+use super::squashfs::{Limits, NodeKind, SqError, Squashfs};
+use crate::fsopen::{self, OpenError, Opened};
 use hybrun_sif::{FsType, Metadata, SifImage, format::MAGIC};
+
+pub use super::squashfs::SquashfsInfo;
 
 /// The most entries a directory image may have (a guard against pointing hybrun at `/`).
 pub const MAX_DIR_ENTRIES: usize = 2_000_000;
@@ -93,25 +99,13 @@ pub struct Entry {
     pub size: u64,
     /// Target of a symbolic link, as stored.
     pub target: Option<String>,
-    /// Index of the SquashFS node (unused for directory images).
-    node: usize,
-}
-
-/// Where a SquashFS file system lies and how it is compressed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SquashfsInfo {
-    /// Byte offset of the SquashFS in the file (the SIF partition's offset).
-    pub offset: u64,
-    /// Bytes the SquashFS uses (from its superblock).
-    pub bytes_used: u64,
-    pub compression: String,
-    pub block_size: u32,
-    pub inodes: u32,
+    /// The SquashFS inode reference (unused for directory images).
+    inode: u64,
 }
 
 enum Backend {
     Dir(PathBuf),
-    Squashfs(Box<FilesystemReader<'static>>),
+    Squashfs(Box<Squashfs>),
 }
 
 /// An opened image: its file index, and files read on demand.
@@ -139,39 +133,35 @@ impl Image {
     pub fn open(path: impl AsRef<Path>) -> Result<Image, ImageError> {
         let path = path.as_ref();
         let label = path.display().to_string();
-        let meta = fs::metadata(path).map_err(|e| io_error(&label, "open the image", e))?;
-        if meta.is_dir() {
-            return open_dir(path, label);
-        }
+        let (mut file, len) = match fsopen::open(path) {
+            Ok(Opened::Dir(_)) => return open_dir(path, label),
+            Ok(Opened::File(file, len)) => (file, len),
+            Err(OpenError::Special { kind, .. }) => {
+                return Err(ImageError::NotFileOrDirectory { path: label, kind });
+            }
+            Err(OpenError::Io { source, .. }) => {
+                return Err(io_error(&label, "open the image", source));
+            }
+        };
         let mut head = [0u8; 64];
-        let mut file = File::open(path).map_err(|e| io_error(&label, "open the image", e))?;
         let n =
             read_full(&mut file, &mut head).map_err(|e| io_error(&label, "read the image", e))?;
-        let head = &head[..n];
-        if head.starts_with(SQUASHFS_MAGIC) {
-            let len = meta.len();
-            return open_squashfs(path, label, ImageKind::Squashfs, 0, len);
-        }
-        if head.len() >= 32 + MAGIC.len() && head[32..32 + MAGIC.len()] == MAGIC {
-            let sif = SifImage::open(path)?;
-            let part = sif
-                .primary_partition()
-                .ok_or_else(|| ImageError::NoPrimaryPartition {
-                    path: label.clone(),
-                })?;
-            if let Metadata::Partition { fs_type, .. } = part.metadata() {
-                if fs_type != FsType::Squashfs {
-                    return Err(ImageError::NotSquashfsPartition {
-                        path: label,
-                        fs: fs_type.name().to_owned(),
-                    });
-                }
-            }
-            // Validated by the SIF reader: both non-negative and inside the file.
-            let (offset, size) = (part.offset.unsigned_abs(), part.size.unsigned_abs());
-            return open_squashfs(path, label, ImageKind::Sif, offset, size);
-        }
-        Err(ImageError::UnknownKind { path: label })
+        let (offset, size, kind) = locate(&head[..n], &mut file, &label, len)?;
+        open_squashfs(Box::new(file), label, kind, offset, size)
+    }
+
+    /// Opens an image held in memory (SIF or SquashFS), named `label` in errors:
+    /// what the fuzz target feeds, with the same checks and limits as [`Image::open`].
+    pub fn from_bytes(data: Arc<[u8]>, label: &str) -> Result<Image, ImageError> {
+        let label = label.to_owned();
+        let head = &data[..data.len().min(64)];
+        let (offset, size, kind) = locate(
+            head,
+            &mut io::Cursor::new(&data[..]),
+            &label,
+            data.len() as u64,
+        )?;
+        open_squashfs(Box::new(data), label, kind, offset, size)
     }
 
     /// The name the image was opened under.
@@ -293,16 +283,10 @@ impl Image {
                 Inner::Dir(file)
             }
             Backend::Squashfs(fs) => {
-                let Some(node) = fs.root.nodes.get(entry.node) else {
-                    return Err(self.read_error(path, "inconsistent file index".into()));
-                };
-                let InnerNode::File(file) = &node.inner else {
-                    return Err(self.read_error(path, "inconsistent file index".into()));
-                };
-                self.check_fragment(fs, file, path)?;
-                let reader = guarded(|| fs.file(file).reader())
-                    .map_err(|why| self.corrupt_file(path, &why))?;
-                Inner::Squashfs(Box::new(reader))
+                let data = fs
+                    .open_file(entry.inode)
+                    .map_err(|e| self.squashfs_error(e.within(path)))?;
+                Inner::Squashfs(Box::new(data))
             }
         };
         Ok(FileReader {
@@ -363,32 +347,6 @@ impl Image {
         out
     }
 
-    fn check_fragment(
-        &self,
-        fs: &FilesystemReader<'static>,
-        file: &SquashfsFileReader,
-        path: &str,
-    ) -> Result<(), ImageError> {
-        // backhand indexes the fragment table without a bounds check.
-        let index = file.frag_index();
-        if index == u32::MAX as usize {
-            return Ok(());
-        }
-        let count = fs.fragments.as_ref().map_or(0, Vec::len);
-        if index >= count {
-            return Err(self.corrupt_file(
-                path,
-                &format!("fragment {index} outside the fragment table ({count} entries)"),
-            ));
-        }
-        let block_size = u64::from(fs.block_size);
-        let full_blocks = file.block_sizes().len() as u64;
-        if (file.file_len() as u64) < full_blocks * block_size {
-            return Err(self.corrupt_file(path, "file size smaller than its data blocks"));
-        }
-        Ok(())
-    }
-
     fn not_found(&self, path: &str) -> ImageError {
         ImageError::NotFound {
             image: self.label.clone(),
@@ -404,22 +362,15 @@ impl Image {
         }
     }
 
-    fn corrupt_file(&self, path: &str, why: &str) -> ImageError {
-        let at = self
-            .squashfs
-            .as_ref()
-            .map_or(String::new(), |s| format!(" at offset {}", s.offset));
-        ImageError::CorruptSquashfs {
-            path: self.label.clone(),
-            at,
-            why: format!("{path}: {why}"),
-        }
+    fn squashfs_error(&self, e: SqError) -> ImageError {
+        let offset = self.squashfs.as_ref().map_or(0, |s| s.offset);
+        squashfs_error(&self.label, offset, e)
     }
 }
 
 enum Inner<'a> {
     Dir(File),
-    Squashfs(Box<backhand::SquashfsReadFile<'a, 'static>>),
+    Squashfs(Box<FileData<'a>>),
 }
 
 /// A regular file of an image, readable and seekable. Reads go through a cache of
@@ -462,11 +413,9 @@ impl FileReader<'_> {
                     self.counter.fetch_add(got as u64, Ordering::Relaxed);
                     got
                 }
-                Inner::Squashfs(reader) => guarded(|| -> io::Result<usize> {
-                    reader.seek(SeekFrom::Start(start))?;
-                    read_full(reader, &mut buf)
-                })
-                .map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))??,
+                Inner::Squashfs(data) => data
+                    .read_at(start, &mut buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, sq_text(e)))?,
             };
             buf.truncate(got);
             self.chunks.insert(index, buf);
@@ -516,204 +465,116 @@ impl Seek for FileReader<'_> {
 }
 
 const SQUASHFS_MAGIC: &[u8] = b"hsqs";
-const SUPERBLOCK_LEN: usize = 96;
 
-/// A file that counts the bytes read through it (the benchmark's proof that opening
-/// a 2 GiB image reads kilobytes).
-struct CountingFile {
-    file: File,
-    count: Arc<AtomicU64>,
-}
-
-impl Read for CountingFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-impl Seek for CountingFile {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file.seek(pos)
-    }
-}
-
-fn compression_name(id: u16) -> String {
-    match id {
-        1 => "gzip".into(),
-        2 => "lzma".into(),
-        3 => "lzo".into(),
-        4 => "xz".into(),
-        5 => "lz4".into(),
-        6 => "zstd".into(),
-        other => format!("unknown compression {other}"),
-    }
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
-}
-
-/// Checks the superblock before backhand parses the tables, for errors that say
-/// what is wrong (backhand's say "corrupted or invalid squashfs image").
-fn check_superblock(
-    file: &mut File,
+/// Where the SquashFS is in an image that starts with `head` (`len` bytes in
+/// all): at 0 for a bare SquashFS, at the primary partition for a SIF (whose
+/// descriptors are read from `file`).
+fn locate<R: Read + Seek>(
+    head: &[u8],
+    file: &mut R,
     label: &str,
-    offset: u64,
-    space: u64,
-) -> Result<SquashfsInfo, ImageError> {
+    len: u64,
+) -> Result<(u64, u64, ImageKind), ImageError> {
+    if head.starts_with(SQUASHFS_MAGIC) {
+        return Ok((0, len, ImageKind::Squashfs));
+    }
+    if head.len() < 32 + MAGIC.len() || head[32..32 + MAGIC.len()] != MAGIC {
+        return Err(ImageError::UnknownKind {
+            path: label.to_owned(),
+        });
+    }
+    let sif = SifImage::from_reader(file, label)?;
+    let part = sif
+        .primary_partition()
+        .ok_or_else(|| ImageError::NoPrimaryPartition {
+            path: label.to_owned(),
+        })?;
+    if let Metadata::Partition { fs_type, .. } = part.metadata() {
+        if fs_type != FsType::Squashfs {
+            return Err(ImageError::NotSquashfsPartition {
+                path: label.to_owned(),
+                fs: fs_type.name().to_owned(),
+            });
+        }
+    }
+    // Validated by the SIF reader: both non-negative and inside the file.
+    let (offset, size) = (part.offset.unsigned_abs(), part.size.unsigned_abs());
+    Ok((offset, size, ImageKind::Sif))
+}
+
+/// The image error for a SquashFS error of the file system at `offset`.
+fn squashfs_error(label: &str, offset: u64, e: SqError) -> ImageError {
+    let path = label.to_owned();
     let at = if offset == 0 {
         String::new()
     } else {
         format!(" at offset {offset}")
     };
-    let corrupt = |why: String| ImageError::CorruptSquashfs {
-        path: label.to_owned(),
-        at: at.clone(),
-        why,
-    };
-    let mut sb = [0u8; SUPERBLOCK_LEN];
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| io_error(label, "seek to the SquashFS superblock", e))?;
-    let got =
-        read_full(file, &mut sb).map_err(|e| io_error(label, "read the SquashFS superblock", e))?;
-    if got < SUPERBLOCK_LEN || (space as usize) < SUPERBLOCK_LEN {
-        return Err(corrupt(format!(
-            "only {} bytes where the {SUPERBLOCK_LEN} byte superblock should be",
-            got.min(space as usize)
-        )));
-    }
-    if &sb[..4] != SQUASHFS_MAGIC {
-        return Err(corrupt(format!(
-            "bad magic {:02x?} (expected \"hsqs\")",
-            &sb[..4]
-        )));
-    }
-    let (major, minor) = (le16(&sb, 28), le16(&sb, 30));
-    if (major, minor) != (4, 0) {
-        return Err(corrupt(format!(
-            "SquashFS version {major}.{minor}; hybrun reads version 4.0 (mksquashfs 4.x)"
-        )));
-    }
-    let compression = le16(&sb, 20);
-    if !matches!(compression, 1 | 4 | 5 | 6) {
-        return Err(ImageError::UnsupportedCompression {
-            path: label.to_owned(),
-            compression: compression_name(compression),
-        });
-    }
-    let block_size = le32(&sb, 12);
-    let block_log = le16(&sb, 22);
-    if !(4096..=1 << 20).contains(&block_size)
-        || !block_size.is_power_of_two()
-        || 1u32.checked_shl(u32::from(block_log)) != Some(block_size)
-    {
-        return Err(corrupt(format!(
-            "block size {block_size} (log {block_log}) is not a power of two between 4 KiB and 1 MiB"
-        )));
-    }
-    let bytes_used = le64(&sb, 40);
-    if bytes_used > space {
-        return Err(corrupt(format!(
-            "the superblock says the file system uses {bytes_used} bytes but only {space} are there"
-        )));
-    }
-    for (name, at) in [
-        ("inode table", 64),
-        ("directory table", 72),
-        ("ID table", 48),
-    ] {
-        let table = le64(&sb, at);
-        if table >= bytes_used {
-            return Err(corrupt(format!(
-                "the {name} starts at {table}, past the {bytes_used} bytes used"
-            )));
+    match e {
+        SqError::Corrupt(why) => ImageError::CorruptSquashfs { path, at, why },
+        SqError::Limit(why) => ImageError::SquashfsLimit { path, at, why },
+        SqError::Unsupported(compression) => {
+            ImageError::UnsupportedCompression { path, compression }
         }
+        SqError::Io(source) => ImageError::Io {
+            path,
+            action: "read the SquashFS",
+            source,
+        },
     }
-    Ok(SquashfsInfo {
-        offset,
-        bytes_used,
-        compression: compression_name(compression),
-        block_size,
-        inodes: le32(&sb, 4),
-    })
 }
 
+/// A SquashFS error as the text of an I/O error (inside a file's reads).
+fn sq_text(e: SqError) -> String {
+    match e {
+        SqError::Corrupt(why) => format!("corrupt SquashFS: {why}"),
+        SqError::Limit(why) => why,
+        SqError::Unsupported(c) => format!("unsupported compression {c}"),
+        SqError::Io(e) => e.to_string(),
+    }
+}
+
+/// Opens the SquashFS at `offset` of `file` (`space` bytes there) and builds the
+/// file index with hybrun's limits.
 fn open_squashfs(
-    path: &Path,
+    file: Box<dyn ReadAt>,
     label: String,
     kind: ImageKind,
     offset: u64,
     space: u64,
 ) -> Result<Image, ImageError> {
-    let mut file = File::open(path).map_err(|e| io_error(&label, "open the image", e))?;
-    let info = check_superblock(&mut file, &label, offset, space)?;
-    // backhand reads the superblock from the current position when the offset is 0.
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| io_error(&label, "seek to the SquashFS superblock", e))?;
-    let count = Arc::new(AtomicU64::new(SUPERBLOCK_LEN as u64));
-    let reader = BufReader::new(CountingFile {
-        file,
-        count: Arc::clone(&count),
-    });
-    let corrupt = |why: String| ImageError::CorruptSquashfs {
-        path: label.clone(),
-        at: if offset == 0 {
-            String::new()
-        } else {
-            format!(" at offset {offset}")
-        },
-        why,
-    };
-    let fs = guarded(|| FilesystemReader::from_reader_with_offset(reader, offset))
-        .map_err(&corrupt)?
-        .map_err(|e| corrupt(e.to_string()))?;
+    let count = Arc::new(AtomicU64::new(0));
+    let source = Source::new(file, offset, space, Arc::clone(&count));
+    let fs = Squashfs::open(source, Limits::new(MAX_DIR_ENTRIES))
+        .map_err(|e| squashfs_error(&label, offset, e))?;
     let mut index = BTreeMap::new();
-    for (i, node) in fs.root.nodes.iter().enumerate() {
-        let path = node.fullpath.to_string_lossy();
-        let path = normalize(&path);
-        let (kind, size, target) = match &node.inner {
-            InnerNode::File(f) => (EntryKind::File, f.file_len() as u64, None),
-            InnerNode::Dir(_) => (EntryKind::Dir, 0, None),
-            InnerNode::Symlink(s) => (
-                EntryKind::Symlink,
-                0,
-                Some(s.link.to_string_lossy().into_owned()),
-            ),
-            InnerNode::CharacterDevice(_) | InnerNode::BlockDevice(_) => {
-                (EntryKind::Device, 0, None)
-            }
-            InnerNode::NamedPipe | InnerNode::Socket => (EntryKind::Other, 0, None),
+    fs.walk(&mut |path, node| {
+        let kind = match node.kind {
+            NodeKind::File => EntryKind::File,
+            NodeKind::Dir => EntryKind::Dir,
+            NodeKind::Symlink => EntryKind::Symlink,
+            NodeKind::Device => EntryKind::Device,
+            NodeKind::Other => EntryKind::Other,
         };
-        index.insert(
-            path,
-            Entry {
-                kind,
-                mode: u32::from(node.header.permissions),
-                size,
-                target,
-                node: i,
-            },
-        );
-    }
+        // Names are unique in a directory; two that read the same once made
+        // valid UTF-8 keep the first.
+        index.entry(path.to_owned()).or_insert(Entry {
+            kind,
+            mode: u32::from(node.mode),
+            size: node.size,
+            target: node.target.map(|t| String::from_utf8_lossy(t).into_owned()),
+            inode: node.inode,
+        });
+        Ok(())
+    })
+    .map_err(|e| squashfs_error(&label, offset, e))?;
     Ok(Image {
         label,
         kind,
         index,
-        backend: Backend::Squashfs(Box::new(fs)),
-        squashfs: Some(info),
+        squashfs: Some(fs.info().clone()),
         bytes_read: count,
+        backend: Backend::Squashfs(Box::new(fs)),
     })
 }
 
@@ -728,7 +589,7 @@ fn open_dir(root: &Path, label: String) -> Result<Image, ImageError> {
             mode: root_meta.permissions().mode() & 0o7777,
             size: 0,
             target: None,
-            node: 0,
+            inode: 0,
         },
     );
     let mut stack = vec![(root.to_path_buf(), String::new())];
@@ -768,7 +629,7 @@ fn open_dir(root: &Path, label: String) -> Result<Image, ImageError> {
                     mode: meta.permissions().mode() & 0o7777,
                     size,
                     target,
-                    node: 0,
+                    inode: 0,
                 },
             );
             if index.len() > MAX_DIR_ENTRIES {
@@ -834,37 +695,6 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
-}
-
-thread_local! {
-    static QUIET_PANICS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, turning a panic into an error text. backhand trusts some table values
-/// (slice indexes, subtractions) that a corrupt image can break; such an image must
-/// give an error, not abort hybrun. The panic message is not printed while guarded
-/// (only on this thread: other threads' panics are reported as usual).
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if !QUIET_PANICS.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-    let was = QUIET_PANICS.with(|q| q.replace(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    QUIET_PANICS.with(|q| q.set(was));
-    result.map_err(|payload| {
-        let detail = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "internal consistency check failed".to_owned());
-        format!("inconsistent file system tables ({detail})")
-    })
 }
 
 #[cfg(test)]

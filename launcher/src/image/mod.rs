@@ -5,6 +5,8 @@
 //! - [`contents`]: one view of SIF, SquashFS and directory images: the file list,
 //!   symlinks resolved inside the image, single files read on demand. SquashFS is read
 //!   in place (at the SIF partition's offset for SIF) without mounting or extracting.
+//! - `squashfs`: the SquashFS reader behind [`contents`], bounded in memory and time
+//!   by construction (hostile images get an error).
 //! - [`detect`]: MPI, PMI, fabric, glibc, CUDA runtime and OS of an image.
 //! - [`env`](mod@env): the `LD_LIBRARY_PATH` an image's Singularity/Apptainer environment
 //!   scripts set (bind mode keeps it behind the host MPI directory).
@@ -19,6 +21,7 @@ pub mod check;
 pub mod contents;
 pub mod detect;
 pub mod env;
+mod squashfs;
 
 use std::io;
 
@@ -38,6 +41,12 @@ pub enum ImageError {
 
     #[error(transparent)]
     Sif(#[from] SifError),
+
+    #[error(
+        "{path}: it is a {kind}, not a file or a directory; give a .sif, a .sqfs or an \
+         unpacked image directory"
+    )]
+    NotFileOrDirectory { path: String, kind: &'static str },
 
     #[error(
         "{path}: not a container image hybrun can read (not a SIF file, not a SquashFS file, \
@@ -62,6 +71,16 @@ pub enum ImageError {
          copied, do it again (`unsquashfs -s` shows what the superblock says)"
     )]
     CorruptSquashfs {
+        path: String,
+        at: String,
+        why: String,
+    },
+
+    #[error(
+        "{path}: SquashFS{at} refused: {why}; hybrun bounds the memory and time it spends on \
+         an image, and this one goes past them (a hostile or damaged image?)"
+    )]
+    SquashfsLimit {
         path: String,
         at: String,
         why: String,

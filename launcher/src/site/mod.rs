@@ -32,6 +32,7 @@ pub mod paths;
 pub mod runtime;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -42,6 +43,10 @@ pub const SITE_ENV: &str = "HYBRUN_SITE";
 /// The site file read when neither `--site` nor `$HYBRUN_SITE` is given.
 pub const DEFAULT_SITE_FILE: &str = "/etc/hybrun/site.toml";
 
+/// The largest site file read (1 MiB; a real one is a few KiB): a log file or a
+/// device named by mistake is refused, not read whole.
+pub const MAX_SITE_BYTES: u64 = 1 << 20;
+
 /// Everything that can go wrong finding or reading the site file.
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
@@ -51,6 +56,26 @@ pub enum SiteError {
         from: &'static str,
         #[source]
         source: std::io::Error,
+    },
+
+    #[error(
+        "{path}: cannot read the site configuration ({from}): it is a {kind}, not a regular \
+         file"
+    )]
+    NotRegular {
+        path: String,
+        from: &'static str,
+        kind: &'static str,
+    },
+
+    #[error(
+        "{path}: the site configuration ({from}) is {size} bytes, more than the 1 MiB hybrun \
+         reads of a site file"
+    )]
+    TooLarge {
+        path: String,
+        from: &'static str,
+        size: u64,
     },
 
     #[error(
@@ -155,14 +180,12 @@ impl Site {
         }
     }
 
-    /// Reads and checks the site file at `path`; `from` says who named it.
+    /// Reads and checks the site file at `path`; `from` says who named it. It is
+    /// opened without blocking and must be a regular file of at most
+    /// [`MAX_SITE_BYTES`]: a FIFO or a device is refused before anything is read.
     pub fn read(path: &Path, from: &'static str) -> Result<Site, SiteError> {
         let label = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SiteError::Read {
-            path: label.clone(),
-            from,
-            source,
-        })?;
+        let text = read_capped(path, &label, from)?;
         check_trusted(path, &label)?;
         let config = Self::parse(&text, &label)?;
         Ok(Site {
@@ -254,6 +277,40 @@ fn check_trusted(path: &Path, label: &str) -> Result<(), SiteError> {
         path: label.to_owned(),
         why,
     })
+}
+
+/// The text of the site file at `path`, at most MAX_SITE_BYTES of it.
+fn read_capped(path: &Path, label: &str, from: &'static str) -> Result<String, SiteError> {
+    let read_error = |source| SiteError::Read {
+        path: label.to_owned(),
+        from,
+        source,
+    };
+    let too_large = |size| SiteError::TooLarge {
+        path: label.to_owned(),
+        from,
+        size,
+    };
+    let (file, len) = crate::fsopen::open_file(path).map_err(|e| match e {
+        crate::fsopen::OpenError::Special { kind, .. } => SiteError::NotRegular {
+            path: label.to_owned(),
+            from,
+            kind,
+        },
+        crate::fsopen::OpenError::Io { source, .. } => read_error(source),
+    })?;
+    if len > MAX_SITE_BYTES {
+        return Err(too_large(len));
+    }
+    let mut text = String::new();
+    // The file may have grown since fstat: read one byte past the cap to tell.
+    file.take(MAX_SITE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_SITE_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
 }
 
 /// 1-based line and column of byte `offset` in `text`.
