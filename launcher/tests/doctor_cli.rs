@@ -155,3 +155,28 @@ fn human_report_names_every_section() {
     }
     assert!(text.contains("OK "), "{text}");
 }
+
+#[test]
+fn exit_status_says_whether_what_every_launch_needs_is_there() {
+    // This machine has ch-run and mpiexec: exit 0 (MISSING GPUs do not count).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hybrun"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // An empty PATH: no runtime, no srun, no mpiexec: the report, then exit 1.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hybrun"))
+        .arg("doctor")
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("every launch needs, and this host lacks"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("container runtime"), "{stderr}");
+}

@@ -280,7 +280,7 @@ fn old_glibc_image_is_refused_in_bind_mode() {
         &[
             "cannot run in bind mode",
             "host libraries need GLIBC_2.",
-            "image has 2.17",
+            "symbols up to GLIBC_2.17",
         ],
     );
 }
@@ -451,4 +451,26 @@ fn image_mpi_the_launcher_cannot_start_is_refused() {
             &[&format!("cannot be started by --launcher {launcher}"), fits],
         );
     }
+}
+
+/// A site path that does not exist on this host (here the fabric's provider
+/// directory) stops bind mode with the site key and the path, not a bare
+/// "No such file or directory".
+#[test]
+fn a_missing_site_path_is_named_by_its_key() {
+    let Some(dir) = images() else { return };
+    let w = World::new();
+    let mut site = std::fs::read_to_string(&w.site).expect("site");
+    site.push_str(
+        "[fabric]\nkind = \"psm2\"\nplugin_dirs = [{ src = \"/opt/nowhere/libfabric\", env = \"FI_PROVIDER_PATH\" }]\n",
+    );
+    std::fs::write(&w.site, site).expect("site");
+    let out = w.run_image("bind", "mpich", &dir.join("mpich"), &["--dry-run"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("[fabric] plugin_dirs") && err.contains("/opt/nowhere/libfabric"),
+        "{err}"
+    );
+    assert!(err.contains("site file"), "{err}");
 }

@@ -26,3 +26,14 @@ hyb_ensure_cargo() {
     Install one with rustup (https://rustup.rs), e.g.:  curl -sSf https://sh.rustup.rs | sh -s -- -y
     then:  export PATH=\"\$HOME/.cargo/bin:\$PATH\""
 }
+
+# The Debian archive this machine's apt uses (a site's own mirror where there is one), for
+# debootstrap: the first active `URIs:` (deb822) or `deb` line naming a .../debian archive;
+# commented lines (e.g. a snapshot URL left as a note) are not sources.
+hyb_debian_mirror() {
+    local found
+    found=$(grep -h -E '^[[:space:]]*(URIs:|deb[[:space:]])' /etc/apt/sources.list.d/* \
+                /etc/apt/sources.list 2>/dev/null \
+            | grep -o -E 'https?://[^ ]*/debian' | head -n 1 || true)
+    echo "${found:-http://deb.debian.org/debian}"
+}

@@ -169,3 +169,128 @@ warmup = 5
     assert!(!stderr.contains("submitted job"), "{stderr}");
     assert_eq!(results::read_records(&run).unwrap().len(), 8);
 }
+
+/// The LAMMPS image (scripts/make-app-image: debootstrap of Debian 12 with
+/// lammps and openmpi-bin), built on first use, or None after `require`.
+fn lammps_image() -> Option<PathBuf> {
+    let image = repo_root().join("target/images/lammps");
+    if !image.join("usr/bin/lmp").is_file() {
+        let out = Command::new(repo_root().join("scripts/make-app-image"))
+            .output()
+            .expect("scripts/make-app-image");
+        if !require(
+            "the LAMMPS image",
+            out.status.success(),
+            &String::from_utf8_lossy(&out.stderr),
+        ) {
+            return None;
+        }
+    }
+    Some(image)
+}
+
+/// A real application nobody here wrote, inside vs outside: Debian's LAMMPS
+/// (`lmp`, Open MPI) on the Lennard-Jones melt of scenarios/app-lammps.toml
+/// (32,000 atoms), shortened to 20 steps, 2 ranks on 2 nodes of the local
+/// cluster through `--submit`: native (the host's lmp), hybrid (the image's
+/// lmp and Open MPI) and bind (the image's lmp on the host's Open MPI), with
+/// the A/A control. Every launch reads LAMMPS's "Loop time"; the report has
+/// the headline of both container modes and the control.
+#[test]
+fn lammps_runs_as_a_cell_native_hybrid_and_bind_across_two_nodes() {
+    let Some(hybrun) = hybrun_binary() else {
+        require("the hybrun binary", false, "cargo build -p hybrun");
+        return;
+    };
+    if !require("ch-run", on_path("ch-run"), "run scripts/setup")
+        || !require("lmp", on_path("lmp"), "run scripts/setup (lammps)")
+    {
+        return;
+    }
+    let Some(slurm_conf) = cluster() else { return };
+    let Some(image) = lammps_image() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("lj.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"name = "lj-e2e"
+launches = 6
+timeout = "120s"
+site = "{site}"
+runtime = "charliecloud"
+[stop]
+enabled = false
+[matrix]
+benchmark = ["lj"]
+mode = ["native", "hybrid", "bind"]
+nodes = [2]
+ranks_per_node = [1]
+mpi = ["openmpi"]
+image = ["{image}"]
+[app.lj]
+command = ["lmp", "-var", "steps", "20", "-in", "in.lj"]
+inputs = ["{input}"]
+metric = {{ regex = 'Loop time of (?P<value>[0-9.eE+-]+) on 2 procs', unit = "s", better = "lower" }}
+success = 'Total wall time'
+"#,
+            site = repo_root().join("scenarios/site-local.toml").display(),
+            image = image.display(),
+            input = repo_root().join("scenarios/inputs/in.lj").display(),
+        ),
+    )
+    .unwrap();
+    let results_dir = dir.path().join("results");
+    let mut cmd = Command::new(&hybrun);
+    cmd.args(["campaign", "run", "--submit"])
+        .arg(&scenario)
+        .arg("--results")
+        .arg(&results_dir)
+        .env("SLURM_CONF", &slurm_conf)
+        .env(
+            "USER",
+            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        )
+        .env_remove("SLURM_JOB_ID");
+    let out = run_with_timeout(&cmd, Duration::from_secs(600));
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    let run = std::fs::read_dir(results_dir.join("lj-e2e"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let records = results::read_records(&run).unwrap();
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r.status != results::Outcome::Ok)
+        .collect();
+    assert!(failed.is_empty(), "failed launches: {failed:#?}");
+    // native, native', hybrid, bind x 6 launches, all in one allocation.
+    assert_eq!(records.len(), 24);
+    for row in results::read_results(&run).unwrap() {
+        assert!(row.row.median > 0.0, "{}: Loop time", row.cell_key);
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let headline = report["headline"].as_array().unwrap();
+    let modes: BTreeSet<&str> = headline.iter().filter_map(|h| h["mode"].as_str()).collect();
+    assert_eq!(modes, BTreeSet::from(["bind", "hybrid"]), "{report}");
+    for h in headline {
+        assert_eq!(h["benchmark"], "lj");
+        for key in ["ratio", "ci_low", "ci_high"] {
+            assert!(h[key].is_number(), "{key}: {h}");
+        }
+        assert!(h["verdict"].is_string(), "{h}");
+        assert!(h["control"]["ratio"].is_number(), "{h}");
+    }
+    eprintln!(
+        "{}",
+        std::fs::read_to_string(run.join("report.md"))
+            .unwrap()
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

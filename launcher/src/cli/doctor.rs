@@ -28,5 +28,13 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", text::text(&report));
     }
+    // Exit status 1 when what every launch needs is missing, so scripts and
+    // site checks can rely on it (the report above says what and how to fix).
+    if !report.required_missing.is_empty() && !args.emit_site {
+        anyhow::bail!(
+            "this host lacks what every launch needs: {}",
+            report.required_missing.join("; ")
+        );
+    }
     Ok(())
 }

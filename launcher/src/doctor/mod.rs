@@ -126,6 +126,11 @@ pub struct Report {
     pub runtimes: Vec<RuntimeFinding>,
     pub gpu: gpu::Gpu,
     pub topology: Topology,
+    /// What every launch needs and this host lacks (`hybrun doctor` exits 1
+    /// when there is any): a container runtime, and a program that starts
+    /// ranks (srun, or an mpiexec). The other MISSING items are only needed
+    /// for what they name (a GPU job, a fabric, bind mode).
+    pub required_missing: Vec<String>,
 }
 
 impl Report {
@@ -218,6 +223,7 @@ pub fn gather_in(
     let runtimes = runtime::gather(&mut items, &at.host);
     let gpu = gpu::gather(&mut items, at, nvml);
     let topology = topology::gather(&mut items, at);
+    let required_missing = required_missing(&items, &at.host);
     Report {
         hybrun_version: env!("CARGO_PKG_VERSION"),
         host: hostname,
@@ -231,7 +237,28 @@ pub fn gather_in(
         runtimes,
         gpu,
         topology,
+        required_missing,
     }
+}
+
+/// The required items (see [`Report::required_missing`]) this host lacks.
+fn required_missing(items: &[Item], host: &Host) -> Vec<String> {
+    let missing = |section: &str| {
+        items
+            .iter()
+            .any(|i| i.section == section && i.status == Level::Missing)
+    };
+    let mut out = Vec::new();
+    if missing("runtime") {
+        out.push("a container runtime (singularity, apptainer or ch-run)".to_owned());
+    }
+    let mpiexec = ["mpiexec", "mpiexec.hydra", "mpiexec.openmpi", "mpirun"]
+        .iter()
+        .any(|p| host.which(p).is_some());
+    if missing("slurm") && !mpiexec {
+        out.push("a program that starts ranks (srun, or an MPI's mpiexec)".to_owned());
+    }
+    out
 }
 
 /// Gathers everything about this host.

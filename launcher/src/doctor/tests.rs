@@ -239,6 +239,15 @@ fn an_empty_host_misses_everything_with_fixes() {
         assert!(i.fix.is_some(), "a fix for {section} {name}");
     }
     assert_eq!(report.fabric.kind, None);
+    // What every launch needs: a runtime and something that starts ranks.
+    assert_eq!(
+        report.required_missing.len(),
+        2,
+        "{:?}",
+        report.required_missing
+    );
+    assert!(report.required_missing[0].contains("container runtime"));
+    assert!(report.required_missing[1].contains("srun, or an MPI's mpiexec"));
     let draft = site::site_draft(&report, &at.host);
     assert!(
         draft.contains("# no container runtime found on this host\nkind = \"none\""),

@@ -38,5 +38,12 @@ pub fn text(report: &Report) -> String {
             " (MISSING items are only needed for what they name)"
         }
     );
+    if !report.required_missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "every launch needs, and this host lacks: {}",
+            report.required_missing.join("; ")
+        );
+    }
     out
 }

@@ -299,8 +299,26 @@ impl Fabric {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Glibc {
     pub path: String,
-    /// The highest GLIBC_x.y libc.so.6 defines (= the glibc release).
+    /// The newest GLIBC_x.y symbol version libc.so.6 defines: what the checks
+    /// compare with what host libraries need. Not always the release: glibc
+    /// 2.31 defines nothing newer than GLIBC_2.30.
     pub version: Option<GlibcVersion>,
+    /// The release, from the library's own version string ("... release
+    /// version 2.31."), e.g. "2.31".
+    pub release: Option<String>,
+}
+
+impl Glibc {
+    /// "2.31 (symbols up to GLIBC_2.30)", or whichever of the two is known.
+    pub fn label(&self) -> String {
+        match (&self.release, &self.version) {
+            (Some(r), Some(v)) if *r == v.to_string() => r.clone(),
+            (Some(r), Some(v)) => format!("{r} (symbols up to GLIBC_{v})"),
+            (Some(r), None) => r.clone(),
+            (None, Some(v)) => format!("of unknown release, symbols up to GLIBC_{v}"),
+            (None, None) => "unknown version".to_owned(),
+        }
+    }
 }
 
 /// The CUDA runtime library.
@@ -380,13 +398,7 @@ impl Contents {
         line(
             "glibc:",
             match (&self.glibc, &self.musl) {
-                (Some(g), _) => format!(
-                    "{} ({})",
-                    g.version
-                        .as_ref()
-                        .map_or("unknown version".to_owned(), ToString::to_string),
-                    g.path
-                ),
+                (Some(g), _) => format!("{} ({})", g.label(), g.path),
                 (None, Some(m)) => format!("none (musl: {m})"),
                 (None, None) => "none".to_owned(),
             },
@@ -404,7 +416,7 @@ impl Contents {
             line("MPI:", format!("{} [{abi}{lib}] {}", m.describe(), m.path));
         }
         if self.pmi.is_empty() {
-            line("PMI:", "none".to_owned());
+            line("PMI:", self.no_pmi_library());
         }
         for p in &self.pmi {
             line(
@@ -716,6 +728,25 @@ fn detect_fabric(image: &Image, notes: &mut Vec<String>) -> Fabric {
     fabric
 }
 
+impl Contents {
+    /// What the PMI line says when the image has no PMI library of its own:
+    /// an MPICH-family library that needs none speaks PMI itself (MPICH's
+    /// simple PMI-1/PMI-2 client is built into libmpich: srun --mpi=pmi2).
+    fn no_pmi_library(&self) -> String {
+        let built_in = self.mpi.iter().find(|m| {
+            m.implementation.map(MpiFlavour::abi).or(m.abi) == Some(MpiAbi::Mpich)
+                && !m.needed.iter().any(|n| n.starts_with("libpmi"))
+        });
+        match built_in {
+            Some(m) => format!(
+                "built into {} (PMI-1/PMI-2 client: srun --mpi=pmi2)",
+                m.soname.as_deref().unwrap_or(&m.file)
+            ),
+            None => "none".to_owned(),
+        }
+    }
+}
+
 /// glibc: the libc.so.6 in a standard directory, else any; its version from
 /// its version definitions, else its banner.
 fn detect_glibc(image: &Image, notes: &mut Vec<String>) -> Option<Glibc> {
@@ -724,26 +755,27 @@ fn detect_glibc(image: &Image, notes: &mut Vec<String>) -> Option<Glibc> {
         .iter()
         .find(|(_, f)| in_standard_dir(&f.names[0]))
         .or_else(|| libc.iter().next())?;
-    let version = with_elf(image, file, notes, |elf| {
+    let found = with_elf(image, file, notes, |elf| {
         let defined = elf.info()?.max_glibc_defined();
-        if defined.is_some() {
-            return Ok(defined);
-        }
-        // No version definitions (stripped oddly): the banner string.
+        // The banner: "GNU C Library (Debian GLIBC 2.31-13) stable release
+        // version 2.31." (also the version when the symbols are stripped).
         let rodata = elf.rodata()?;
         let strings = elf::split_strings(&rodata);
-        Ok(strings.iter().find_map(|s| {
+        let release = strings.iter().find_map(|s| {
             let rest = s
                 .split(" version ")
                 .nth(1)
                 .filter(|_| s.contains("GNU C Library"))?;
-            GlibcVersion::parse(abi::release_version(rest)?)
-        }))
-    })
-    .flatten();
+            abi::release_version(rest).map(str::to_owned)
+        });
+        let version = defined.or_else(|| release.as_deref().and_then(GlibcVersion::parse));
+        Ok((version, release))
+    });
+    let (version, release) = found.unwrap_or((None, None));
     Some(Glibc {
         path: f.names[0].clone(),
         version,
+        release,
     })
 }
 
@@ -793,6 +825,41 @@ pub fn detect(image: &Image) -> Result<Contents, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glibc_shows_its_release_and_checks_its_symbol_versions() {
+        // Debian 11's glibc 2.31 defines nothing newer than GLIBC_2.30.
+        let g = Glibc {
+            path: "/lib/x86_64-linux-gnu/libc.so.6".into(),
+            version: GlibcVersion::parse("2.30"),
+            release: Some("2.31".into()),
+        };
+        assert_eq!(g.label(), "2.31 (symbols up to GLIBC_2.30)");
+        // The host's own libc in a directory image: the release from its
+        // version string, as `ldd --version` says it.
+        let host = std::path::Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        if !host.is_file() {
+            eprintln!("SKIPPED: no {}", host.display());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::copy(host, lib.join("libc.so.6")).unwrap();
+        let contents = detect(&Image::open(dir.path()).unwrap()).unwrap();
+        let found = contents.glibc.expect("libc.so.6 found");
+        let ldd = std::process::Command::new("ldd")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let release = found.release.clone().expect("the version string read");
+        assert!(
+            ldd.lines().next().is_some_and(|l| l.ends_with(&release)),
+            "{release} vs {ldd}"
+        );
+        assert!(found.version.is_some(), "symbol versions read");
+    }
 
     #[test]
     fn os_release_parses_quoted_values() {

@@ -160,14 +160,15 @@ pub fn calibrate(
         .filter(|r| theirs.contains_key(r))
         .copied()
         .collect();
-    if rounds.len() < draws.launches || draws.launches < 2 {
+    if rounds.len() < draws.launches || draws.launches < headline::MIN_ROUNDS {
         bail!(
             "{} and {} share {} rounds; a draw of {} launches each needs at least that many \
-             (and at least 2): run more launches, or draw fewer (--launches)",
+             (and at least {}): run more launches, or draw fewer (--launches)",
             cell.key,
             reference.key,
             rounds.len(),
-            draws.launches
+            draws.launches,
+            headline::MIN_ROUNDS
         );
     }
     let mut rng = Rng::new(draws.seed);

@@ -31,6 +31,12 @@ use hybrun_core::vocab::Mode;
 /// under a tenth of a percent, at half the cost between rounds.
 pub const STOP_RESAMPLES: u32 = 1000;
 
+/// The fewest rounds (launches of each cell) an interval is given for. With
+/// fewer than 6, not even [min, max] of the observations holds the median
+/// with 95% probability (1 - 2 x 0.5^n < 0.95 for n <= 5), and a bootstrap
+/// interval of so few values is only as wide as they happen to be.
+pub const MIN_ROUNDS: usize = 6;
+
 /// A ratio with its 95% CI and verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Interval {
@@ -186,9 +192,9 @@ pub fn compare(
         .filter(|r| den.contains_key(r))
         .copied()
         .collect();
-    if rounds.len() < 2 {
+    if rounds.len() < MIN_ROUNDS {
         return Err(format!(
-            "no CI: {} round(s) with a launch of both (at least 2; add launches)",
+            "no CI: {} round(s) with a launch of both (at least {MIN_ROUNDS}; add launches)",
             rounds.len()
         ));
     }
@@ -206,9 +212,9 @@ pub fn compare_unpaired(
     opts: &Options,
     seed: u64,
 ) -> Result<Compared, String> {
-    if num.len() < 2 || den.len() < 2 {
+    if num.len() < MIN_ROUNDS || den.len() < MIN_ROUNDS {
         return Err(format!(
-            "no CI: {} and {} launches (at least 2 each; add launches)",
+            "no CI: {} and {} launches (at least {MIN_ROUNDS} each; add launches)",
             num.len(),
             den.len()
         ));

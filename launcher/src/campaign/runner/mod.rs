@@ -358,7 +358,7 @@ impl Session<'_> {
                     pct(stop.ci_width)
                 ));
             }
-            // A setting whose latest launches failed gets no more: more
+            // A setting whose latest launches fail gets no more: more
             // failures measure nothing (they are reported as they are).
             let failing = self.failing_groups(store, cells);
             let skipped = wide.iter().filter(|g| failing.contains(*g)).count();
@@ -402,23 +402,29 @@ impl Session<'_> {
 }
 
 impl Session<'_> {
-    /// The settings (group keys) among `cells` where the latest recorded
-    /// launch of some cell failed.
+    /// The settings (group keys) among `cells` where some cell's two latest
+    /// recorded launches both failed: one failure may be a passing hiccup,
+    /// two in a row are how the setting runs now.
     fn failing_groups(&self, store: &Store, cells: &[usize]) -> HashSet<String> {
-        let mut latest: HashMap<&str, (u32, Outcome)> = HashMap::new();
+        let mut latest: HashMap<&str, [Option<(u32, Outcome)>; 2]> = HashMap::new();
         for ((key, launch), outcome) in store.done().iter().chain(self.also_done) {
-            let e = latest.entry(key.as_str()).or_insert((*launch, *outcome));
-            if *launch >= e.0 {
-                *e = (*launch, *outcome);
+            let two = latest.entry(key.as_str()).or_default();
+            let this = Some((*launch, *outcome));
+            if two[0].is_none_or(|(l, _)| *launch > l) {
+                two[1] = two[0];
+                two[0] = this;
+            } else if two[1].is_none_or(|(l, _)| *launch > l) {
+                two[1] = this;
             }
         }
+        let failed = |o: Option<(u32, Outcome)>| o.is_some_and(|(_, o)| o != Outcome::Ok);
         cells
             .iter()
             .map(|&c| &self.scenario.cells[c])
             .filter(|c| {
                 latest
                     .get(c.key.as_str())
-                    .is_some_and(|(_, o)| *o != Outcome::Ok)
+                    .is_some_and(|two| failed(two[0]) && failed(two[1]))
             })
             .map(Cell::group_key)
             .collect()

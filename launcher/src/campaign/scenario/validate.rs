@@ -183,7 +183,7 @@ pub(super) fn settings(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Se
             ),
         ));
     }
-    let launches = raw.launches.as_ref().map_or(3, |l| *l.get_ref());
+    let launches = raw.launches.as_ref().map_or(6, |l| *l.get_ref());
     if launches == 0 {
         let span = raw.launches.as_ref().map(|l| l.span()).unwrap_or(0..0);
         return Err(src.at(span, "launches", "must be at least 1"));

@@ -23,8 +23,10 @@ use crate::site::fabric::FabricKind;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum SrunPmi {
-    /// No srun on this host (or `--srun none`).
+    /// No srun on this host.
     Absent,
+    /// `--srun none`: the user asked not to ask Slurm.
+    NotAsked,
     /// srun ran but failed (no slurm.conf, ...).
     Failed {
         srun: String,
@@ -202,7 +204,7 @@ pub fn detect_host_mpi(host: &Host, loader: &Loader, notes: &mut Vec<String>) ->
 
 fn srun_pmi(host: &Host, choice: &SrunChoice) -> SrunPmi {
     let srun = match choice {
-        SrunChoice::None => return SrunPmi::Absent,
+        SrunChoice::None => return SrunPmi::NotAsked,
         SrunChoice::Path(p) => p.clone(),
         SrunChoice::Detect => match host.which("srun") {
             Some(p) => p,

@@ -105,8 +105,7 @@ impl CheckReport {
         let glibc = c
             .glibc
             .as_ref()
-            .and_then(|g| g.version.as_ref())
-            .map_or("no glibc".to_owned(), |v| format!("glibc {v}"));
+            .map_or("no glibc".to_owned(), |g| format!("glibc {}", g.label()));
         out.push_str(&format!(
             "Image: {} ({}): {mpi}, {glibc}, fabric: {}\n",
             c.image,
@@ -125,6 +124,7 @@ impl CheckReport {
         };
         let srun = match &self.host.srun {
             SrunPmi::Absent => "no srun".to_owned(),
+            SrunPmi::NotAsked => "srun not asked (--srun none)".to_owned(),
             SrunPmi::Failed { .. } => "srun --mpi=list failed".to_owned(),
             SrunPmi::Plugins { plugins, .. } => format!("srun --mpi: {}", plugins.join(", ")),
             SrunPmi::Launch { plugin } => format!("launch with srun --mpi={plugin}"),

@@ -46,6 +46,14 @@ pub fn pmi_reason(verdict: &mut Verdict, m: &MpiLibrary, whose: &str, srun: &Sru
                 m.describe()
             ),
         ),
+        SrunPmi::NotAsked => verdict.add(
+            Status::Warn,
+            format!(
+                "not checked (--srun none): whether Slurm offers --mpi={} for {whose} {}",
+                wanted.join("|"),
+                m.describe()
+            ),
+        ),
         SrunPmi::Failed { srun, error } => verdict.add(
             Status::Warn,
             format!(

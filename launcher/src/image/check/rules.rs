@@ -225,26 +225,31 @@ fn glibc_rule(v: &mut Verdict, contents: &Contents, req: &GlibcRequirement) {
             (Some(have), Some(need)) if need > have => v.add(
                 Status::Fail,
                 format!(
-                    "host libraries need GLIBC_{need} ({}), image has {have}: bind mode cannot run \
-                     this image here; use hybrid mode or an image with glibc >= {need}",
-                    req.needed_by.as_deref().unwrap_or("?")
+                    "host libraries need GLIBC_{need} ({}), image has glibc {}: bind mode cannot \
+                     run this image here; use hybrid mode or an image with glibc >= {need}",
+                    req.needed_by.as_deref().unwrap_or("?"),
+                    g.label()
                 ),
             ),
-            (Some(have), Some(need)) => v.add(
+            (Some(_), Some(need)) => v.add(
                 Status::Ok,
                 format!(
-                    "host libraries need GLIBC_{need} ({}; {} files read), image has {have}",
+                    "host libraries need GLIBC_{need} ({}; {} files read), image has glibc {}",
                     req.needed_by.as_deref().unwrap_or("?"),
-                    req.files
+                    req.files,
+                    g.label()
                 ),
             ),
             (None, _) => v.add(
                 Status::Warn,
                 format!("cannot tell the glibc version of the image's {}", g.path),
             ),
-            (Some(have), None) => v.add(
+            (Some(_), None) => v.add(
                 Status::Ok,
-                format!("the host MPI libraries need no versioned glibc symbols; image has {have}"),
+                format!(
+                    "the host MPI libraries need no versioned glibc symbols; image has glibc {}",
+                    g.label()
+                ),
             ),
         },
     }

@@ -46,7 +46,25 @@ pub(super) fn plan(
                 .into(),
         )
     })?;
-    // Absolute: the site file's paths are checked as it is read.
+    // Absolute: the site file's paths are checked as it is read; here, that
+    // they exist on this host, each named by its key.
+    let mpi_key = |k: &str| format!("[mpi.{pname}] {k}");
+    exists(ctx, &mpi_key("library"), library)?;
+    for lib in &p.libs {
+        exists(ctx, &mpi_key("libs"), lib)?;
+    }
+    for lib in &ctx.site.config.fabric.libs {
+        exists(ctx, "[fabric] libs", lib)?;
+    }
+    for d in p.plugin_dirs.iter().flatten() {
+        exists(ctx, &mpi_key("plugin_dirs"), &d.src)?;
+    }
+    for d in p.data_dirs.iter().flatten() {
+        exists(ctx, &mpi_key("data_dirs"), &d.src)?;
+    }
+    for d in &ctx.site.config.fabric.plugin_dirs {
+        exists(ctx, "[fabric] plugin_dirs", &d.src)?;
+    }
     let mut roots = vec![library.to_path_buf()];
     roots.extend(p.libs.iter().map(PathBuf::from));
     roots.extend(ctx.site.config.fabric.libs.iter().map(PathBuf::from));
@@ -81,6 +99,23 @@ pub(super) fn plan(
         binds,
         vars,
     })
+}
+
+/// A path of the site file must exist on the host that launches: else an
+/// error naming the key (not a bare "No such file or directory").
+fn exists(ctx: &RankContext<'_>, key: &str, path: &Path) -> Result<(), LaunchError> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(site_value(
+            ctx.site,
+            key,
+            format!(
+                "{}: {e} on this host; bind mode binds it into the container: fix the path in \
+                 the site file (or remove the entry if this host has no such library)",
+                path.display()
+            ),
+        )),
+    }
 }
 
 /// The plugin and data directories to bind: the profile's, else (Open MPI)
