@@ -243,11 +243,8 @@ pub fn markdown(list: &[Calibration], opts: &Options) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Verdicts of random draws of rounds from the run's own launches (tolerance ±{}%, {} \
-         of launches, {} bootstrap resamples):\n",
-        opts.tolerance * 100.0,
-        opts.location.label(),
-        opts.resamples
+        "Verdicts of random draws of rounds from the run's own launches; method: {}.\n",
+        opts.method()
     );
     let _ = writeln!(
         md,

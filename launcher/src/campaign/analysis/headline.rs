@@ -7,12 +7,14 @@
 //! setting back to back, and on these machines a launch's speed is set mostly
 //! by when it runs (the host puts the VM in a fast or a slow state for
 //! seconds at a time: 0.18 vs 0.67 us at 8 B here), so the two launches of a
-//! round share it and their ratio cancels it. Per size, the ratio is the
-//! location ([`Options::location`], the median by default) over rounds of the
-//! paired ratios; the headline is their geometric mean over sizes; the
-//! bootstrap draws whole rounds, so the sizes of one launch stay one event
-//! (`hybrun_core::stats::bootstrap_paired_ratio`). The stop rule asks this
-//! module which groups are still too wide.
+//! round share it and their ratio cancels it. Each round gives one value,
+//! its geometric mean over sizes of mode / native (the sizes of one launch
+//! stay one event); the headline is their location over rounds
+//! ([`Options::location`]: the median by default, with the distribution-free
+//! interval of a median; the trimmed mean with a bootstrap of whole rounds:
+//! `hybrun_core::stats::paired_ratio`). The worst size is the size with the
+//! worst median ratio. The stop rule asks this module which groups are still
+//! too wide.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -179,8 +181,8 @@ fn rows(launches: &[&BTreeMap<u64, f64>], sizes: &[u64]) -> Vec<Vec<f64>> {
 
 /// `num` against `den` of one run, paired by round: the rounds both cells
 /// have a launch in, each round's two launches launched next to each other
-/// (`hybrun_core::stats::bootstrap_paired_ratio`); over the sizes measured in
-/// every one of those launches.
+/// (`hybrun_core::stats::paired_ratio`); over the sizes measured in every one
+/// of those launches.
 pub fn compare(
     num: &Launches,
     den: &Launches,
@@ -200,7 +202,7 @@ pub fn compare(
     }
     let a: Vec<&BTreeMap<u64, f64>> = rounds.iter().map(|r| &num[r]).collect();
     let b: Vec<&BTreeMap<u64, f64>> = rounds.iter().map(|r| &den[r]).collect();
-    over_sizes(&a, &b, stats::bootstrap_paired_ratio, opts, seed)
+    over_sizes(&a, &b, stats::paired_ratio, opts, seed)
 }
 
 /// `num` against `den` of two different runs (nothing to pair): each

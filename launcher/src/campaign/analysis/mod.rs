@@ -91,6 +91,15 @@ impl Options {
 
     /// One sentence on the method, for every output.
     pub fn method(&self) -> String {
+        let interval = match self.location {
+            Location::Median => "the distribution-free 95% interval of a median (order \
+                                 statistics: at least 95% coverage whatever the distribution)"
+                .to_owned(),
+            Location::TrimmedMean => format!(
+                "a 95% percentile bootstrap interval, {} resamples of whole rounds",
+                self.resamples
+            ),
+        };
         let per_size = match self.resample {
             Resample::Launches => "per size, the same with that size alone".to_owned(),
             Resample::Samples => format!(
@@ -100,13 +109,11 @@ impl Options {
             ),
         };
         format!(
-            "paired by round (a round launches the cells of a setting back to back): per size, \
-             the {} over rounds of mode / native; headline, their geometric mean over sizes; 95% \
-             percentile bootstrap CI resampling whole rounds (every size of a launch together), \
-             {} resamples, seed {}; {per_size}; verdict `equivalent` only when the whole CI lies \
-             within ±{}% of 1",
+            "paired by round (a round launches the cells of a setting back to back, so its two \
+             launches share the machine's state): headline, the {} over rounds of each round's \
+             geometric mean over sizes of mode / native, with {interval}; {per_size}; seed {}; \
+             verdict `equivalent` only when the whole CI lies within ±{}% of 1",
             self.location.label(),
-            self.resamples,
             self.seed,
             fmt_pct(self.tolerance)
         )
