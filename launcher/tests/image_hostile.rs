@@ -413,3 +413,34 @@ fn write_hostile_fixtures() {
     let wide = hostile_squashfs::wide_directory(1_200_000);
     std::fs::write(dir.join("wide-1200k.sqfs"), wide).expect("write");
 }
+
+/// Names planted in an image (escape sequences, a line break forging another
+/// line, a bidi override) print escaped in `inspect --contents --list`: they
+/// can neither drive the terminal nor add a line of their own.
+#[test]
+fn planted_names_print_escaped_in_the_listing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let image = dir.path().join("img");
+    std::fs::create_dir(&image).expect("mkdir");
+    for name in ["a\u{1b}[2Jb", "c\nsmall.sif: OK", "x\u{202e}fis.exe"] {
+        std::fs::write(image.join(name), "").expect("plant");
+    }
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("home");
+    let o = run(
+        &["image", "inspect", "--contents", "--list", path(&image)],
+        &[],
+        &home,
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(!o.stdout.contains('\u{1b}'), "raw escape: {:?}", o.stdout);
+    assert!(!o.stdout.contains('\u{202e}'), "raw bidi: {:?}", o.stdout);
+    assert!(
+        !o.stdout.lines().any(|l| l.starts_with("small.sif")),
+        "a forged line: {}",
+        o.stdout
+    );
+    for shown in ["a\\u{1b}[2Jb", "c\\u{a}small.sif: OK", "x\\u{202e}fis.exe"] {
+        assert!(o.stdout.contains(shown), "{shown} in {}", o.stdout);
+    }
+}

@@ -332,14 +332,15 @@ impl Image {
         let mut out = String::new();
         for (path, e) in &self.index {
             let mut line = format!(
-                "{}{:04o} {:>12} {path}",
+                "{}{:04o} {:>12} {}",
                 e.kind.letter(),
                 e.mode & 0o7777,
-                e.size
+                e.size,
+                terminal_text(path)
             );
             if let Some(t) = &e.target {
                 line.push_str(" -> ");
-                line.push_str(t);
+                line.push_str(&terminal_text(t));
             }
             out.push_str(&line);
             out.push('\n');
@@ -744,5 +745,48 @@ mod tests {
             image.read_file("/abs", 2),
             Err(ImageError::TooLarge { .. })
         ));
+    }
+}
+
+/// `text` safe to print: control characters (escape sequences, line breaks),
+/// and the invisible ones that reorder or hide text (bidi overrides and
+/// isolates, zero-width characters, line and paragraph separators), written
+/// as `\u{..}` (and a backslash as `\\`), so that a name planted in an image
+/// can neither drive the terminal nor forge another line of the listing.
+/// Other Unicode prints as it is.
+pub fn terminal_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\\' | '\u{00ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod terminal_text_tests {
+    use super::terminal_text;
+
+    #[test]
+    fn planted_names_cannot_drive_the_terminal_or_forge_lines() {
+        assert_eq!(terminal_text("usr/lib/libc.so.6"), "usr/lib/libc.so.6");
+        assert_eq!(terminal_text("données/été"), "données/été");
+        assert_eq!(
+            terminal_text("a\u{1b}[2Jb\nsmall.sif: OK"),
+            "a\\u{1b}[2Jb\\u{a}small.sif: OK"
+        );
+        assert_eq!(terminal_text("x\u{202e}fis.exe"), "x\\u{202e}fis.exe");
+        assert_eq!(terminal_text("a\\b"), "a\\\\b");
     }
 }
