@@ -8,8 +8,10 @@
 //! by when it runs (the host puts the VM in a fast or a slow state for
 //! seconds at a time: 0.18 vs 0.67 us at 8 B here), so the two launches of a
 //! round share it and their ratio cancels it. Each round gives one value,
-//! its geometric mean over sizes of mode / native (the sizes of one launch
-//! stay one event); the headline is their location over rounds
+//! its geometric mean over sizes of mode / native, trimmed to the middle half
+//! (the sizes of one launch stay one event, less the few a state change
+//! part-way through spoiled: `hybrun_core::stats::round_value`); the
+//! headline is their location over rounds
 //! ([`Options::location`]: the median by default, with the distribution-free
 //! interval of a median; the trimmed mean with a bootstrap of whole rounds:
 //! `hybrun_core::stats::paired_ratio`). The worst size is the size with the

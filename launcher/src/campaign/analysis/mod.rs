@@ -91,12 +91,16 @@ impl Options {
 
     /// One sentence on the method, for every output.
     pub fn method(&self) -> String {
-        let interval = match self.location {
-            Location::Median => "the distribution-free 95% interval of a median (order \
-                                 statistics: at least 95% coverage whatever the distribution)"
+        let headline = match self.location {
+            Location::Median => "the median over rounds of each round's geometric mean over sizes \
+                                 of mode / native (the middle half of the sizes), with the \
+                                 distribution-free 95% interval of a median (order statistics: \
+                                 at least 95% coverage whatever the distribution)"
                 .to_owned(),
             Location::TrimmedMean => format!(
-                "a 95% percentile bootstrap interval, {} resamples of whole rounds",
+                "the geometric mean over sizes of each size's 10%-trimmed mean over rounds of \
+                 mode / native, with a 95% percentile bootstrap interval, {} resamples of whole \
+                 rounds",
                 self.resamples
             ),
         };
@@ -110,10 +114,8 @@ impl Options {
         };
         format!(
             "paired by round (a round launches the cells of a setting back to back, so its two \
-             launches share the machine's state): headline, the {} over rounds of each round's \
-             geometric mean over sizes of mode / native, with {interval}; {per_size}; seed {}; \
+             launches share the machine's state): headline, {headline}; {per_size}; seed {}; \
              verdict `equivalent` only when the whole CI lies within ±{}% of 1",
-            self.location.label(),
             self.seed,
             fmt_pct(self.tolerance)
         )
