@@ -1203,3 +1203,228 @@ fn placement_needs_the_wrapper_or_is_refused() {
         "the GPU per rank still needs the wrapper"
     );
 }
+
+#[test]
+fn dry_run_job_shape_reaches_srun_and_the_ranks() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "-n",
+        "4",
+        "-c",
+        "8",
+        "--exclusive",
+        "--mem",
+        "64G",
+        "-C",
+        "skylake&ib",
+        "-q",
+        "debug",
+        "-J",
+        "lj run",
+        "--gpus-per-task",
+        "2",
+        "--gpu-bind",
+        "closest",
+        "--srun-arg=--cpu-freq=high",
+        "--srun-arg",
+        "--hint=nomultithread",
+        // No CPU binding by hybrun exec: the runtime directly, and srun gives
+        // each rank its GPUs itself, so no wrapper.
+        "--no-cpu-bind",
+        "--dry-run",
+        image,
+        "--",
+        "/app/hybench",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    // -c 8: the ranks' OMP_NUM_THREADS follows it.
+    assert!(text.contains("SINGULARITYENV_OMP_NUM_THREADS=8"), "{text}");
+    let ran = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(&out.stdout))
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", w.bin.display()))
+        .output()
+        .expect("sh");
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let got: Vec<String> = words(&ran.stdout)
+        .iter()
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    let srun = w.bin.join("srun");
+    let want = [
+        srun.to_str().expect("utf-8"),
+        "-K",
+        "--export=ALL",
+        "--mpi=pmi2",
+        "-n",
+        "4",
+        "--gpus-per-task=2",
+        "--gpu-bind=closest",
+        "--cpus-per-task=8",
+        "--exclusive",
+        "--mem=64G",
+        "-C",
+        "skylake&ib",
+        "-q",
+        "debug",
+        "-J",
+        "lj run",
+        "--cpu-freq=high",
+        "--hint=nomultithread",
+        "singularity",
+        "exec",
+        // --gpus-per-task asks for GPUs: Singularity's --nv.
+        "--nv",
+        image,
+        "/app/hybench",
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn cpus_per_task_leaves_a_users_omp_num_threads() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let base = [
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "-c",
+        "8",
+        "--dry-run",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--env", "OMP_NUM_THREADS=2", image, "--", "/app/x"]);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("SINGULARITYENV_OMP_NUM_THREADS=2"), "{text}");
+    assert!(text.contains("--env's value kept"), "{text}");
+    // Set in the environment hybrun runs in: kept too, and said so.
+    let mut args = base.to_vec();
+    args.extend([image, "--", "/app/x"]);
+    let out = w
+        .hybrun(&args)
+        .env("OMP_NUM_THREADS", "3")
+        .output()
+        .expect("hybrun");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("OMP_NUM_THREADS=8"), "{text}");
+    assert!(
+        text.contains("OMP_NUM_THREADS=3 kept as set in the environment hybrun runs in"),
+        "{text}"
+    );
+    // hybrun exec takes -c too (the per-rank wrapper passes it on).
+    let out = w.run(&[
+        "exec",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "--cpus-per-task",
+        "6",
+        "--dry-run",
+        image,
+        "--",
+        "/app/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("SINGULARITYENV_OMP_NUM_THREADS=6"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn bad_job_shapes_are_refused_with_nothing_launched() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    w.fake("mpiexec.hydra");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let head = ["--mode", "hybrid", "--mpi-profile", "mpich", "-n", "2"];
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--gpus-per-task", "1", "--gpus-per-node", "4"],
+            vec!["--gpus-per-task 1 with --gpus-per-node 4: give one of them"],
+        ),
+        (
+            vec!["--srun-arg=--mpi=pmix"],
+            vec!["--srun-arg \"--mpi=pmix\"", "use --mpi"],
+        ),
+        (
+            vec!["--srun-arg", "--export=NONE"],
+            vec!["--srun-arg \"--export=NONE\"", "--export=ALL"],
+        ),
+        (vec!["-c", "0"], vec!["must be at least 1"]),
+        (
+            vec!["--launcher", "mpiexec-hydra", "--mem", "4G"],
+            vec![
+                "mpiexec.hydra has no equivalent of srun's --mem",
+                "--launcher srun",
+            ],
+        ),
+        (
+            vec!["--launcher", "mpiexec-hydra", "--exclusive"],
+            vec!["mpiexec.hydra has no equivalent of srun's --exclusive"],
+        ),
+    ];
+    for (extra, expect) in cases {
+        let mut args = head.to_vec();
+        args.extend(extra);
+        args.extend([image, "--", "/app/x"]);
+        refused(&w, &args, &expect);
+    }
+    // Inside an allocation, -c cannot exceed the CPUs Slurm gave the node.
+    let out = w
+        .hybrun(&[
+            "run",
+            "--site",
+            w.site(),
+            "--mode",
+            "hybrid",
+            "--mpi-profile",
+            "mpich",
+            "-c",
+            "16",
+            "--dry-run",
+            image,
+            "--",
+            "/app/x",
+        ])
+        .env("SLURM_CPUS_ON_NODE", "8")
+        .output()
+        .expect("hybrun");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "--cpus-per-task 16 is more than the 8 CPUs of this allocation's node \
+             (SLURM_CPUS_ON_NODE)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -351,6 +351,7 @@ fn plan(kind: LauncherKind, rank: RankPlan, flavour: MpiFlavour) -> LaunchPlan {
             time: Some("00:10:00".into()),
             partition: Some("compute".into()),
             account: Some("proj42".into()),
+            ..Geometry::default()
         },
         LauncherKind::None => Geometry {
             ntasks: Some(4),
@@ -637,6 +638,54 @@ fn cases() -> Vec<Case> {
         plan: gpu,
     });
 
+    // The job's shape: every srun option hybrun models, and one passed through.
+    let mut shape = plan(
+        LauncherKind::Srun,
+        rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+        MpiFlavour::Mpich,
+    );
+    shape.geometry = Geometry {
+        cpus_per_task: Some(8),
+        exclusive: true,
+        mem: Some("64G".into()),
+        constraint: Some("skylake&ib".into()),
+        qos: Some("debug".into()),
+        job_name: Some("lj run".into()),
+        gpus_per_task: Some(2),
+        gpu_bind: Some("closest".into()),
+        srun_args: vec!["--cpu-freq=high".into(), "--hint=nomultithread".into()],
+        ..shape.geometry
+    };
+    shape.rank.nvidia = true;
+    cases.push(Case {
+        name: "singularity364_shape_srun",
+        description: "Singularity 3.6.4, hybrid, srun: -c 8, 2 GPUs per task, exclusive, \
+                      mem, constraint, qos, job name, two --srun-arg",
+        plan: shape,
+    });
+    // CPUs per rank through mpiexec: hydra -bind-to core:N, Open MPI
+    // --map-by slot:PE=N.
+    for (name, kind, flavour) in [
+        (
+            "native_cpus_hydra",
+            LauncherKind::MpiexecHydra,
+            MpiFlavour::Mpich,
+        ),
+        (
+            "native_cpus_openmpi",
+            LauncherKind::MpiexecOpenmpi,
+            MpiFlavour::Openmpi,
+        ),
+    ] {
+        let mut p = plan(kind, rank(Runtime::None, Mode::Native, flavour), flavour);
+        p.geometry.cpus_per_task = Some(4);
+        cases.push(Case {
+            name,
+            description: "native, 4 CPUs per rank through mpiexec",
+            plan: p,
+        });
+    }
+
     // Apptainer: a value --env cannot carry goes through APPTAINERENV_.
     let mut csv = rank(apptainer(), Mode::Hybrid, MpiFlavour::Mpich);
     csv.env
@@ -773,6 +822,84 @@ fn bind_paths_with_separators_refused_at_render() {
             err.to_string().contains("split bind specifications"),
             "{err}"
         );
+    }
+}
+
+/// A change to a plan's geometry.
+type SetGeometry = fn(&mut Geometry);
+
+#[test]
+fn mpiexec_refuses_each_srun_only_shape_option() {
+    let cases: Vec<(&str, SetGeometry)> = vec![
+        ("--exclusive", |g| g.exclusive = true),
+        ("--mem", |g| g.mem = Some("4G".into())),
+        ("--constraint", |g| g.constraint = Some("ib".into())),
+        ("--qos", |g| g.qos = Some("debug".into())),
+        ("--job-name", |g| g.job_name = Some("x".into())),
+        ("--gpus-per-task", |g| g.gpus_per_task = Some(1)),
+        ("--gpu-bind", |g| g.gpu_bind = Some("closest".into())),
+        ("--srun-arg", |g| {
+            g.srun_args = vec!["--hint=nomultithread".into()]
+        }),
+    ];
+    for kind in [LauncherKind::MpiexecHydra, LauncherKind::MpiexecOpenmpi] {
+        for (flag, set) in &cases {
+            let mut p = plan(
+                kind,
+                rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+                MpiFlavour::Mpich,
+            );
+            set(&mut p.geometry);
+            let err = p.render().expect_err("refused").to_string();
+            assert!(
+                err.contains(&format!("no equivalent of srun's {flag}")) && err.contains("srun"),
+                "{kind:?} {flag}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_job_shapes_refused_with_the_reason() {
+    let cases: Vec<(SetGeometry, &str)> = vec![
+        (
+            |g| {
+                g.gpus_per_task = Some(1);
+                g.gpus_per_node = Some(4);
+            },
+            "--gpus-per-task 1 with --gpus-per-node 4: give one of them",
+        ),
+        (|g| g.cpus_per_task = Some(0), "must be at least 1"),
+        (
+            |g| g.mem = Some(String::new()),
+            "--mem \"\": give a non-empty value",
+        ),
+        (
+            |g| g.srun_args = vec!["--mpi=pmix".into()],
+            "--srun-arg \"--mpi=pmix\": hybrun chooses the PMI plugin",
+        ),
+        (
+            |g| g.srun_args = vec!["--export=NONE".into()],
+            "--srun-arg \"--export=NONE\": hybrun passes the rank environment",
+        ),
+        (
+            |g| g.srun_args = vec!["-K0".into()],
+            "--srun-arg \"-K0\": hybrun always sets --kill-on-bad-exit",
+        ),
+        (
+            |g| g.srun_args = vec!["hostname".into()],
+            "--srun-arg \"hostname\": not an option",
+        ),
+    ];
+    for (set, want) in cases {
+        let mut p = plan(
+            LauncherKind::Srun,
+            rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+            MpiFlavour::Mpich,
+        );
+        set(&mut p.geometry);
+        let err = p.render().expect_err("refused").to_string();
+        assert!(err.contains(want), "want {want:?} in: {err}");
     }
 }
 

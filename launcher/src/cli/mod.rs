@@ -41,7 +41,8 @@ enum Command {
     Image(image::ImageCommand),
     /// Launch a job: srun/mpiexec, then the container runtime on every rank (or
     /// `hybrun exec` where per-rank facts are needed), checked before launching.
-    Run(run::RunArgs),
+    // Boxed: the job's options make it the largest variant by far.
+    Run(Box<run::RunArgs>),
     /// Run one rank (after srun, e.g. in your own batch script): computes the
     /// runtime command for this rank and replaces itself with it.
     Exec(run::ExecArgs),
@@ -69,7 +70,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Image(command)) => image::run(command),
-        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Run(args)) => run::run(*args),
         Some(Command::Exec(args)) => run::exec(args),
         Some(Command::Doctor(args)) => doctor::run(args),
         Some(Command::Campaign(command)) => campaign::run(command),

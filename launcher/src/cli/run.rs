@@ -86,6 +86,11 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_cpu_bind: bool,
 
+    /// CPUs per rank (srun -c): the rank's OMP_NUM_THREADS follows it unless
+    /// set with --env (or in the environment hybrun runs in).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub cpus_per_task: Option<u32>,
+
     /// The ranks' working directory (an existing absolute path): the launcher
     /// starts there, and a container's rank starts there too (Singularity and
     /// Apptainer --pwd, ch-run --cd; ch-run otherwise starts in /).
@@ -131,6 +136,40 @@ pub struct RunArgs {
     /// Account (srun -A).
     #[arg(short = 'A', long)]
     pub account: Option<String>,
+
+    /// GPUs per rank (srun --gpus-per-task; not with --gpus-per-node).
+    #[arg(long, value_name = "N")]
+    pub gpus_per_task: Option<u32>,
+
+    /// srun --gpu-bind, passed through (e.g. closest, none, map_gpu:0,1).
+    #[arg(long, value_name = "SPEC")]
+    pub gpu_bind: Option<String>,
+
+    /// Nodes not shared with other jobs (srun --exclusive).
+    #[arg(long)]
+    pub exclusive: bool,
+
+    /// Memory per node (srun --mem, e.g. 64G).
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+
+    /// Node features (srun -C).
+    #[arg(short = 'C', long, value_name = "FEATURES")]
+    pub constraint: Option<String>,
+
+    /// Quality of service (srun -q).
+    #[arg(short = 'q', long, value_name = "QOS")]
+    pub qos: Option<String>,
+
+    /// Job name (srun -J).
+    #[arg(short = 'J', long, value_name = "NAME")]
+    pub job_name: Option<String>,
+
+    /// An srun option hybrun does not model, passed after its own (repeatable;
+    /// write it with '=': --srun-arg=--cpu-freq=high). --mpi, --export and -K
+    /// are hybrun's and refused.
+    #[arg(long = "srun-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub srun_args: Vec<String>,
 
     /// What starts the ranks (default: the site's [launcher] kind, else srun).
     #[arg(long, value_enum)]
@@ -279,6 +318,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         time: args.time.clone(),
         partition: args.partition.clone(),
         account: args.account.clone(),
+        cpus_per_task: args.common.cpus_per_task,
+        exclusive: args.exclusive,
+        mem: args.mem.clone(),
+        constraint: args.constraint.clone(),
+        qos: args.qos.clone(),
+        job_name: args.job_name.clone(),
+        gpus_per_task: args.gpus_per_task,
+        gpu_bind: args.gpu_bind.clone(),
+        srun_args: args.srun_args.clone(),
     };
     let dry_run = args.dry_run || args.json;
     let mut req = request(&args.common, geometry, dry_run);
@@ -368,7 +416,11 @@ fn restore_signals(previous: Handlers) {
 /// `hybrun exec`: plans this rank and replaces itself with the runtime.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     let dry_run = args.dry_run || args.json;
-    let mut req = request(&args.common, Geometry::default(), dry_run);
+    let geometry = Geometry {
+        cpus_per_task: args.common.cpus_per_task,
+        ..Geometry::default()
+    };
+    let mut req = request(&args.common, geometry, dry_run);
     req.skip_gate = args.skip_gate;
     let host = Host::current();
     let planned = planner::plan_exec(&req, &host)?;

@@ -119,6 +119,7 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     let mode = mode_of(req);
     let profile = profile(req, &site)?;
     req.geometry.check()?;
+    cpus_fit(req, host)?;
     let launcher = launcher::plan(req, &site, mode, &profile, host, &mut notes)?;
     let ctx = RankContext {
         site: &site,
@@ -204,6 +205,26 @@ fn finish(
         gate: notes.gate,
         fabric_guard: notes.fabric_guard,
         cpu_binding: None,
+    }
+}
+
+/// `-c` no larger than the CPUs Slurm gave this node, when run inside an
+/// allocation (elsewhere the node's size is not known before srun asks).
+fn cpus_fit(req: &Request, host: &Host) -> Result<(), LaunchError> {
+    let Some(cpus) = req.geometry.cpus_per_task else {
+        return Ok(());
+    };
+    let on_node = host
+        .var("SLURM_CPUS_ON_NODE")
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match on_node {
+        Some(n) if cpus > n => Err(LaunchError::Geometry {
+            why: format!(
+                "--cpus-per-task {cpus} is more than the {n} CPUs of this allocation's node \
+                 (SLURM_CPUS_ON_NODE): ask for fewer, or for larger nodes with salloc/sbatch"
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 

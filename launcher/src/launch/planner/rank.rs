@@ -78,6 +78,7 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
             join = join_from_env(ctx.host);
         }
     }
+    environment::threads(ctx, &mut changes, notes)?;
     environment::user(ctx, &mut changes)?;
     let nvidia = gpu::nvidia(ctx, &runtime, notes)?;
     gpu::one_per_rank(ctx, nvidia, &mut changes, notes)?;
