@@ -1428,3 +1428,100 @@ fn bad_job_shapes_are_refused_with_nothing_launched() {
         stderr(&out)
     );
 }
+
+#[test]
+fn runtime_args_pass_through_or_are_refused_with_the_reason() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let head = ["--mode", "hybrid", "--mpi-profile", "mpich", "-n", "2"];
+    let mut args = vec!["run", "--site", w.site()];
+    args.extend(head);
+    args.extend([
+        "--runtime-arg=--contain",
+        "--runtime-arg",
+        "--overlay",
+        "--runtime-arg",
+        "/scratch/o.img",
+        "--dry-run",
+        image,
+        "--",
+        "/app/x",
+    ]);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "singularity exec --contain --overlay /scratch/o.img {image} /app/x"
+        )),
+        "{text}"
+    );
+    w.fake("srun");
+    w.fake("singularity");
+    w.fake("ch-run");
+    for (arg, expect) in [
+        (
+            "--runtime-arg=--no-mount",
+            "--runtime-arg \"--no-mount\": Singularity 3.6 has no --no-mount flag",
+        ),
+        (
+            "--runtime-arg=--bind=/a:/a",
+            "hybrun sets the binds (site, bind mode, PMIx): use -B/--bind",
+        ),
+        (
+            "--runtime-arg=--nv",
+            "use --nv, --gpus-per-node or --gpus-per-task",
+        ),
+        ("--runtime-arg=--env=A=1", "use --env NAME=VALUE"),
+        ("--runtime-arg=--pwd=/x", "use --pwd DIR"),
+        ("--runtime-arg=--cleanenv", "SLURM_*, PMI_* and PMIX_*"),
+    ] {
+        let mut args = head.to_vec();
+        args.extend([arg, image, "--", "/app/x"]);
+        refused(&w, &args, &[expect]);
+    }
+    // ch-run: its own flags, the join flags hybrun owns.
+    let dir = w.root.join("img");
+    std::fs::create_dir_all(dir.join("app")).expect("image dir");
+    with_mpi(&dir);
+    let dir = dir.to_str().expect("utf-8");
+    for (arg, expect) in [
+        (
+            "--runtime-arg=--join-tag=x",
+            "joins a node's ranks into one container",
+        ),
+        ("--runtime-arg=--cd=/", "use --pwd DIR"),
+        (
+            "--runtime-arg=--contain",
+            "ch-run 0.31 has no --contain flag",
+        ),
+    ] {
+        let mut args = head.to_vec();
+        args.extend(["--runtime", "charliecloud", arg, dir, "--", "/app/x"]);
+        refused(&w, &args, &[expect]);
+    }
+    // Under srun, ch-run ranks go through hybrun exec: the flags and -c
+    // reach it as one word each.
+    let mut args = vec!["run", "--site", w.site()];
+    args.extend(head);
+    args.extend([
+        "--runtime",
+        "charliecloud",
+        "-c",
+        "4",
+        "--runtime-arg=--private-tmp",
+        "--dry-run",
+        dir,
+        "--",
+        "/app/x",
+    ]);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("--cpus-per-task=4")
+            && text.contains("--cpus-per-task 4 --runtime-arg=--private-tmp"),
+        "{text}"
+    );
+}

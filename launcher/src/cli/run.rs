@@ -97,6 +97,14 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DIR")]
     pub pwd: Option<PathBuf>,
 
+    /// A flag for the container runtime that hybrun does not model, before the
+    /// image (repeatable, in order; e.g. --runtime-arg=--contain, or
+    /// --runtime-arg=--overlay --runtime-arg=FILE). Refused when the runtime's
+    /// version lacks it, and for the flags hybrun sets itself (binds, env,
+    /// --nv, --pwd/--cd, --join*: use hybrun's own options).
+    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub runtime_args: Vec<OsString>,
+
     /// The image (SIF file, SquashFS or directory); none for --mode native.
     #[arg(value_name = "IMAGE")]
     pub image: Option<PathBuf>,
@@ -244,6 +252,7 @@ fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
         skip_gate: false,
         no_cpu_bind: common.no_cpu_bind,
         pwd: common.pwd.clone(),
+        runtime_args: common.runtime_args.clone(),
         dry_run,
         image: common.image.clone(),
         command: common.command.clone(),

@@ -360,6 +360,11 @@ pub struct RankPlan {
         skip_serializing_if = "Option::is_none"
     )]
     pub pwd: Option<PathBuf>,
+    /// `--runtime-arg`: flags for the runtime hybrun does not model, before
+    /// the image (checked against the version's flags by
+    /// [`super::runtime::flags`]).
+    #[serde(serialize_with = "ser_os_vec", skip_serializing_if = "Vec::is_empty")]
+    pub runtime_args: Vec<OsString>,
     #[serde(serialize_with = "ser_os_vec")]
     pub command: Vec<OsString>,
 }

@@ -181,6 +181,12 @@ fn exec_args(ctx: &RankContext<'_>, rank: &RankPlan, mpi: Option<MpiPlugin>) -> 
     if let Some(cpus) = req.geometry.cpus_per_task {
         pair("--cpus-per-task", cpus.to_string().into());
     }
+    for arg in &req.runtime_args {
+        // One word, so that clap never reads the flag as one of exec's own.
+        let mut word = OsString::from("--runtime-arg=");
+        word.push(arg);
+        args.push(word);
+    }
     if rank.nvidia {
         args.push("--nv".into());
     }

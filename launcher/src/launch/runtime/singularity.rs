@@ -62,6 +62,8 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
         }
     }
     apply_environment(&rank.runtime, &rank.env, &mut out);
+    // The user's flags last, checked when planned (runtime::flags).
+    argv.extend(rank.runtime_args.iter().cloned());
     argv.push(image.as_os_str().to_owned());
     argv.extend(rank.payload());
     out.argv = argv;
