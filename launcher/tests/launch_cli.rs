@@ -288,6 +288,9 @@ fn json_prints_the_plan() {
         w.site(),
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--json",
         image.to_str().expect("utf-8"),
         "--",
@@ -313,6 +316,9 @@ fn dry_run_without_srun_or_singularity_warns() {
         w.site(),
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--dry-run",
         image.to_str().expect("utf-8"),
         "--",
@@ -530,6 +536,9 @@ fn srun_absent_is_an_error_when_not_dry_run() {
         &[
             "--mpi-profile",
             "mpich",
+            // srun named: no Slurm here, which would choose mpiexec.
+            "--launcher",
+            "srun",
             image.to_str().expect("utf-8"),
             "--",
             "/x",
@@ -555,6 +564,9 @@ fn charliecloud_skips_the_image_policy_and_refuses_sif() {
         "charliecloud",
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--dry-run",
         dir_image.to_str().expect("utf-8"),
         "--",
@@ -572,6 +584,9 @@ fn charliecloud_skips_the_image_policy_and_refuses_sif() {
         "charliecloud",
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--dry-run",
         sif.to_str().expect("utf-8"),
         "--",
@@ -1172,6 +1187,9 @@ fn placement_needs_the_wrapper_or_is_refused() {
             w.site(),
             "--mpi-profile",
             "mpich",
+            // srun named: no Slurm here, which would choose mpiexec.
+            "--launcher",
+            "srun",
             "--gpus-per-node",
             "2",
             "--json",
@@ -1307,6 +1325,9 @@ fn cpus_per_task_leaves_a_users_omp_num_threads() {
         "hybrid",
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "-c",
         "8",
         "--dry-run",
@@ -1524,4 +1545,66 @@ fn runtime_args_pass_through_or_are_refused_with_the_reason() {
             && text.contains("--cpus-per-task 4 --runtime-arg=--private-tmp"),
         "{text}"
     );
+}
+
+#[test]
+fn without_srun_the_profiles_mpiexec_is_chosen_and_said() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    for (profile, program, kind) in [
+        ("mpich", "mpiexec.hydra", "mpiexec-hydra"),
+        ("openmpi", "mpiexec.openmpi", "mpiexec-openmpi"),
+    ] {
+        w.fake(program);
+        let out = w.run(&[
+            "run",
+            "--site",
+            w.site(),
+            // Native: the MPICH test image would (rightly) be refused under
+            // Open MPI's mpiexec.
+            "--mode",
+            "native",
+            "--mpi-profile",
+            profile,
+            "-n",
+            "2",
+            "--dry-run",
+            "--",
+            "/app/x",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains(&format!(
+                "# launcher {kind}: no Slurm here (srun not on PATH) and no --launcher or site \
+                 [launcher] kind, so the MPI profile {profile}'s"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|l| l.contains(&format!("{program} -n 2"))),
+            "{text}"
+        );
+    }
+    // With srun on PATH, srun stays the default.
+    w.fake("srun");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "--dry-run",
+        image,
+        "--",
+        "/app/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("srun -K"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("no Slurm here"), "{}", stdout(&out));
 }

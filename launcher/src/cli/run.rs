@@ -179,7 +179,9 @@ pub struct RunArgs {
     #[arg(long = "srun-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub srun_args: Vec<String>,
 
-    /// What starts the ranks (default: the site's [launcher] kind, else srun).
+    /// What starts the ranks (default: the site's [launcher] kind, else srun;
+    /// where srun is not on PATH, the MPI profile's mpiexec: mpiexec-hydra for
+    /// MPICH, mpiexec-openmpi for Open MPI).
     #[arg(long, value_enum)]
     pub launcher: Option<LauncherKind>,
 
