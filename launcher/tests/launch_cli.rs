@@ -1608,3 +1608,54 @@ fn without_srun_the_profiles_mpiexec_is_chosen_and_said() {
     assert!(stdout(&out).contains("srun -K"), "{}", stdout(&out));
     assert!(!stdout(&out).contains("no Slurm here"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_site_without_login_node_launches_refuses_outside_an_allocation() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let text = std::fs::read_to_string(&w.site).expect("site");
+    std::fs::write(&w.site, format!("[launcher]\nlogin_nodes = false\n{text}")).expect("site");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let args = [
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "-n",
+        "2",
+        image,
+        "--",
+        "/app/x",
+    ];
+    let expect = [
+        "allows no launches outside a Slurm allocation ([launcher] login_nodes = false)",
+        "salloc -N NODES",
+        "sbatch SCRIPT",
+    ];
+    refused(&w, &args, &expect);
+    // hybrun exec too.
+    let mut exec = vec!["exec", "--site", w.site()];
+    exec.extend(&args[..4]);
+    exec.extend([image, "--", "/app/x"]);
+    let out = w.run(&exec);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("salloc -N NODES"), "{}", stderr(&out));
+    // A dry run launches nothing: it warns.
+    let mut dry = vec!["run", "--site", w.site(), "--dry-run"];
+    dry.extend(args);
+    let out = w.run(&dry);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: "), "{}", stderr(&out));
+    // Inside an allocation the rule is met.
+    let mut inside = vec!["run", "--site", w.site(), "--dry-run"];
+    inside.extend(args);
+    let out = w
+        .hybrun(&inside)
+        .env("SLURM_JOB_ID", "42")
+        .output()
+        .expect("hybrun");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("login_nodes"), "{}", stderr(&out));
+}
