@@ -1659,3 +1659,51 @@ fn a_site_without_login_node_launches_refuses_outside_an_allocation() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("login_nodes"), "{}", stderr(&out));
 }
+
+#[test]
+fn shell_dry_run_prints_the_runtimes_shell_with_runs_binds_env_and_policy() {
+    let w = World::new();
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let out = w.run(&[
+        "shell",
+        "--site",
+        w.site(),
+        "-B",
+        "/data:/data:ro",
+        "--env",
+        "HYB=1",
+        "--runtime-arg=--contain",
+        "--dry-run",
+        image,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().expect("command");
+    assert_eq!(
+        last,
+        format!("env SINGULARITYENV_HYB=1 singularity shell -B /data:/data:ro --contain {image}")
+    );
+    // The image policy of run: an image outside the allowed directory.
+    let escape = w.allowed.join("escape.sif");
+    let out = w.run(&[
+        "shell",
+        "--site",
+        w.site(),
+        "--dry-run",
+        escape.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("hybrun: error: "),
+        "{}",
+        stderr(&out)
+    );
+    // The site's rule for where containers run.
+    let text = std::fs::read_to_string(&w.site).expect("site");
+    std::fs::write(&w.site, format!("[launcher]\nlogin_nodes = false\n{text}")).expect("site");
+    let out = w.run(&["shell", "--site", w.site(), image]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("salloc -N NODES"), "{}", stderr(&out));
+}

@@ -126,6 +126,7 @@ fn rank(runtime: Runtime, mode: Mode, flavour: MpiFlavour) -> RankPlan {
         }),
         pwd: None,
         runtime_args: Vec::new(),
+        interactive: false,
         command: vec![
             "/app/hybench".into(),
             "latency".into(),
@@ -233,10 +234,20 @@ fn runtime_flags(argv: &[OsString], program: &str, image: &Path) -> Vec<String> 
         .collect()
 }
 
-fn assert_flags_exist(rendered: &Rendered, runtime: &Runtime, image: &Path) {
+fn assert_flags_exist(rendered: &Rendered, rank: &RankPlan, image: &Path) {
+    let runtime = &rank.runtime;
     let (program, subcommand, known): (&str, Option<&str>, &[&str]) = match runtime {
-        Runtime::Singularity { .. } => ("singularity", Some("exec"), SINGULARITY_3_6_4_EXEC_FLAGS),
-        Runtime::Apptainer { .. } => ("apptainer", Some("exec"), APPTAINER_1_EXEC_FLAGS),
+        // `shell` registers the same action flags as `exec` (action_flags.go).
+        Runtime::Singularity { .. } => (
+            "singularity",
+            Some(if rank.interactive { "shell" } else { "exec" }),
+            SINGULARITY_3_6_4_EXEC_FLAGS,
+        ),
+        Runtime::Apptainer { .. } => (
+            "apptainer",
+            Some(if rank.interactive { "shell" } else { "exec" }),
+            APPTAINER_1_EXEC_FLAGS,
+        ),
         Runtime::Charliecloud { .. } => ("ch-run", None, CH_RUN_0_31_FLAGS),
         Runtime::None => return,
     };
@@ -485,6 +496,22 @@ fn cases() -> Vec<Case> {
         });
     }
 
+    // hybrun shell: the runtime's shell, same binds and environment.
+    for (name, runtime) in [
+        ("singularity364_shell", singularity()),
+        ("apptainer1_shell", apptainer()),
+        ("charliecloud_shell", charliecloud()),
+    ] {
+        let mut r = rank(runtime, Mode::Hybrid, MpiFlavour::Mpich);
+        r.interactive = true;
+        r.command = vec!["/bin/sh".into()];
+        cases.push(Case {
+            name,
+            description: "hybrun shell: the runtime's interactive shell, no launcher",
+            plan: plan(LauncherKind::None, r, MpiFlavour::Mpich),
+        });
+    }
+
     // CPUs per rank through mpiexec: hydra -bind-to core:N, Open MPI
     // --map-by slot:PE=N.
     for (name, kind, flavour) in [
@@ -584,7 +611,7 @@ fn golden_argv() {
         check_golden(case.name, case.description, &rendered);
         if let Some(image) = &case.plan.rank.image {
             if case.plan.per_rank == PerRank::Direct {
-                assert_flags_exist(&rendered, &case.plan.rank.runtime, image);
+                assert_flags_exist(&rendered, &case.plan.rank, image);
             }
         }
     }

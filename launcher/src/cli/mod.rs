@@ -46,6 +46,10 @@ enum Command {
     /// Run one rank (after srun, e.g. in your own batch script): computes the
     /// runtime command for this rank and replaces itself with it.
     Exec(run::ExecArgs),
+    /// An interactive shell in the image (inside an allocation): the runtime's
+    /// shell (singularity/apptainer shell, ch-run IMAGE -- /bin/sh) with the
+    /// binds, environment and image policy of `run`.
+    Shell(run::ShellArgs),
     /// What this host offers a launch (MPI and its library closure, fabric, Slurm,
     /// runtime, GPUs, topology), each OK/WARN/MISSING with a fix; --json,
     /// --emit-site (a draft site file).
@@ -72,6 +76,7 @@ pub fn main() -> i32 {
         Some(Command::Image(command)) => image::run(command),
         Some(Command::Run(args)) => run::run(*args),
         Some(Command::Exec(args)) => run::exec(args),
+        Some(Command::Shell(args)) => run::shell(args),
         Some(Command::Doctor(args)) => doctor::run(args),
         Some(Command::Campaign(command)) => campaign::run(command),
         Some(Command::Report(args)) => campaign::report(args),

@@ -227,6 +227,54 @@ pub struct ExecArgs {
     pub common: CommonArgs,
 }
 
+/// Arguments of `hybrun shell`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The site file (default: $HYBRUN_SITE, else /etc/hybrun/site.toml if present).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+
+    /// The container runtime (default: the site's [runtime] kind, else singularity).
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+
+    /// The runtime's version, e.g. 3.6.4 (default: the site's, else asked from it).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub runtime_version: Option<Version>,
+
+    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable).
+    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
+    pub binds: Vec<OsString>,
+
+    /// Set a variable in the shell: NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<OsString>,
+
+    /// Remove a variable from the shell (repeatable).
+    #[arg(long = "unset", value_name = "NAME")]
+    pub unset: Vec<String>,
+
+    /// NVIDIA GPUs in the container (Singularity/Apptainer --nv).
+    #[arg(long)]
+    pub nv: bool,
+
+    /// The shell's working directory (an existing absolute path).
+    #[arg(long, value_name = "DIR")]
+    pub pwd: Option<PathBuf>,
+
+    /// A runtime flag hybrun does not model (repeatable; checked as for `run`).
+    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub runtime_args: Vec<OsString>,
+
+    /// Print the command instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The image (SIF file, SquashFS or directory).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+}
+
 /// `--runtime-version`: a version like 3.6.4.
 fn parse_version(text: &str) -> Result<Version, String> {
     Version::parse(text).ok_or_else(|| format!("{text:?} is not a version like 3.6.4"))
@@ -255,6 +303,7 @@ fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
         no_cpu_bind: common.no_cpu_bind,
         pwd: common.pwd.clone(),
         runtime_args: common.runtime_args.clone(),
+        interactive: false,
         dry_run,
         image: common.image.clone(),
         command: common.command.clone(),
@@ -422,6 +471,52 @@ fn restore_signals(previous: Handlers) {
         libc::signal(libc::SIGINT, previous[0]);
         libc::signal(libc::SIGQUIT, previous[1]);
     }
+}
+
+/// `hybrun shell`: planned as one rank of `exec` in hybrid mode (the image's
+/// own software, the site's binds and environment, the image policy), without
+/// the MPI checks (no MPI runs) or a CPU binding (the shell gets what the
+/// allocation gave), then the runtime's shell replaces hybrun.
+pub fn shell(args: ShellArgs) -> anyhow::Result<()> {
+    let req = Request {
+        site: args.site,
+        mode: Some(Mode::Hybrid),
+        runtime: args.runtime,
+        runtime_version: args.runtime_version,
+        mpi: Some(MpiPlugin::None),
+        binds: args.binds,
+        env: args.env,
+        unset: args.unset,
+        nv: args.nv,
+        skip_gate: true,
+        no_cpu_bind: true,
+        pwd: args.pwd,
+        runtime_args: args.runtime_args,
+        interactive: true,
+        dry_run: args.dry_run,
+        image: Some(args.image),
+        // ch-run has no shell subcommand: it runs this.
+        command: vec!["/bin/sh".into()],
+        ..Request::default()
+    };
+    let host = Host::current();
+    let planned = planner::plan_exec(&req, &host)?;
+    warn(&planned);
+    let command = planned.plan.rank.render()?;
+    if args.dry_run {
+        return print_dry_run(&planned, &command, "shell");
+    }
+    use std::os::unix::process::CommandExt;
+    let error = command.command()?.exec();
+    Err(LaunchError::Spawn {
+        program: command
+            .argv
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source: error,
+    }
+    .into())
 }
 
 /// `hybrun exec`: plans this rank and replaces itself with the runtime.

@@ -365,6 +365,10 @@ pub struct RankPlan {
     /// [`super::runtime::flags`]).
     #[serde(serialize_with = "ser_os_vec", skip_serializing_if = "Vec::is_empty")]
     pub runtime_args: Vec<OsString>,
+    /// `hybrun shell`: the runtime's interactive shell (`singularity shell`,
+    /// `apptainer shell`; ch-run runs the command, /bin/sh) instead of `exec`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interactive: bool,
     #[serde(serialize_with = "ser_os_vec")]
     pub command: Vec<OsString>,
 }

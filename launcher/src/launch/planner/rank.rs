@@ -114,6 +114,7 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         inside,
         pwd: req.pwd.clone(),
         runtime_args: req.runtime_args.clone(),
+        interactive: req.interactive,
         command: req.command.clone(),
     };
     Ok(Parts {

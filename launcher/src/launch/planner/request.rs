@@ -43,6 +43,8 @@ pub struct Request {
     pub pwd: Option<PathBuf>,
     /// `--runtime-arg ARG` as given.
     pub runtime_args: Vec<OsString>,
+    /// `hybrun shell`: the runtime's interactive shell.
+    pub interactive: bool,
     pub dry_run: bool,
     pub image: Option<PathBuf>,
     pub command: Vec<OsString>,
