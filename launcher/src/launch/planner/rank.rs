@@ -43,6 +43,9 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         }
     }
     let runtime = runtime::resolve(ctx, notes)?;
+    if let Some(warning) = crate::launch::runtime::flags::check_args(&runtime, &req.runtime_args)? {
+        notes.warnings.push(warning);
+    }
     let image = image::checked(ctx, &runtime, notes)?;
     // The image's contents, opened at most once and only when a cache entry is
     // missing: by the gate, and by bind mode (its LD_LIBRARY_PATH).
@@ -78,6 +81,7 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
             join = join_from_env(ctx.host);
         }
     }
+    environment::threads(ctx, &mut changes, notes)?;
     environment::user(ctx, &mut changes)?;
     let nvidia = gpu::nvidia(ctx, &runtime, notes)?;
     gpu::one_per_rank(ctx, nvidia, &mut changes, notes)?;
@@ -109,6 +113,8 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         join,
         inside,
         pwd: req.pwd.clone(),
+        runtime_args: req.runtime_args.clone(),
+        interactive: req.interactive,
         command: req.command.clone(),
     };
     Ok(Parts {

@@ -65,6 +65,8 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
             (_, EnvOp::Unset) => out.unset(&change.name),
         }
     }
+    // The user's flags last, checked when planned (runtime::flags).
+    argv.extend(rank.runtime_args.iter().cloned());
     argv.push(image.as_os_str().to_owned());
     argv.push("--".into());
     argv.extend(rank.payload());
