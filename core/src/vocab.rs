@@ -23,6 +23,35 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// What `--mode` asks for: a [`Mode`], or `auto`, hybrun's choice between
+    /// hybrid and bind for the image on this host and site. A request, not a
+    /// mode: every plan, record and cell holds the [`Mode`] that was chosen,
+    /// so `auto` is kept out of [`Mode`].
+    pub enum ModeChoice ("mode") {
+        /// Bind mode where the gate says it can run and the host's MPI is the
+        /// one that knows the fabric; else hybrid (see the planner's `auto`).
+        Auto = "auto",
+        Native = "native",
+        Hybrid = "hybrid",
+        Bind = "bind",
+        Inside = "inside",
+    }
+}
+
+impl ModeChoice {
+    /// The mode asked for; None for `auto`.
+    pub fn mode(self) -> Option<Mode> {
+        match self {
+            ModeChoice::Auto => None,
+            ModeChoice::Native => Some(Mode::Native),
+            ModeChoice::Hybrid => Some(Mode::Hybrid),
+            ModeChoice::Bind => Some(Mode::Bind),
+            ModeChoice::Inside => Some(Mode::Inside),
+        }
+    }
+}
+
 impl Mode {
     /// Whether the ranks run in a container.
     pub fn in_container(self) -> bool {

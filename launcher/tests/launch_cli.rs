@@ -1707,3 +1707,118 @@ fn shell_dry_run_prints_the_runtimes_shell_with_runs_binds_env_and_policy() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("salloc -N NODES"), "{}", stderr(&out));
 }
+
+/// `--mode auto`, the default with an image: bind where the gate says bind
+/// mode can run and the host's MPI is the one that knows the fabric, else
+/// hybrid; the plan's notes (printed by --dry-run, kept in the record and in
+/// --json) say which and why, and the ranks are told the chosen mode.
+#[test]
+fn auto_mode_chooses_bind_or_hybrid_and_says_why() {
+    let host_lib = std::path::Path::new("/usr/lib/x86_64-linux-gnu");
+    if !host_lib.join("libmpich.so.12").exists() {
+        assert!(std::env::var_os("CI").is_none(), "host MPICH missing");
+        eprintln!("SKIPPED: no host MPICH (scripts/setup installs it)");
+        return;
+    }
+    let w = World::bare();
+    let local = std::fs::read_to_string(test_images::repo().join("scenarios/site-local.toml"))
+        .expect("scenarios/site-local.toml");
+    let site = w.root.join("site.toml");
+    std::fs::write(&site, &local).expect("site");
+    let fabric_site = w.root.join("site-ucx.toml");
+    std::fs::write(&fabric_site, format!("[fabric]\nkind = \"ucx\"\n\n{local}")).expect("site");
+    // An image whose MPI has no fast-network library: the host's libmpich and
+    // libc, and the directory ch-run binds the host MPI over.
+    let image = w.root.join("app");
+    with_mpi(&image);
+    let libdir = image.join("usr/lib/x86_64-linux-gnu");
+    std::fs::copy(host_lib.join("libc.so.6"), libdir.join("libc.so.6")).expect("libc");
+    std::fs::create_dir_all(image.join("opt/host-mpi/lib")).expect("bind dir");
+    let plan = |site: &std::path::Path, extra: &[&str]| -> (String, serde_json::Value) {
+        let mut args = vec![
+            "run",
+            "--site",
+            site.to_str().expect("utf-8"),
+            "--runtime",
+            "charliecloud",
+            "--launcher",
+            "mpiexec-hydra",
+            "-n",
+            "2",
+        ];
+        args.extend(extra);
+        args.extend([image.to_str().expect("utf-8"), "--", "/app/x"]);
+        let dry = w.run(&[&args[..1], &["--dry-run"], &args[1..]].concat());
+        assert!(dry.status.success(), "{}", stderr(&dry));
+        let json = w.run(&[&args[..1], &["--json"], &args[1..]].concat());
+        assert!(json.status.success(), "{}", stderr(&json));
+        let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+        (stdout(&dry), doc)
+    };
+    let note = |doc: &serde_json::Value| -> String {
+        doc["plan"]["notes"]
+            .as_array()
+            .expect("notes")
+            .iter()
+            .filter_map(|n| n.as_str())
+            .find(|n| n.starts_with("mode "))
+            .unwrap_or("")
+            .to_owned()
+    };
+
+    // No fast fabric at the site, and none in the image: the host's MPI brings it.
+    let (text, doc) = plan(&site, &["--mpi-profile", "mpich"]);
+    assert!(
+        text.contains("# mode bind (auto): the gate says bind mode can run, and the image's MPI has no fast-network library"),
+        "{text}"
+    );
+    assert!(text.contains("--mode bind"), "the ranks are told: {text}");
+    assert!(note(&doc).starts_with("mode bind (auto)"), "{doc}");
+    // `--mode auto` is the same as no --mode.
+    let (again, _) = plan(&site, &["--mpi-profile", "mpich", "--mode", "auto"]);
+    assert_eq!(again, text);
+
+    // A fast fabric at the site: bind, whatever the image has.
+    let (text, _) = plan(&fabric_site, &["--mpi-profile", "mpich"]);
+    assert!(
+        text.contains(
+            "# mode bind (auto): the gate says bind mode can run, and the site's fabric is ucx"
+        ),
+        "{text}"
+    );
+
+    // No MPI profile with a host library: hybrid, and why.
+    let (text, doc) = plan(&site, &[]);
+    assert!(
+        text.contains("# mode hybrid (auto): bind mode needs the host MPI library, and no MPI profile names one"),
+        "{text}"
+    );
+    assert!(text.contains("--mode hybrid"), "{text}");
+    assert!(note(&doc).starts_with("mode hybrid (auto)"), "{doc}");
+
+    // The image brings its own fast path and the site names no fabric: hybrid.
+    std::fs::copy(
+        std::fs::canonicalize(host_lib.join("libfabric.so.1")).expect("host libfabric"),
+        libdir.join("libfabric.so.1"),
+    )
+    .expect("libfabric");
+    let (text, _) = plan(&site, &["--mpi-profile", "mpich"]);
+    assert!(
+        text.contains("# mode hybrid (auto): the site names no fast fabric ([fabric] kind) and the image's MPI has its own"),
+        "{text}"
+    );
+
+    // Bind mode cannot run (no glibc for the host's libraries): hybrid, with the gate's reason.
+    std::fs::remove_file(libdir.join("libc.so.6")).expect("rm libc");
+    let (text, _) = plan(&site, &["--mpi-profile", "mpich"]);
+    assert!(
+        text.contains("# mode hybrid (auto): bind mode cannot run here: ")
+            && text.contains("no glibc (libc.so.6) in the image"),
+        "{text}"
+    );
+
+    // An explicit mode is taken as it is, with no auto note.
+    let (text, doc) = plan(&site, &["--mpi-profile", "mpich", "--mode", "hybrid"]);
+    assert!(!text.contains("(auto)"), "{text}");
+    assert_eq!(note(&doc), "");
+}

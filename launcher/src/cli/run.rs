@@ -12,7 +12,7 @@ use hybrun::launch::planner::{self, Planned, Request};
 use hybrun::launch::record::{self, Record};
 use hybrun::launch::{LaunchError, plan::Geometry};
 use hybrun::site::launcher::PerRankChoice;
-use hybrun_core::vocab::{LauncherKind, Mode, MpiPlugin, RuntimeKind, Version};
+use hybrun_core::vocab::{LauncherKind, Mode, ModeChoice, MpiPlugin, RuntimeKind, Version};
 
 /// Options of both `run` and `exec`.
 #[derive(Debug, Args)]
@@ -23,9 +23,12 @@ pub struct CommonArgs {
 
     /// native: no container; hybrid: the container's MPI, ranks started outside;
     /// bind: the host's MPI bound into the container; inside: mpiexec in the
-    /// container, one node. Default: hybrid with an image, native without.
+    /// container, one node; auto: bind where the image check says it can run and
+    /// the host's MPI is the one that knows the fabric (the site names a fast
+    /// fabric, or the image's MPI has none), else hybrid. Default: auto with an
+    /// image, native without.
     #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
+    pub mode: Option<ModeChoice>,
 
     /// The container runtime (default: the site's [runtime] kind, else singularity).
     #[arg(long, value_enum)]
@@ -283,7 +286,7 @@ fn parse_version(text: &str) -> Result<Version, String> {
 fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
     Request {
         site: common.site.clone(),
-        mode: common.mode,
+        mode: common.mode.and_then(ModeChoice::mode),
         runtime: common.runtime,
         runtime_version: common.runtime_version,
         launcher: None,

@@ -19,6 +19,7 @@
 //! profile's `env`, the fabric guard, bind mode, PMIx glue, then the user's
 //! `--env`/`--unset` (later wins).
 
+mod auto;
 mod bind_mode;
 mod binds;
 mod environment;
@@ -116,22 +117,33 @@ struct RankContext<'a> {
 pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     let site = Site::load(req.site.as_deref())?;
     let mut notes = Notes::default();
-    let mode = mode_of(req);
+    let asked = mode_asked(req);
     let profile = profile(req, &site)?;
     req.geometry.check()?;
     where_allowed(req, &site, host, &mut notes)?;
     cpus_fit(req, host)?;
-    let launcher = launcher::plan(req, &site, mode, &profile, host, &mut notes)?;
-    let ctx = RankContext {
+    // auto chooses between hybrid and bind, which start the same way.
+    let launcher = launcher::plan(
+        req,
+        &site,
+        asked.unwrap_or(Mode::Hybrid),
+        &profile,
+        host,
+        &mut notes,
+    )?;
+    let mut ctx = RankContext {
         site: &site,
         host,
         req,
-        mode,
+        mode: asked.unwrap_or(Mode::Hybrid),
         profile: &profile,
         role: Role::Job,
         plugin: launcher.mpi,
         launcher: Some(launcher.kind),
     };
+    if asked.is_none() {
+        ctx.mode = auto::choose(&ctx, &mut notes);
+    }
     let parts = rank::plan(&ctx, &mut notes)?;
     let per_rank = wrapper::per_rank(&ctx, launcher.kind, launcher.mpi, &parts.rank, &mut notes)?;
     let rank_here = matches!(per_rank, PerRank::Wrapper { .. }).then(|| parts.rank.clone());
@@ -144,14 +156,14 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
 pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     let site = Site::load(req.site.as_deref())?;
     let mut notes = Notes::default();
-    let mode = mode_of(req);
+    let asked = mode_asked(req);
     let profile = profile(req, &site)?;
     where_allowed(req, &site, host, &mut notes)?;
-    let ctx = RankContext {
+    let mut ctx = RankContext {
         site: &site,
         host,
         req,
-        mode,
+        mode: asked.unwrap_or(Mode::Hybrid),
         profile: &profile,
         role: Role::Rank,
         // The plugin `hybrun run` chose (passed as --mpi), else the profile's.
@@ -160,6 +172,9 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
             .or_else(|| profile.as_ref().and_then(|(_, p)| p.pmi)),
         launcher: None,
     };
+    if asked.is_none() {
+        ctx.mode = auto::choose(&ctx, &mut notes);
+    }
     let parts = rank::plan(&ctx, &mut notes)?;
     let binding = gpu::cpu_binding(&ctx, &notes);
     if binding.warn {
@@ -255,13 +270,14 @@ fn cpus_fit(req: &Request, host: &Host) -> Result<(), LaunchError> {
     }
 }
 
-/// `--mode`, else hybrid with an image and native without.
-fn mode_of(req: &Request) -> Mode {
-    req.mode.unwrap_or(if req.image.is_some() {
-        Mode::Hybrid
-    } else {
-        Mode::Native
-    })
+/// `--mode`, else native without an image; None: `auto` ([`auto`]), the
+/// default with an image.
+fn mode_asked(req: &Request) -> Option<Mode> {
+    match (req.mode, &req.image) {
+        (Some(mode), _) => Some(mode),
+        (None, None) => Some(Mode::Native),
+        (None, Some(_)) => None,
+    }
 }
 
 /// An error about a value of the site file, naming the file and key.
