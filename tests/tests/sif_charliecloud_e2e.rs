@@ -124,6 +124,29 @@ impl Work {
         cmd
     }
 
+    /// Adds a per-user allowed directory to the site file and admits `image`
+    /// there with `hybrun image cp`; the admitted copy's path.
+    fn admit(&self, s: &Setup, image: &Path) -> PathBuf {
+        let allowed = self.path("allowed");
+        std::fs::create_dir_all(allowed.join("root")).expect("mkdir");
+        let site = self.path("site.toml");
+        let mut text = std::fs::read_to_string(&site).expect("site");
+        text.push_str(&format!(
+            "[images]\ndir = \"{}/{{user}}\"\n",
+            allowed.display()
+        ));
+        std::fs::write(&site, text).expect("site");
+        let mut cmd = Command::new(&s.hybrun);
+        cmd.env("USER", "root")
+            .args(["image", "cp", "--site", site.to_str().expect("utf-8")])
+            .arg(image);
+        let out = run_with_timeout(&cmd, LIMIT);
+        assert!(out.status.success(), "{}", describe(&cmd, &out));
+        let admitted = allowed.join("root").join(image.file_name().expect("name"));
+        assert!(admitted.is_file(), "{}", describe(&cmd, &out));
+        admitted
+    }
+
     /// A FIFO name unique to this work directory (so its ranks can be told apart).
     fn fifo_name(&self) -> String {
         format!(
@@ -327,10 +350,14 @@ fn ranks_of(w: &Work) -> Vec<u32> {
 
 /// Both ranks, once ch-run started them.
 fn wait_for_ranks(w: &Work) -> Vec<u32> {
+    wait_for_n_ranks(w, 2)
+}
+
+fn wait_for_n_ranks(w: &Work, n: usize) -> Vec<u32> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ranks = ranks_of(w);
-        if ranks.len() == 2 {
+        if ranks.len() == n {
             return ranks;
         }
         assert!(Instant::now() < deadline, "ranks not started: {ranks:?}");
@@ -345,10 +372,22 @@ fn kill9(pid: u32) {
 /// A 2-rank job whose ranks block (reading a FIFO nobody writes), the holder
 /// and its mount point once mounted.
 fn blocked_job(s: &Setup, w: &Work) -> (std::process::Child, u32, PathBuf) {
+    blocked_job_with(s, w, &["--launcher", "mpiexec-hydra", "-n", "2"], None)
+}
+
+fn blocked_job_with(
+    s: &Setup,
+    w: &Work,
+    shape: &[&str],
+    conf: Option<&Path>,
+) -> (std::process::Child, u32, PathBuf) {
     let fifo = w.path("out").join(w.fifo_name());
     let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(status.success());
-    let mut cmd = w.run(s, "hybrid", &["--launcher", "mpiexec-hydra", "-n", "2"]);
+    let mut cmd = w.run(s, "hybrid", shape);
+    if let Some(conf) = conf {
+        cmd.env("SLURM_CONF", conf);
+    }
     cmd.arg(s.images.join("mpich.sif"))
         .args(["--", "/bin/cat", &w.fifo_in_container()])
         .stdout(Stdio::null())
@@ -446,4 +485,69 @@ fn sif_across_two_nodes_hybrid_and_bind() {
         assert!(record["plan"]["rank"]["mount"]["offset"].as_u64() > Some(0));
         assert_nothing_left(&w.path("tmp"));
     }
+}
+
+/// An image `hybrun image cp` admitted to the per-user allowed directory, run
+/// the same way (srun, 2 nodes, hybrid) with a site file whose runtime is
+/// charliecloud.
+#[test]
+fn image_admitted_by_image_cp_runs_across_two_nodes() {
+    let Some(s) = setup() else { return };
+    let Some(conf) = cluster() else { return };
+    let w = Work::new();
+    let admitted = w.admit(&s, &s.images.join("mpich.sif"));
+    let mut cmd = w.run(&s, "hybrid", &["-N", "2", "-n", "4", "-t", "3"]);
+    cmd.env("SLURM_CONF", &conf)
+        .arg(&admitted)
+        .args(hybench_args(&ALLREDUCE));
+    for r in &rows_of(&w, &cmd, 4) {
+        assert_eq!(r.nodes, 2, "{}", r.rank_placement);
+        assert_images_libmpich(&s, r);
+    }
+    let record = w.record();
+    assert_eq!(
+        record["plan"]["rank"]["mount"]["image"],
+        admitted.to_str().expect("utf-8")
+    );
+    assert_nothing_left(&w.path("tmp"));
+}
+
+/// srun over 2 nodes: srun killed with `kill -9` mid-run, then the job
+/// cancelled (as the batch system ends it): no mount, holder or squashfuse is
+/// left on either node.
+#[test]
+fn killing_srun_then_cancelling_the_job_leaves_no_mount() {
+    let Some(s) = setup() else { return };
+    let Some(conf) = cluster() else { return };
+    let w = Work::new();
+    let (child, _holder, _root) =
+        blocked_job_with(&s, &w, &["-N", "2", "-n", "4", "-t", "3"], Some(&conf));
+    let ranks = wait_for_n_ranks(&w, 4);
+    let environ = std::fs::read(format!("/proc/{}/environ", ranks[0])).expect("environ");
+    let job = String::from_utf8_lossy(&environ)
+        .split('\0')
+        .find_map(|v| v.strip_prefix("SLURM_JOB_ID=").map(str::to_owned))
+        .expect("SLURM_JOB_ID in the rank's environment");
+    // srun and its helper (srun forks one).
+    let srun: Vec<String> = processes_with(&w.fifo_in_container())
+        .into_iter()
+        .filter(|p| p.contains(": srun "))
+        .collect();
+    assert!(!srun.is_empty(), "this job's srun");
+    for p in &srun {
+        kill9(p.split(':').next().expect("pid").parse().expect("pid"));
+    }
+    reap(child);
+    let status = Command::new("scancel")
+        .env("SLURM_CONF", &conf)
+        .arg(&job)
+        .status()
+        .expect("scancel");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ranks_of(&w).is_empty() {
+        assert!(Instant::now() < deadline, "ranks outlived scancel");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_nothing_left(&w.path("tmp"));
 }
