@@ -457,17 +457,22 @@ fn killing_the_holder_then_the_job_leaves_no_mount() {
     assert_nothing_left(&w.path("tmp"));
 }
 
-/// srun over 2 nodes, 2 ranks each: hybrid maps the image's libmpich, bind the
-/// host's, both from each node's own mount of the SIF.
+/// srun over 2 nodes, 4 ranks: hybrid maps the image's libmpich, bind the
+/// host's, both from each node's own mount of the SIF (and of the `.sqfs`).
 #[test]
-fn sif_across_two_nodes_hybrid_and_bind() {
+fn sif_and_sqfs_across_two_nodes_hybrid_and_bind() {
     let Some(s) = setup() else { return };
     let Some(conf) = cluster() else { return };
-    for mode in ["hybrid", "bind"] {
+    for (form, mode) in [
+        ("mpich.sif", "hybrid"),
+        ("mpich.sif", "bind"),
+        ("mpich.sqfs", "hybrid"),
+        ("mpich.sqfs", "bind"),
+    ] {
         let w = Work::new();
         let mut cmd = w.run(&s, mode, &["-N", "2", "-n", "4", "-t", "3"]);
         cmd.env("SLURM_CONF", &conf)
-            .arg(s.images.join("mpich.sif"))
+            .arg(s.images.join(form))
             .args(hybench_args(&ALLREDUCE));
         let rows = rows_of(&w, &cmd, 4);
         let host = std::fs::metadata(HOST_LIBMPICH).expect("host").ino();
@@ -482,7 +487,12 @@ fn sif_across_two_nodes_hybrid_and_bind() {
         }
         let record = w.record();
         assert_eq!(record["exit_code"], 0);
-        assert!(record["plan"]["rank"]["mount"]["offset"].as_u64() > Some(0));
+        let offset = record["plan"]["rank"]["mount"]["offset"].as_u64();
+        assert_eq!(
+            offset > Some(0),
+            form.ends_with(".sif"),
+            "{form}: {offset:?}"
+        );
         assert_nothing_left(&w.path("tmp"));
     }
 }
