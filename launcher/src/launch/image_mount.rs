@@ -61,7 +61,9 @@ impl ImageMount {
             MountKey::Alone => format!("pid{}", std::process::id()),
             MountKey::NotYet => "<job>.<step>.<node>".to_owned(),
         };
-        let dir = base_dir().join(key);
+        // The image's identity too: two jobs under one parent (stand-alone
+        // `hybrun exec`s from one shell) must not share a mount of different images.
+        let dir = base_dir().join(format!("{key}.{:x}-{:x}", image.dev, image.ino));
         Ok(ImageMount {
             image: image.canonical.clone(),
             offset,
