@@ -218,6 +218,23 @@ fn assert_nothing_left(tmp: &Path) {
     }
 }
 
+/// After a job that ended by itself: each node's holder removed its directory
+/// (lock files, mount point), so nothing accumulates in TMPDIR.
+fn assert_directories_removed(tmp: &Path) {
+    for base in std::fs::read_dir(tmp).expect("tmp").flatten() {
+        let left: Vec<_> = std::fs::read_dir(base.path())
+            .expect("base")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "left in {}: {left:?}",
+            base.path().display()
+        );
+    }
+}
+
 /// The hybench rows of a container run, checked as every run's.
 fn rows_of(w: &Work, cmd: &Command, ranks: u32) -> Vec<hybrun_core::schema::ResultRow> {
     let out = run_with_timeout(cmd, LIMIT);
@@ -298,6 +315,7 @@ fn sif_and_sqfs_run_from_one_mount_per_node_with_mpiexec() {
         let notes = record["plan"]["notes"].to_string();
         assert!(notes.contains("squashfuse -f -o offset="), "{notes}");
         assert_nothing_left(&w.path("tmp"));
+        assert_directories_removed(&w.path("tmp"));
     }
 }
 
@@ -494,6 +512,7 @@ fn sif_and_sqfs_across_two_nodes_hybrid_and_bind() {
             "{form}: {offset:?}"
         );
         assert_nothing_left(&w.path("tmp"));
+        assert_directories_removed(&w.path("tmp"));
     }
 }
 
@@ -520,6 +539,7 @@ fn image_admitted_by_image_cp_runs_across_two_nodes() {
         admitted.to_str().expect("utf-8")
     );
     assert_nothing_left(&w.path("tmp"));
+    assert_directories_removed(&w.path("tmp"));
 }
 
 /// srun over 2 nodes: srun killed with `kill -9` mid-run, then the job

@@ -161,6 +161,33 @@ fn own_dir(dir: &Path) -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// The node's `users` lock, shared, on the file the directory holds now: a
+/// holder that ended removed the files (last `users`) and maybe the
+/// directory, so a lock taken on a removed file, or a file gone meanwhile, is
+/// taken again on a fresh one.
+fn users_lock(dir: &Path) -> Result<File, LaunchError> {
+    let path = dir.join("users");
+    for _ in 0..1000 {
+        own_dir(dir)?;
+        let file = match open_lock(&path) {
+            Ok(file) => file,
+            Err(_) if !dir.is_dir() => continue,
+            Err(e) => return Err(e),
+        };
+        flock(&file, libc::LOCK_SH).map_err(|e| refused("lock", dir, e))?;
+        let held = file.metadata().map_err(|e| refused("inspect", &path, e))?;
+        match fs::symlink_metadata(&path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
+            _ => continue,
+        }
+    }
+    Err(refused(
+        "lock",
+        dir,
+        "its lock file kept being removed (1000 tries)",
+    ))
+}
+
 fn open_lock(path: &Path) -> Result<File, LaunchError> {
     OpenOptions::new()
         .read(true)
@@ -207,9 +234,7 @@ fn live_holder(dir: &Path) -> Option<i32> {
 /// must stay open across the exec into the runtime (it is made inheritable), so
 /// the node's mount lasts exactly as long as some rank runs.
 pub fn enter(mount: &ImageMount, hybrun: &Path) -> Result<File, LaunchError> {
-    own_dir(&mount.dir)?;
-    let users = open_lock(&mount.dir.join("users"))?;
-    flock(&users, libc::LOCK_SH).map_err(|e| refused("lock", &mount.dir, e))?;
+    let users = users_lock(&mount.dir)?;
     let setup = open_lock(&mount.dir.join("setup"))?;
     flock(&setup, libc::LOCK_EX).map_err(|e| refused("lock", &mount.dir, e))?;
     let pid = match live_holder(&mount.dir) {
@@ -390,9 +415,13 @@ pub fn hold(image: &Path, offset: u64, dir: &Path) -> Result<(), LaunchError> {
     }
     let _ = fuse.kill();
     let _ = fuse.wait();
-    // The empty mount point goes; the two lock files stay (a rank may have
-    // them open, waiting: removing them would split the node's lock).
+    // The directory goes, `users` last: a rank that opened it meanwhile
+    // finds its lock on a removed file and starts over (see users_lock);
+    // every other file is only used under a `users` lock that is live.
+    let _ = fs::remove_file(dir.join("setup"));
     let _ = fs::remove_dir(&mountpoint);
+    let _ = fs::remove_file(dir.join("users"));
+    let _ = fs::remove_dir(dir);
     Ok(())
 }
 
