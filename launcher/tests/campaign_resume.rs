@@ -328,7 +328,7 @@ fn report_and_compare_of_real_runs() {
         "{md}"
     );
     assert!(
-        md.contains("paired by round") && md.contains("resampling whole rounds"),
+        md.contains("paired by round") && md.contains("distribution-free 95% interval"),
         "the method is stated: {md}"
     );
     assert!(md.contains("libmpich"), "the mapped library is shown: {md}");

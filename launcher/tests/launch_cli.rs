@@ -288,6 +288,9 @@ fn json_prints_the_plan() {
         w.site(),
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--json",
         image.to_str().expect("utf-8"),
         "--",
@@ -313,6 +316,9 @@ fn dry_run_without_srun_or_singularity_warns() {
         w.site(),
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--dry-run",
         image.to_str().expect("utf-8"),
         "--",
@@ -530,6 +536,9 @@ fn srun_absent_is_an_error_when_not_dry_run() {
         &[
             "--mpi-profile",
             "mpich",
+            // srun named: no Slurm here, which would choose mpiexec.
+            "--launcher",
+            "srun",
             image.to_str().expect("utf-8"),
             "--",
             "/x",
@@ -555,6 +564,9 @@ fn charliecloud_skips_the_image_policy_and_refuses_an_unreadable_sif() {
         "charliecloud",
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--dry-run",
         dir_image.to_str().expect("utf-8"),
         "--",
@@ -572,6 +584,9 @@ fn charliecloud_skips_the_image_policy_and_refuses_an_unreadable_sif() {
         "charliecloud",
         "--mpi-profile",
         "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
         "--dry-run",
         sif.to_str().expect("utf-8"),
         "--",
@@ -1245,6 +1260,9 @@ fn placement_needs_the_wrapper_or_is_refused() {
             w.site(),
             "--mpi-profile",
             "mpich",
+            // srun named: no Slurm here, which would choose mpiexec.
+            "--launcher",
+            "srun",
             "--gpus-per-node",
             "2",
             "--json",
@@ -1275,4 +1293,490 @@ fn placement_needs_the_wrapper_or_is_refused() {
         !out.status.success(),
         "the GPU per rank still needs the wrapper"
     );
+}
+
+#[test]
+fn dry_run_job_shape_reaches_srun_and_the_ranks() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "-n",
+        "4",
+        "-c",
+        "8",
+        "--exclusive",
+        "--mem",
+        "64G",
+        "-C",
+        "skylake&ib",
+        "-q",
+        "debug",
+        "-J",
+        "lj run",
+        "--gpus-per-task",
+        "2",
+        "--gpu-bind",
+        "closest",
+        "--srun-arg=--cpu-freq=high",
+        "--srun-arg",
+        "--hint=nomultithread",
+        // No CPU binding by hybrun exec: the runtime directly, and srun gives
+        // each rank its GPUs itself, so no wrapper.
+        "--no-cpu-bind",
+        "--dry-run",
+        image,
+        "--",
+        "/app/hybench",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    // -c 8: the ranks' OMP_NUM_THREADS follows it.
+    assert!(text.contains("SINGULARITYENV_OMP_NUM_THREADS=8"), "{text}");
+    let ran = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(std::ffi::OsStr::from_bytes(&out.stdout))
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", w.bin.display()))
+        .output()
+        .expect("sh");
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let got: Vec<String> = words(&ran.stdout)
+        .iter()
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    let srun = w.bin.join("srun");
+    let want = [
+        srun.to_str().expect("utf-8"),
+        "-K",
+        "--export=ALL",
+        "--mpi=pmi2",
+        "-n",
+        "4",
+        "--gpus-per-task=2",
+        "--gpu-bind=closest",
+        "--cpus-per-task=8",
+        "--exclusive",
+        "--mem=64G",
+        "-C",
+        "skylake&ib",
+        "-q",
+        "debug",
+        "-J",
+        "lj run",
+        "--cpu-freq=high",
+        "--hint=nomultithread",
+        "singularity",
+        "exec",
+        // --gpus-per-task asks for GPUs: Singularity's --nv.
+        "--nv",
+        image,
+        "/app/hybench",
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn cpus_per_task_leaves_a_users_omp_num_threads() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let base = [
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        // srun named: no Slurm here, which would choose mpiexec.
+        "--launcher",
+        "srun",
+        "-c",
+        "8",
+        "--dry-run",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--env", "OMP_NUM_THREADS=2", image, "--", "/app/x"]);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("SINGULARITYENV_OMP_NUM_THREADS=2"), "{text}");
+    assert!(text.contains("--env's value kept"), "{text}");
+    // Set in the environment hybrun runs in: kept too, and said so.
+    let mut args = base.to_vec();
+    args.extend([image, "--", "/app/x"]);
+    let out = w
+        .hybrun(&args)
+        .env("OMP_NUM_THREADS", "3")
+        .output()
+        .expect("hybrun");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("OMP_NUM_THREADS=8"), "{text}");
+    assert!(
+        text.contains("OMP_NUM_THREADS=3 kept as set in the environment hybrun runs in"),
+        "{text}"
+    );
+    // hybrun exec takes -c too (the per-rank wrapper passes it on).
+    let out = w.run(&[
+        "exec",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "--cpus-per-task",
+        "6",
+        "--dry-run",
+        image,
+        "--",
+        "/app/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("SINGULARITYENV_OMP_NUM_THREADS=6"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn bad_job_shapes_are_refused_with_nothing_launched() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    w.fake("mpiexec.hydra");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let head = ["--mode", "hybrid", "--mpi-profile", "mpich", "-n", "2"];
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--gpus-per-task", "1", "--gpus-per-node", "4"],
+            vec!["--gpus-per-task 1 with --gpus-per-node 4: give one of them"],
+        ),
+        (
+            vec!["--srun-arg=--mpi=pmix"],
+            vec!["--srun-arg \"--mpi=pmix\"", "use --mpi"],
+        ),
+        (
+            vec!["--srun-arg", "--export=NONE"],
+            vec!["--srun-arg \"--export=NONE\"", "--export=ALL"],
+        ),
+        (vec!["-c", "0"], vec!["must be at least 1"]),
+        (
+            vec!["--launcher", "mpiexec-hydra", "--mem", "4G"],
+            vec![
+                "mpiexec.hydra has no equivalent of srun's --mem",
+                "--launcher srun",
+            ],
+        ),
+        (
+            vec!["--launcher", "mpiexec-hydra", "--exclusive"],
+            vec!["mpiexec.hydra has no equivalent of srun's --exclusive"],
+        ),
+    ];
+    for (extra, expect) in cases {
+        let mut args = head.to_vec();
+        args.extend(extra);
+        args.extend([image, "--", "/app/x"]);
+        refused(&w, &args, &expect);
+    }
+    // Inside an allocation, -c cannot exceed the CPUs Slurm gave the node.
+    let out = w
+        .hybrun(&[
+            "run",
+            "--site",
+            w.site(),
+            "--mode",
+            "hybrid",
+            "--mpi-profile",
+            "mpich",
+            "-c",
+            "16",
+            "--dry-run",
+            image,
+            "--",
+            "/app/x",
+        ])
+        .env("SLURM_CPUS_ON_NODE", "8")
+        .output()
+        .expect("hybrun");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "--cpus-per-task 16 is more than the 8 CPUs of this allocation's node \
+             (SLURM_CPUS_ON_NODE)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn runtime_args_pass_through_or_are_refused_with_the_reason() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let head = ["--mode", "hybrid", "--mpi-profile", "mpich", "-n", "2"];
+    let mut args = vec!["run", "--site", w.site()];
+    args.extend(head);
+    args.extend([
+        "--runtime-arg=--contain",
+        "--runtime-arg",
+        "--overlay",
+        "--runtime-arg",
+        "/scratch/o.img",
+        "--dry-run",
+        image,
+        "--",
+        "/app/x",
+    ]);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "singularity exec --contain --overlay /scratch/o.img {image} /app/x"
+        )),
+        "{text}"
+    );
+    w.fake("srun");
+    w.fake("singularity");
+    w.fake("ch-run");
+    for (arg, expect) in [
+        (
+            "--runtime-arg=--no-mount",
+            "--runtime-arg \"--no-mount\": Singularity 3.6 has no --no-mount flag",
+        ),
+        (
+            "--runtime-arg=--bind=/a:/a",
+            "hybrun sets the binds (site, bind mode, PMIx): use -B/--bind",
+        ),
+        (
+            "--runtime-arg=--nv",
+            "use --nv, --gpus-per-node or --gpus-per-task",
+        ),
+        ("--runtime-arg=--env=A=1", "use --env NAME=VALUE"),
+        ("--runtime-arg=--pwd=/x", "use --pwd DIR"),
+        ("--runtime-arg=--cleanenv", "SLURM_*, PMI_* and PMIX_*"),
+    ] {
+        let mut args = head.to_vec();
+        args.extend([arg, image, "--", "/app/x"]);
+        refused(&w, &args, &[expect]);
+    }
+    // ch-run: its own flags, the join flags hybrun owns.
+    let dir = w.root.join("img");
+    std::fs::create_dir_all(dir.join("app")).expect("image dir");
+    with_mpi(&dir);
+    let dir = dir.to_str().expect("utf-8");
+    for (arg, expect) in [
+        (
+            "--runtime-arg=--join-tag=x",
+            "joins a node's ranks into one container",
+        ),
+        ("--runtime-arg=--cd=/", "use --pwd DIR"),
+        (
+            "--runtime-arg=--contain",
+            "ch-run 0.31 has no --contain flag",
+        ),
+    ] {
+        let mut args = head.to_vec();
+        args.extend(["--runtime", "charliecloud", arg, dir, "--", "/app/x"]);
+        refused(&w, &args, &[expect]);
+    }
+    // Under srun, ch-run ranks go through hybrun exec: the flags and -c
+    // reach it as one word each.
+    let mut args = vec!["run", "--site", w.site()];
+    args.extend(head);
+    args.extend([
+        "--runtime",
+        "charliecloud",
+        "-c",
+        "4",
+        "--runtime-arg=--private-tmp",
+        "--dry-run",
+        dir,
+        "--",
+        "/app/x",
+    ]);
+    let out = w.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("--cpus-per-task=4")
+            && text.contains("--cpus-per-task 4 --runtime-arg=--private-tmp"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_srun_the_profiles_mpiexec_is_chosen_and_said() {
+    let w = World::new();
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    for (profile, program, kind) in [
+        ("mpich", "mpiexec.hydra", "mpiexec-hydra"),
+        ("openmpi", "mpiexec.openmpi", "mpiexec-openmpi"),
+    ] {
+        w.fake(program);
+        let out = w.run(&[
+            "run",
+            "--site",
+            w.site(),
+            // Native: the MPICH test image would (rightly) be refused under
+            // Open MPI's mpiexec.
+            "--mode",
+            "native",
+            "--mpi-profile",
+            profile,
+            "-n",
+            "2",
+            "--dry-run",
+            "--",
+            "/app/x",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains(&format!(
+                "# launcher {kind}: no Slurm here (srun not on PATH) and no --launcher or site \
+                 [launcher] kind, so the MPI profile {profile}'s"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|l| l.contains(&format!("{program} -n 2"))),
+            "{text}"
+        );
+    }
+    // With srun on PATH, srun stays the default.
+    w.fake("srun");
+    let out = w.run(&[
+        "run",
+        "--site",
+        w.site(),
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "--dry-run",
+        image,
+        "--",
+        "/app/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("srun -K"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("no Slurm here"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_site_without_login_node_launches_refuses_outside_an_allocation() {
+    let w = World::new();
+    w.fake("srun");
+    w.fake("singularity");
+    let text = std::fs::read_to_string(&w.site).expect("site");
+    std::fs::write(&w.site, format!("[launcher]\nlogin_nodes = false\n{text}")).expect("site");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let args = [
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "-n",
+        "2",
+        image,
+        "--",
+        "/app/x",
+    ];
+    let expect = [
+        "allows no launches outside a Slurm allocation ([launcher] login_nodes = false)",
+        "salloc -N NODES",
+        "sbatch SCRIPT",
+    ];
+    refused(&w, &args, &expect);
+    // hybrun exec too.
+    let mut exec = vec!["exec", "--site", w.site()];
+    exec.extend(&args[..4]);
+    exec.extend([image, "--", "/app/x"]);
+    let out = w.run(&exec);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("salloc -N NODES"), "{}", stderr(&out));
+    // A dry run launches nothing: it warns.
+    let mut dry = vec!["run", "--site", w.site(), "--dry-run"];
+    dry.extend(args);
+    let out = w.run(&dry);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: "), "{}", stderr(&out));
+    // Inside an allocation the rule is met.
+    let mut inside = vec!["run", "--site", w.site(), "--dry-run"];
+    inside.extend(args);
+    let out = w
+        .hybrun(&inside)
+        .env("SLURM_JOB_ID", "42")
+        .output()
+        .expect("hybrun");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("login_nodes"), "{}", stderr(&out));
+}
+
+#[test]
+fn shell_dry_run_prints_the_runtimes_shell_with_runs_binds_env_and_policy() {
+    let w = World::new();
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let image = image.to_str().expect("utf-8");
+    let out = w.run(&[
+        "shell",
+        "--site",
+        w.site(),
+        "-B",
+        "/data:/data:ro",
+        "--env",
+        "HYB=1",
+        "--runtime-arg=--contain",
+        "--dry-run",
+        image,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last = text.lines().last().expect("command");
+    assert_eq!(
+        last,
+        format!("env SINGULARITYENV_HYB=1 singularity shell -B /data:/data:ro --contain {image}")
+    );
+    // The image policy of run: an image outside the allowed directory.
+    let escape = w.allowed.join("escape.sif");
+    let out = w.run(&[
+        "shell",
+        "--site",
+        w.site(),
+        "--dry-run",
+        escape.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("hybrun: error: "),
+        "{}",
+        stderr(&out)
+    );
+    // The site's rule for where containers run.
+    let text = std::fs::read_to_string(&w.site).expect("site");
+    std::fs::write(&w.site, format!("[launcher]\nlogin_nodes = false\n{text}")).expect("site");
+    let out = w.run(&["shell", "--site", w.site(), image]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("salloc -N NODES"), "{}", stderr(&out));
 }

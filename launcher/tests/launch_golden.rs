@@ -16,217 +16,10 @@ use hybrun::launch::plan::{
     Bind, EnvOp, Geometry, InsideLauncher, Join, LaunchPlan, Launcher, PerRank, RankPlan, Rendered,
     Runtime,
 };
+use hybrun::launch::runtime::flags::{
+    APPTAINER_1_EXEC_FLAGS, CH_RUN_0_31_FLAGS, SINGULARITY_3_6_4_EXEC_FLAGS,
+};
 use hybrun_core::vocab::{Dialect, LauncherKind, Mode, MpiFlavour, MpiPlugin, Version};
-
-/// Flags of `singularity exec` in Singularity 3.6.4.
-///
-/// Source: cmd/internal/cli/action_flags.go of hpcng/singularity (the version
-/// stored as apptainer/singularity commit 091c54f22a610468b9499ca284b7c13b300da7e2,
-/// the 3.5 flag set: every cmdline.Flag registered for ExecCmd through the
-/// "actions" and "actions_instance" groups, plus the common --passphrase,
-/// --pem-path, --nohttps and --docker-* flags), and the v3.6.0 CHANGELOG
-/// ("A new --env flag", "A new --env-file flag"; `--fusemount` made a
-/// supported flag). 3.6.1 to 3.6.4 added no exec flags (CHANGELOG). Neither
-/// --mount, --nvccli, --sharens nor --no-mount exists in 3.6.4.
-const SINGULARITY_3_6_4_EXEC_FLAGS: &[&str] = &[
-    "--add-caps",
-    "--allow-setuid",
-    "--app",
-    "--apply-cgroups",
-    "-B",
-    "--bind",
-    "-e",
-    "--cleanenv",
-    "-c",
-    "--contain",
-    "-C",
-    "--containall",
-    "--containlibs",
-    "--disable-cache",
-    "--dns",
-    "--docker-login",
-    "--docker-password",
-    "--docker-username",
-    "--drop-caps",
-    "--env",
-    "--env-file",
-    "-f",
-    "--fakeroot",
-    "--fusemount",
-    "-H",
-    "--home",
-    "--hostname",
-    "-i",
-    "--ipc",
-    "--keep-privs",
-    "-n",
-    "--net",
-    "--network",
-    "--network-args",
-    "--no-home",
-    "--no-init",
-    "--no-nv",
-    "--no-privs",
-    "--no-rocm",
-    "--nohttps",
-    "--nonet",
-    "--nv",
-    "-o",
-    "--overlay",
-    "--passphrase",
-    "--pem-path",
-    "-p",
-    "--pid",
-    "--pwd",
-    "--rocm",
-    "-S",
-    "--scratch",
-    "--security",
-    "--tmpdir",
-    "-u",
-    "--userns",
-    "--uts",
-    "--vm",
-    "--vm-cpu",
-    "--vm-err",
-    "--vm-ip",
-    "--vm-ram",
-    "-W",
-    "--workdir",
-    "-w",
-    "--writable",
-    "--writable-tmpfs",
-];
-
-/// Flags of `apptainer exec` in Apptainer 1.x.
-///
-/// Source: cmd/internal/cli/action_flags.go of apptainer/apptainer (commit
-/// 00e9b038b8aa9d0b3adc4a3c2c0fe6d705e0eb6d): every cmdline.Flag registered for
-/// ExecCmd. hybrun emits only -B, --nv and --env of these, which exist since 1.0.
-const APPTAINER_1_EXEC_FLAGS: &[&str] = &[
-    "--add-caps",
-    "--allow-setuid",
-    "--app",
-    "--apply-cgroups",
-    "-B",
-    "--bind",
-    "--blkio-weight",
-    "--blkio-weight-device",
-    "-e",
-    "--cleanenv",
-    "--compat",
-    "-c",
-    "--contain",
-    "-C",
-    "--containall",
-    "--containlibs",
-    "--cpu-shares",
-    "--cpus",
-    "--cpuset-cpus",
-    "--cpuset-mems",
-    "--cwd",
-    "--disable-cache",
-    "--dns",
-    "--docker-host",
-    "--docker-login",
-    "--docker-password",
-    "--docker-username",
-    "--drop-caps",
-    "--env",
-    "--env-file",
-    "-f",
-    "--fakeroot",
-    "--fusemount",
-    "-H",
-    "--home",
-    "--hostname",
-    "-i",
-    "--ipc",
-    "--keep-privs",
-    "--memory",
-    "--memory-reservation",
-    "--memory-swap",
-    "--mount",
-    "-n",
-    "--net",
-    "--network",
-    "--network-args",
-    "--no-eval",
-    "--no-home",
-    "--no-https",
-    "--no-init",
-    "--no-mount",
-    "--no-nv",
-    "--no-privs",
-    "--no-rocm",
-    "--no-umask",
-    "--nohttps",
-    "--nv",
-    "--nvccli",
-    "--oom-kill-disable",
-    "-o",
-    "--overlay",
-    "--passphrase",
-    "--pem-path",
-    "-p",
-    "--pid",
-    "--pids-limit",
-    "--pwd",
-    "--rocm",
-    "-S",
-    "--scratch",
-    "--security",
-    "--tmpdir",
-    "--underlay",
-    "--unsquash",
-    "-u",
-    "--userns",
-    "--uts",
-    "--vm",
-    "--vm-cpu",
-    "--vm-err",
-    "--vm-ip",
-    "--vm-ram",
-    "-W",
-    "--workdir",
-    "-w",
-    "--writable",
-    "--writable-tmpfs",
-];
-
-/// Flags of ch-run 0.31 (`ch-run --help`).
-const CH_RUN_0_31_FLAGS: &[&str] = &[
-    "-b",
-    "--bind",
-    "--ch-ssh",
-    "-c",
-    "--cd",
-    "--env-no-expand",
-    "--feature",
-    "-g",
-    "--gid",
-    "--home",
-    "--join-ct",
-    "--join-pid",
-    "--join-tag",
-    "-j",
-    "--join",
-    "-m",
-    "--mount",
-    "--no-passwd",
-    "--set-env",
-    "-s",
-    "--storage",
-    "-t",
-    "--private-tmp",
-    "--unset-env",
-    "-u",
-    "--uid",
-    "-v",
-    "--verbose",
-    "-w",
-    "--write",
-];
 
 fn singularity() -> Runtime {
     Runtime::Singularity {
@@ -333,6 +126,8 @@ fn rank(runtime: Runtime, mode: Mode, flavour: MpiFlavour) -> RankPlan {
             oversubscribe: flavour == MpiFlavour::Openmpi,
         }),
         pwd: None,
+        runtime_args: Vec::new(),
+        interactive: false,
         command: vec![
             "/app/hybench".into(),
             "latency".into(),
@@ -352,6 +147,7 @@ fn plan(kind: LauncherKind, rank: RankPlan, flavour: MpiFlavour) -> LaunchPlan {
             time: Some("00:10:00".into()),
             partition: Some("compute".into()),
             account: Some("proj42".into()),
+            ..Geometry::default()
         },
         LauncherKind::None => Geometry {
             ntasks: Some(4),
@@ -439,10 +235,20 @@ fn runtime_flags(argv: &[OsString], program: &str, image: &Path) -> Vec<String> 
         .collect()
 }
 
-fn assert_flags_exist(rendered: &Rendered, runtime: &Runtime, image: &Path) {
+fn assert_flags_exist(rendered: &Rendered, rank: &RankPlan, image: &Path) {
+    let runtime = &rank.runtime;
     let (program, subcommand, known): (&str, Option<&str>, &[&str]) = match runtime {
-        Runtime::Singularity { .. } => ("singularity", Some("exec"), SINGULARITY_3_6_4_EXEC_FLAGS),
-        Runtime::Apptainer { .. } => ("apptainer", Some("exec"), APPTAINER_1_EXEC_FLAGS),
+        // `shell` registers the same action flags as `exec` (action_flags.go).
+        Runtime::Singularity { .. } => (
+            "singularity",
+            Some(if rank.interactive { "shell" } else { "exec" }),
+            SINGULARITY_3_6_4_EXEC_FLAGS,
+        ),
+        Runtime::Apptainer { .. } => (
+            "apptainer",
+            Some(if rank.interactive { "shell" } else { "exec" }),
+            APPTAINER_1_EXEC_FLAGS,
+        ),
         Runtime::Charliecloud { .. } => ("ch-run", None, CH_RUN_0_31_FLAGS),
         Runtime::None => return,
     };
@@ -638,6 +444,98 @@ fn cases() -> Vec<Case> {
         plan: gpu,
     });
 
+    // The job's shape: every srun option hybrun models, and one passed through.
+    let mut shape = plan(
+        LauncherKind::Srun,
+        rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+        MpiFlavour::Mpich,
+    );
+    shape.geometry = Geometry {
+        cpus_per_task: Some(8),
+        exclusive: true,
+        mem: Some("64G".into()),
+        constraint: Some("skylake&ib".into()),
+        qos: Some("debug".into()),
+        job_name: Some("lj run".into()),
+        gpus_per_task: Some(2),
+        gpu_bind: Some("closest".into()),
+        srun_args: vec!["--cpu-freq=high".into(), "--hint=nomultithread".into()],
+        ..shape.geometry
+    };
+    shape.rank.nvidia = true;
+    cases.push(Case {
+        name: "singularity364_shape_srun",
+        description: "Singularity 3.6.4, hybrid, srun: -c 8, 2 GPUs per task, exclusive, \
+                      mem, constraint, qos, job name, two --srun-arg",
+        plan: shape,
+    });
+    // --runtime-arg: flags hybrun does not model, before the image, each in
+    // the version's list (assert_flags_exist).
+    for (name, runtime, extra) in [
+        (
+            "singularity364_runtime_args_srun",
+            singularity(),
+            &["--contain", "--overlay", "/scratch/u/overlay.img"][..],
+        ),
+        (
+            "apptainer1_runtime_args_srun",
+            apptainer(),
+            &["--writable-tmpfs"][..],
+        ),
+        (
+            "charliecloud_runtime_args_srun",
+            charliecloud(),
+            &["--private-tmp"][..],
+        ),
+    ] {
+        let mut r = rank(runtime, Mode::Hybrid, MpiFlavour::Mpich);
+        r.runtime_args = extra.iter().map(OsString::from).collect();
+        cases.push(Case {
+            name,
+            description: "hybrid, srun, --runtime-arg flags before the image",
+            plan: plan(LauncherKind::Srun, r, MpiFlavour::Mpich),
+        });
+    }
+
+    // hybrun shell: the runtime's shell, same binds and environment.
+    for (name, runtime) in [
+        ("singularity364_shell", singularity()),
+        ("apptainer1_shell", apptainer()),
+        ("charliecloud_shell", charliecloud()),
+    ] {
+        let mut r = rank(runtime, Mode::Hybrid, MpiFlavour::Mpich);
+        r.interactive = true;
+        r.command = vec!["/bin/sh".into()];
+        cases.push(Case {
+            name,
+            description: "hybrun shell: the runtime's interactive shell, no launcher",
+            plan: plan(LauncherKind::None, r, MpiFlavour::Mpich),
+        });
+    }
+
+    // CPUs per rank through mpiexec: hydra -bind-to core:N, Open MPI
+    // --map-by slot:PE=N.
+    for (name, kind, flavour) in [
+        (
+            "native_cpus_hydra",
+            LauncherKind::MpiexecHydra,
+            MpiFlavour::Mpich,
+        ),
+        (
+            "native_cpus_openmpi",
+            LauncherKind::MpiexecOpenmpi,
+            MpiFlavour::Openmpi,
+        ),
+    ] {
+        let mut p = plan(kind, rank(Runtime::None, Mode::Native, flavour), flavour);
+        p.geometry.cpus_per_task = Some(4);
+        cases.push(Case {
+            name,
+            description: "native, 4 CPUs per rank through mpiexec",
+            plan: p,
+        });
+    }
+
     // Apptainer: a value --env cannot carry goes through APPTAINERENV_.
     let mut csv = rank(apptainer(), Mode::Hybrid, MpiFlavour::Mpich);
     csv.env
@@ -714,7 +612,7 @@ fn golden_argv() {
         check_golden(case.name, case.description, &rendered);
         if let Some(image) = &case.plan.rank.image {
             if case.plan.per_rank == PerRank::Direct {
-                assert_flags_exist(&rendered, &case.plan.rank.runtime, image);
+                assert_flags_exist(&rendered, &case.plan.rank, image);
             }
         }
     }
@@ -774,6 +672,84 @@ fn bind_paths_with_separators_refused_at_render() {
             err.to_string().contains("split bind specifications"),
             "{err}"
         );
+    }
+}
+
+/// A change to a plan's geometry.
+type SetGeometry = fn(&mut Geometry);
+
+#[test]
+fn mpiexec_refuses_each_srun_only_shape_option() {
+    let cases: Vec<(&str, SetGeometry)> = vec![
+        ("--exclusive", |g| g.exclusive = true),
+        ("--mem", |g| g.mem = Some("4G".into())),
+        ("--constraint", |g| g.constraint = Some("ib".into())),
+        ("--qos", |g| g.qos = Some("debug".into())),
+        ("--job-name", |g| g.job_name = Some("x".into())),
+        ("--gpus-per-task", |g| g.gpus_per_task = Some(1)),
+        ("--gpu-bind", |g| g.gpu_bind = Some("closest".into())),
+        ("--srun-arg", |g| {
+            g.srun_args = vec!["--hint=nomultithread".into()]
+        }),
+    ];
+    for kind in [LauncherKind::MpiexecHydra, LauncherKind::MpiexecOpenmpi] {
+        for (flag, set) in &cases {
+            let mut p = plan(
+                kind,
+                rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+                MpiFlavour::Mpich,
+            );
+            set(&mut p.geometry);
+            let err = p.render().expect_err("refused").to_string();
+            assert!(
+                err.contains(&format!("no equivalent of srun's {flag}")) && err.contains("srun"),
+                "{kind:?} {flag}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_job_shapes_refused_with_the_reason() {
+    let cases: Vec<(SetGeometry, &str)> = vec![
+        (
+            |g| {
+                g.gpus_per_task = Some(1);
+                g.gpus_per_node = Some(4);
+            },
+            "--gpus-per-task 1 with --gpus-per-node 4: give one of them",
+        ),
+        (|g| g.cpus_per_task = Some(0), "must be at least 1"),
+        (
+            |g| g.mem = Some(String::new()),
+            "--mem \"\": give a non-empty value",
+        ),
+        (
+            |g| g.srun_args = vec!["--mpi=pmix".into()],
+            "--srun-arg \"--mpi=pmix\": hybrun chooses the PMI plugin",
+        ),
+        (
+            |g| g.srun_args = vec!["--export=NONE".into()],
+            "--srun-arg \"--export=NONE\": hybrun passes the rank environment",
+        ),
+        (
+            |g| g.srun_args = vec!["-K0".into()],
+            "--srun-arg \"-K0\": hybrun always sets --kill-on-bad-exit",
+        ),
+        (
+            |g| g.srun_args = vec!["hostname".into()],
+            "--srun-arg \"hostname\": not an option",
+        ),
+    ];
+    for (set, want) in cases {
+        let mut p = plan(
+            LauncherKind::Srun,
+            rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+            MpiFlavour::Mpich,
+        );
+        set(&mut p.geometry);
+        let err = p.render().expect_err("refused").to_string();
+        assert!(err.contains(want), "want {want:?} in: {err}");
     }
 }
 

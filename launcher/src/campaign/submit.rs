@@ -117,12 +117,7 @@ impl Job<'_> {
             format!("--time={minutes}"),
             format!("--output={}/slurm-%j.out", shard.display()),
         ];
-        if let Some(p) = &scenario.submit.partition {
-            argv.push(format!("--partition={p}"));
-        }
-        if let Some(a) = &scenario.submit.account {
-            argv.push(format!("--account={a}"));
-        }
+        argv.extend(scenario.submit.sbatch_flags());
         argv.push(self.script.display().to_string());
         argv.push(self.hybrun.display().to_string());
         argv.extend([

@@ -41,10 +41,15 @@ enum Command {
     Image(image::ImageCommand),
     /// Launch a job: srun/mpiexec, then the container runtime on every rank (or
     /// `hybrun exec` where per-rank facts are needed), checked before launching.
-    Run(run::RunArgs),
+    // Boxed: the job's options make it the largest variant by far.
+    Run(Box<run::RunArgs>),
     /// Run one rank (after srun, e.g. in your own batch script): computes the
     /// runtime command for this rank and replaces itself with it.
     Exec(run::ExecArgs),
+    /// An interactive shell in the image (inside an allocation): the runtime's
+    /// shell (singularity/apptainer shell, ch-run IMAGE -- /bin/sh) with the
+    /// binds, environment and image policy of `run`.
+    Shell(run::ShellArgs),
     /// What this host offers a launch (MPI and its library closure, fabric, Slurm,
     /// runtime, GPUs, topology), each OK/WARN/MISSING with a fix; --json,
     /// --emit-site (a draft site file).
@@ -73,8 +78,9 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Image(command)) => image::run(command),
-        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Run(args)) => run::run(*args),
         Some(Command::Exec(args)) => run::exec(args),
+        Some(Command::Shell(args)) => run::shell(args),
         Some(Command::Doctor(args)) => doctor::run(args),
         Some(Command::Campaign(command)) => campaign::run(command),
         Some(Command::Report(args)) => campaign::report(args),

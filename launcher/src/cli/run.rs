@@ -86,11 +86,24 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_cpu_bind: bool,
 
+    /// CPUs per rank (srun -c): the rank's OMP_NUM_THREADS follows it unless
+    /// set with --env (or in the environment hybrun runs in).
+    #[arg(short = 'c', long, value_name = "N")]
+    pub cpus_per_task: Option<u32>,
+
     /// The ranks' working directory (an existing absolute path): the launcher
     /// starts there, and a container's rank starts there too (Singularity and
     /// Apptainer --pwd, ch-run --cd; ch-run otherwise starts in /).
     #[arg(long, value_name = "DIR")]
     pub pwd: Option<PathBuf>,
+
+    /// A flag for the container runtime that hybrun does not model, before the
+    /// image (repeatable, in order; e.g. --runtime-arg=--contain, or
+    /// --runtime-arg=--overlay --runtime-arg=FILE). Refused when the runtime's
+    /// version lacks it, and for the flags hybrun sets itself (binds, env,
+    /// --nv, --pwd/--cd, --join*: use hybrun's own options).
+    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub runtime_args: Vec<OsString>,
 
     /// The image (SIF file, SquashFS or directory); none for --mode native.
     #[arg(value_name = "IMAGE")]
@@ -132,7 +145,43 @@ pub struct RunArgs {
     #[arg(short = 'A', long)]
     pub account: Option<String>,
 
-    /// What starts the ranks (default: the site's [launcher] kind, else srun).
+    /// GPUs per rank (srun --gpus-per-task; not with --gpus-per-node).
+    #[arg(long, value_name = "N")]
+    pub gpus_per_task: Option<u32>,
+
+    /// srun --gpu-bind, passed through (e.g. closest, none, map_gpu:0,1).
+    #[arg(long, value_name = "SPEC")]
+    pub gpu_bind: Option<String>,
+
+    /// Nodes not shared with other jobs (srun --exclusive).
+    #[arg(long)]
+    pub exclusive: bool,
+
+    /// Memory per node (srun --mem, e.g. 64G).
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+
+    /// Node features (srun -C).
+    #[arg(short = 'C', long, value_name = "FEATURES")]
+    pub constraint: Option<String>,
+
+    /// Quality of service (srun -q).
+    #[arg(short = 'q', long, value_name = "QOS")]
+    pub qos: Option<String>,
+
+    /// Job name (srun -J).
+    #[arg(short = 'J', long, value_name = "NAME")]
+    pub job_name: Option<String>,
+
+    /// An srun option hybrun does not model, passed after its own (repeatable;
+    /// write it with '=': --srun-arg=--cpu-freq=high). --mpi, --export and -K
+    /// are hybrun's and refused.
+    #[arg(long = "srun-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub srun_args: Vec<String>,
+
+    /// What starts the ranks (default: the site's [launcher] kind, else srun;
+    /// where srun is not on PATH, the MPI profile's mpiexec: mpiexec-hydra for
+    /// MPICH, mpiexec-openmpi for Open MPI).
     #[arg(long, value_enum)]
     pub launcher: Option<LauncherKind>,
 
@@ -178,6 +227,54 @@ pub struct ExecArgs {
     pub common: CommonArgs,
 }
 
+/// Arguments of `hybrun shell`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The site file (default: $HYBRUN_SITE, else /etc/hybrun/site.toml if present).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+
+    /// The container runtime (default: the site's [runtime] kind, else singularity).
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+
+    /// The runtime's version, e.g. 3.6.4 (default: the site's, else asked from it).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub runtime_version: Option<Version>,
+
+    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable).
+    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
+    pub binds: Vec<OsString>,
+
+    /// Set a variable in the shell: NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<OsString>,
+
+    /// Remove a variable from the shell (repeatable).
+    #[arg(long = "unset", value_name = "NAME")]
+    pub unset: Vec<String>,
+
+    /// NVIDIA GPUs in the container (Singularity/Apptainer --nv).
+    #[arg(long)]
+    pub nv: bool,
+
+    /// The shell's working directory (an existing absolute path).
+    #[arg(long, value_name = "DIR")]
+    pub pwd: Option<PathBuf>,
+
+    /// A runtime flag hybrun does not model (repeatable; checked as for `run`).
+    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub runtime_args: Vec<OsString>,
+
+    /// Print the command instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The image (SIF file, SquashFS or directory).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+}
+
 /// `--runtime-version`: a version like 3.6.4.
 fn parse_version(text: &str) -> Result<Version, String> {
     Version::parse(text).ok_or_else(|| format!("{text:?} is not a version like 3.6.4"))
@@ -205,6 +302,8 @@ fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
         skip_gate: false,
         no_cpu_bind: common.no_cpu_bind,
         pwd: common.pwd.clone(),
+        runtime_args: common.runtime_args.clone(),
+        interactive: false,
         dry_run,
         image: common.image.clone(),
         command: common.command.clone(),
@@ -279,6 +378,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         time: args.time.clone(),
         partition: args.partition.clone(),
         account: args.account.clone(),
+        cpus_per_task: args.common.cpus_per_task,
+        exclusive: args.exclusive,
+        mem: args.mem.clone(),
+        constraint: args.constraint.clone(),
+        qos: args.qos.clone(),
+        job_name: args.job_name.clone(),
+        gpus_per_task: args.gpus_per_task,
+        gpu_bind: args.gpu_bind.clone(),
+        srun_args: args.srun_args.clone(),
     };
     let dry_run = args.dry_run || args.json;
     let mut req = request(&args.common, geometry, dry_run);
@@ -398,10 +506,61 @@ fn enter_mount(rank: &hybrun::launch::plan::RankPlan) -> anyhow::Result<Option<s
     Ok(Some(hybrun::launch::image_mount::enter(mount, &me)?))
 }
 
+/// `hybrun shell`: planned as one rank of `exec` in hybrid mode (the image's
+/// own software, the site's binds and environment, the image policy), without
+/// the MPI checks (no MPI runs) or a CPU binding (the shell gets what the
+/// allocation gave), then the runtime's shell replaces hybrun.
+pub fn shell(args: ShellArgs) -> anyhow::Result<()> {
+    let req = Request {
+        site: args.site,
+        mode: Some(Mode::Hybrid),
+        runtime: args.runtime,
+        runtime_version: args.runtime_version,
+        mpi: Some(MpiPlugin::None),
+        binds: args.binds,
+        env: args.env,
+        unset: args.unset,
+        nv: args.nv,
+        skip_gate: true,
+        no_cpu_bind: true,
+        pwd: args.pwd,
+        runtime_args: args.runtime_args,
+        interactive: true,
+        dry_run: args.dry_run,
+        image: Some(args.image),
+        // ch-run has no shell subcommand: it runs this.
+        command: vec!["/bin/sh".into()],
+        ..Request::default()
+    };
+    let host = Host::current();
+    let planned = planner::plan_exec(&req, &host)?;
+    warn(&planned);
+    let command = planned.plan.rank.render()?;
+    if args.dry_run {
+        return print_dry_run(&planned, &command, "shell");
+    }
+    let _users = enter_mount(&planned.plan.rank)?;
+    use std::os::unix::process::CommandExt;
+    let error = command.command()?.exec();
+    Err(LaunchError::Spawn {
+        program: command
+            .argv
+            .first()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source: error,
+    }
+    .into())
+}
+
 /// `hybrun exec`: plans this rank and replaces itself with the runtime.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     let dry_run = args.dry_run || args.json;
-    let mut req = request(&args.common, Geometry::default(), dry_run);
+    let geometry = Geometry {
+        cpus_per_task: args.common.cpus_per_task,
+        ..Geometry::default()
+    };
+    let mut req = request(&args.common, geometry, dry_run);
     req.skip_gate = args.skip_gate;
     let host = Host::current();
     let planned = planner::plan_exec(&req, &host)?;

@@ -46,7 +46,53 @@ pub struct Geometry {
     pub time: Option<String>,
     pub partition: Option<String>,
     pub account: Option<String>,
+    // The job-shape fields below are skipped when unset, so that a plan that
+    // does not use them serializes (and is recorded) exactly as before.
+    /// srun `-c`/`--cpus-per-task`: CPUs per rank (threads of an MPI+OpenMP job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u32>,
+    /// srun `--exclusive`: no other job on the nodes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
+    /// srun `--mem`, passed through (srun checks its format).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// srun `-C`/`--constraint`: node features.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// srun `-q`/`--qos`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// srun `-J`/`--job-name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// srun `--gpus-per-task`: GPUs per rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus_per_task: Option<u32>,
+    /// srun `--gpu-bind`, passed through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_bind: Option<String>,
+    /// `--srun-arg`: srun options hybrun does not model, in order, after its own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub srun_args: Vec<String>,
 }
+
+/// srun options hybrun sets itself, which an `--srun-arg` must not change, and why.
+const SRUN_OWNED: &[(&str, &str)] = &[
+    (
+        "--mpi",
+        "hybrun chooses the PMI plugin from the MPI flavour: use --mpi",
+    ),
+    (
+        "--export",
+        "hybrun passes the rank environment with --export=ALL",
+    ),
+    ("-K", "hybrun always sets --kill-on-bad-exit"),
+    (
+        "--kill-on-bad-exit",
+        "hybrun always sets --kill-on-bad-exit",
+    ),
+];
 
 impl Geometry {
     /// The number of ranks when it is known without asking Slurm.
@@ -84,10 +130,24 @@ impl Geometry {
                 ));
             }
         }
+        if self.cpus_per_task == Some(0) || self.gpus_per_task == Some(0) {
+            return bad("--cpus-per-task and --gpus-per-task must be at least 1".into());
+        }
+        if let (Some(t), Some(n)) = (self.gpus_per_task, self.gpus_per_node) {
+            return bad(format!(
+                "--gpus-per-task {t} with --gpus-per-node {n}: give one of them (Slurm \
+                 counts GPUs either per rank or per node)"
+            ));
+        }
         for (name, value) in [
             ("--time", &self.time),
             ("--partition", &self.partition),
             ("--account", &self.account),
+            ("--mem", &self.mem),
+            ("--constraint", &self.constraint),
+            ("--qos", &self.qos),
+            ("--job-name", &self.job_name),
+            ("--gpu-bind", &self.gpu_bind),
         ] {
             if let Some(v) = value {
                 if v.is_empty() || v.chars().any(char::is_control) {
@@ -95,6 +155,31 @@ impl Geometry {
                         "{name} {v:?}: give a non-empty value without control characters"
                     ));
                 }
+            }
+        }
+        self.check_srun_args()
+    }
+
+    /// `--srun-arg`: an option (a bare word would be taken for the program),
+    /// none of those hybrun sets itself.
+    fn check_srun_args(&self) -> Result<(), LaunchError> {
+        for arg in &self.srun_args {
+            let why = if !arg.starts_with('-') {
+                Some("not an option: give it with its dashes, e.g. --srun-arg=--cpu-freq=high")
+            } else if arg.chars().any(char::is_control) {
+                Some("it has control characters")
+            } else {
+                let name = arg.split('=').next().unwrap_or(arg);
+                let short = arg.get(..2).unwrap_or(arg);
+                SRUN_OWNED
+                    .iter()
+                    .find(|(flag, _)| *flag == name || (flag.len() == 2 && *flag == short))
+                    .map(|(_, why)| *why)
+            };
+            if let Some(why) = why {
+                return Err(LaunchError::Geometry {
+                    why: format!("--srun-arg {arg:?}: {why}"),
+                });
             }
         }
         Ok(())
@@ -296,6 +381,15 @@ pub struct RankPlan {
         skip_serializing_if = "Option::is_none"
     )]
     pub pwd: Option<PathBuf>,
+    /// `--runtime-arg`: flags for the runtime hybrun does not model, before
+    /// the image (checked against the version's flags by
+    /// [`super::runtime::flags`]).
+    #[serde(serialize_with = "ser_os_vec", skip_serializing_if = "Vec::is_empty")]
+    pub runtime_args: Vec<OsString>,
+    /// `hybrun shell`: the runtime's interactive shell (`singularity shell`,
+    /// `apptainer shell`; ch-run runs the command, /bin/sh) instead of `exec`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interactive: bool,
     #[serde(serialize_with = "ser_os_vec")]
     pub command: Vec<OsString>,
 }

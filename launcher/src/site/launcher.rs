@@ -33,4 +33,8 @@ pub struct LauncherSection {
     pub hybrun: Option<String>,
     /// Default: auto.
     pub per_rank: Option<PerRankChoice>,
+    /// false: containers run only inside a Slurm allocation (SLURM_JOB_ID
+    /// set); `run`, `exec` and `shell` on a login node are refused, naming
+    /// salloc/sbatch. Default: true (no rule).
+    pub login_nodes: Option<bool>,
 }

@@ -193,6 +193,123 @@ pub struct SubmitOptions {
     pub account: Option<String>,
     /// sbatch `-t`; default: from the cells' timeouts.
     pub time: Option<String>,
+    // The job-shape keys below are skipped when unset, so that the run id (a
+    // hash of the scenario's JSON) of a scenario without them stays the same.
+    /// sbatch `--cpus-per-task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u32>,
+    /// sbatch `--exclusive`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
+    /// sbatch `--mem`, e.g. "64G".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    /// sbatch `--constraint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// sbatch `--qos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// sbatch `--gpus-per-node`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_per_node: Option<u32>,
+    /// sbatch `--gpus-per-task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_per_task: Option<u32>,
+    /// sbatch `--gpu-bind`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_bind: Option<String>,
+    /// sbatch options hybrun does not model, after its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch_args: Vec<String>,
+}
+
+/// sbatch options `--submit` sets itself (it finds its jobs and their output
+/// by them), which `sbatch_args` must not change.
+const SBATCH_OWNED: &[&str] = &[
+    "--parsable",
+    "-J",
+    "--job-name",
+    "-N",
+    "--nodes",
+    "--ntasks-per-node",
+    "-o",
+    "--output",
+];
+
+impl SubmitOptions {
+    /// Refuses values sbatch would misread, with the key to fix.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cpus_per_task == Some(0) || self.gpus_per_task == Some(0) {
+            return Err("[submit] cpus_per_task and gpus_per_task must be at least 1".into());
+        }
+        if let (Some(t), Some(n)) = (self.gpus_per_task, self.gpus_per_node) {
+            return Err(format!(
+                "[submit] gpus_per_task = {t} with gpus_per_node = {n}: give one of them \
+                 (Slurm counts GPUs either per rank or per node)"
+            ));
+        }
+        for (key, value) in [
+            ("partition", &self.partition),
+            ("account", &self.account),
+            ("time", &self.time),
+            ("mem", &self.mem),
+            ("constraint", &self.constraint),
+            ("qos", &self.qos),
+            ("gpu_bind", &self.gpu_bind),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() || v.chars().any(char::is_control) {
+                    return Err(format!(
+                        "[submit] {key} = {v:?}: give a non-empty value without control \
+                         characters"
+                    ));
+                }
+            }
+        }
+        for arg in &self.sbatch_args {
+            let name = arg.split('=').next().unwrap_or(arg);
+            if !arg.starts_with('-') || arg.chars().any(char::is_control) {
+                return Err(format!(
+                    "[submit] sbatch_args {arg:?}: not an option; write it with its dashes, \
+                     e.g. \"--mail-type=END\""
+                ));
+            }
+            if SBATCH_OWNED.contains(&name) {
+                return Err(format!(
+                    "[submit] sbatch_args {arg:?}: hybrun sets {name} itself (it finds each \
+                     node count's job and output by it)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sbatch options these keys ask for, after hybrun's own.
+    pub fn sbatch_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        let values = [
+            ("--partition", self.partition.clone()),
+            ("--account", self.account.clone()),
+            ("--cpus-per-task", self.cpus_per_task.map(|n| n.to_string())),
+            ("--mem", self.mem.clone()),
+            ("--constraint", self.constraint.clone()),
+            ("--qos", self.qos.clone()),
+            ("--gpus-per-node", self.gpus_per_node.map(|n| n.to_string())),
+            ("--gpus-per-task", self.gpus_per_task.map(|n| n.to_string())),
+            ("--gpu-bind", self.gpu_bind.clone()),
+        ];
+        for (flag, value) in values {
+            if let Some(value) = value {
+                flags.push(format!("{flag}={value}"));
+            }
+        }
+        if self.exclusive {
+            flags.push("--exclusive".into());
+        }
+        flags.extend(self.sbatch_args.iter().cloned());
+        flags
+    }
 }
 
 /// One point of the matrix.
@@ -445,6 +562,9 @@ pub fn load(file: &Path, env: &Environment) -> anyhow::Result<Scenario> {
 pub fn parse(text: &str, file: &Path, env: &Environment) -> anyhow::Result<Scenario> {
     let src = raw::Source { file, text };
     let raw = raw::read(&src)?;
+    raw.submit
+        .check()
+        .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
     let settings = validate::settings(&raw, &src)?;
     let axes = validate::axes(&raw, &src, &settings)?;
     let mut cells = expand::cells(&axes, &src)?;
@@ -552,6 +672,57 @@ mode = "hybrid"
                 "latency.native.1x2.openmpi.03771453"
             ]
         );
+    }
+
+    #[test]
+    fn submit_job_shape_keys_reach_sbatch_and_leave_the_run_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "name = \"b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n";
+        let plain = parse_in(dir.path(), base).unwrap();
+        let with_partition =
+            parse_in(dir.path(), &format!("{base}[submit]\npartition = \"p\"\n")).unwrap();
+        let text = format!(
+            "{base}[submit]\npartition = \"p\"\ncpus_per_task = 4\nexclusive = true\n\
+             mem = \"64G\"\nconstraint = \"ib\"\nqos = \"debug\"\ngpus_per_task = 1\n\
+             gpu_bind = \"closest\"\nsbatch_args = [\"--mail-type=END\"]\n"
+        );
+        let s = parse_in(dir.path(), &text).unwrap();
+        assert_eq!(
+            s.submit.sbatch_flags(),
+            [
+                "--partition=p",
+                "--cpus-per-task=4",
+                "--mem=64G",
+                "--constraint=ib",
+                "--qos=debug",
+                "--gpus-per-task=1",
+                "--gpu-bind=closest",
+                "--exclusive",
+                "--mail-type=END"
+            ]
+        );
+        // Unset keys are not serialized: the run ids of scenarios that do not
+        // use them stay as they were (same cells, same key hashes).
+        let json = serde_json::to_string(&with_partition.submit).unwrap();
+        assert_eq!(json, r#"{"partition":"p","account":null,"time":null}"#);
+        assert_eq!(plain.cells, s.cells);
+        let err = |extra: &str| {
+            format!(
+                "{:#}",
+                parse_in(dir.path(), &format!("{base}[submit]\n{extra}\n")).unwrap_err()
+            )
+        };
+        let e = err("gpus_per_task = 1\ngpus_per_node = 4");
+        assert!(
+            e.contains("gpus_per_task = 1 with gpus_per_node = 4: give one"),
+            "{e}"
+        );
+        let e = err("sbatch_args = [\"--nodes=3\"]");
+        assert!(e.contains("hybrun sets --nodes itself"), "{e}");
+        let e = err("sbatch_args = [\"hostname\"]");
+        assert!(e.contains("not an option"), "{e}");
+        let e = err("cpus_per_task = 0");
+        assert!(e.contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,43 @@ pub(super) fn fabric_guard(
     Ok(())
 }
 
+/// `-c N`: OMP_NUM_THREADS=N, so that an MPI+OpenMP rank runs as many threads
+/// as it has CPUs. Over the site's and the profile's value (the job's shape is
+/// more specific), under the user's: `--env` (applied later) and the
+/// environment hybrun runs in are kept.
+pub(super) fn threads(
+    ctx: &RankContext<'_>,
+    changes: &mut Changes<'_>,
+    notes: &mut Notes,
+) -> Result<(), LaunchError> {
+    let Some(cpus) = ctx.req.geometry.cpus_per_task else {
+        return Ok(());
+    };
+    let by_user = ctx
+        .req
+        .env
+        .iter()
+        .filter_map(|a| env::parse_assignment(a).ok())
+        .any(|(n, _)| n == "OMP_NUM_THREADS");
+    if by_user {
+        notes
+            .notes
+            .push("OMP_NUM_THREADS: --env's value kept (not --cpus-per-task's)".into());
+    } else if let Some(v) = ctx.host.var("OMP_NUM_THREADS") {
+        notes.notes.push(format!(
+            "OMP_NUM_THREADS={v} kept as set in the environment hybrun runs in (not \
+             --cpus-per-task's {cpus})"
+        ));
+    } else {
+        changes.set(
+            "OMP_NUM_THREADS",
+            cpus.to_string().into(),
+            "--cpus-per-task",
+        )?;
+    }
+    Ok(())
+}
+
 /// The user's `--env` and `--unset`, last, so they win.
 pub(super) fn user(ctx: &RankContext<'_>, changes: &mut Changes<'_>) -> Result<(), LaunchError> {
     for assignment in &ctx.req.env {

@@ -23,7 +23,9 @@ pub(super) fn nvidia(
     notes: &mut Notes,
 ) -> Result<bool, LaunchError> {
     let req = ctx.req;
-    let wants_gpus = req.nv || req.geometry.gpus_per_node.is_some_and(|n| n > 0);
+    let wants_gpus = req.nv
+        || req.geometry.gpus_per_node.is_some_and(|n| n > 0)
+        || req.geometry.gpus_per_task.is_some_and(|n| n > 0);
     let vendor = ctx.site.config.gpu.vendor.unwrap_or(GpuVendor::Nvidia);
     if wants_gpus && matches!(runtime, Runtime::Charliecloud { .. }) {
         let message = "ch-run has no --nv: GPU libraries must be in the image (ch-fromhost \
@@ -53,6 +55,15 @@ pub(super) fn one_per_rank(
     notes: &mut Notes,
 ) -> Result<(), LaunchError> {
     let wanted = nvidia && ctx.role == Role::Rank && ctx.site.config.gpu.per_rank.unwrap_or(true);
+    // With --gpus-per-task srun binds each task to its own GPUs (Slurm's
+    // implicit --gpu-bind=per_task:N): narrowing that list to one GPU would
+    // take the rank's other GPUs away.
+    if wanted && ctx.host.var("SLURM_GPUS_PER_TASK").is_some() {
+        notes.notes.push(
+            "GPUs per rank: srun --gpus-per-task set the rank's CUDA_VISIBLE_DEVICES; kept".into(),
+        );
+        return Ok(());
+    }
     let Some((device, why)) = wanted.then(|| gpu_for_rank(ctx.host)).flatten() else {
         return Ok(());
     };

@@ -20,7 +20,7 @@ pub(super) fn plan(
     host: &Host,
     notes: &mut Notes,
 ) -> Result<Launcher, LaunchError> {
-    let kind = launcher_kind(req, site, mode)?;
+    let kind = launcher_kind(req, site, mode, profile, host, notes)?;
     let mpi = match kind {
         LauncherKind::Srun => {
             let choice = pmi::choose(req.mpi, profile_pmi(profile), req.force)?;
@@ -61,7 +61,14 @@ fn profile_pmi(profile: &Profile) -> Option<(&str, MpiFlavour, Option<MpiPlugin>
         .map(|(name, p)| (name.as_str(), p.flavour, p.pmi))
 }
 
-fn launcher_kind(req: &Request, site: &Site, mode: Mode) -> Result<LauncherKind, LaunchError> {
+fn launcher_kind(
+    req: &Request,
+    site: &Site,
+    mode: Mode,
+    profile: &Profile,
+    host: &Host,
+    notes: &mut Notes,
+) -> Result<LauncherKind, LaunchError> {
     if mode == Mode::Inside {
         if let Some(kind) = req.launcher.filter(|k| *k != LauncherKind::None) {
             return Err(LaunchError::Refused {
@@ -74,10 +81,35 @@ fn launcher_kind(req: &Request, site: &Site, mode: Mode) -> Result<LauncherKind,
         }
         return Ok(LauncherKind::None);
     }
-    if let Some(kind) = req.launcher {
+    if let Some(kind) = req.launcher.or(site.config.launcher.kind) {
         return Ok(kind);
     }
-    Ok(site.config.launcher.kind.unwrap_or(LauncherKind::Srun))
+    Ok(without_slurm(site, profile, host, notes).unwrap_or(LauncherKind::Srun))
+}
+
+/// Where there is no Slurm (no srun on PATH, and no srun program named by
+/// the site), the MPI profile's own mpiexec: hydra for the MPICH family, Open
+/// MPI's for Open MPI, which is what a user would type there. Without a
+/// profile the flavour is unknown, so srun stays and its absence is the error
+/// that asks for `--launcher`.
+fn without_slurm(
+    site: &Site,
+    profile: &Profile,
+    host: &Host,
+    notes: &mut Notes,
+) -> Option<LauncherKind> {
+    let srun = site.config.launcher.program.as_deref().unwrap_or("srun");
+    if host.which(srun).is_some() {
+        return None;
+    }
+    let (name, p) = profile.as_ref()?;
+    let kind = p.flavour.mpiexec();
+    notes.notes.push(format!(
+        "launcher {kind}: no Slurm here ({srun} not on PATH) and no --launcher or site \
+         [launcher] kind, so the MPI profile {name}'s ({}) own mpiexec starts the ranks",
+        p.flavour
+    ));
+    Some(kind)
 }
 
 /// hydra cannot start Open MPI ranks (no PMIx server) and Open MPI's mpiexec

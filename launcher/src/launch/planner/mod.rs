@@ -119,6 +119,8 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     let mode = mode_of(req);
     let profile = profile(req, &site)?;
     req.geometry.check()?;
+    where_allowed(req, &site, host, &mut notes)?;
+    cpus_fit(req, host)?;
     let launcher = launcher::plan(req, &site, mode, &profile, host, &mut notes)?;
     let ctx = RankContext {
         site: &site,
@@ -144,6 +146,7 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     let mut notes = Notes::default();
     let mode = mode_of(req);
     let profile = profile(req, &site)?;
+    where_allowed(req, &site, host, &mut notes)?;
     let ctx = RankContext {
         site: &site,
         host,
@@ -204,6 +207,51 @@ fn finish(
         gate: notes.gate,
         fabric_guard: notes.fabric_guard,
         cpu_binding: None,
+    }
+}
+
+/// The site's rule for where containers run: with `[launcher] login_nodes =
+/// false`, only inside a Slurm allocation. A dry run launches nothing, so it
+/// only warns (it is how a user prepares the job on the login node).
+fn where_allowed(
+    req: &Request,
+    site: &Site,
+    host: &Host,
+    notes: &mut Notes,
+) -> Result<(), LaunchError> {
+    if site.config.launcher.login_nodes != Some(false) || host.var("SLURM_JOB_ID").is_some() {
+        return Ok(());
+    }
+    let message = format!(
+        "{} allows no launches outside a Slurm allocation ([launcher] login_nodes = false) \
+         and SLURM_JOB_ID is not set: get one first, `salloc -N NODES` for interactive \
+         work or `sbatch SCRIPT` for a batch job, and run hybrun inside it",
+        site.label()
+    );
+    if req.dry_run {
+        notes.warnings.push(message);
+        return Ok(());
+    }
+    Err(LaunchError::Refused { message })
+}
+
+/// `-c` no larger than the CPUs Slurm gave this node, when run inside an
+/// allocation (elsewhere the node's size is not known before srun asks).
+fn cpus_fit(req: &Request, host: &Host) -> Result<(), LaunchError> {
+    let Some(cpus) = req.geometry.cpus_per_task else {
+        return Ok(());
+    };
+    let on_node = host
+        .var("SLURM_CPUS_ON_NODE")
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match on_node {
+        Some(n) if cpus > n => Err(LaunchError::Geometry {
+            why: format!(
+                "--cpus-per-task {cpus} is more than the {n} CPUs of this allocation's node \
+                 (SLURM_CPUS_ON_NODE): ask for fewer, or for larger nodes with salloc/sbatch"
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 

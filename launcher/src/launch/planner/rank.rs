@@ -44,6 +44,9 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         }
     }
     let runtime = runtime::resolve(ctx, notes)?;
+    if let Some(warning) = crate::launch::runtime::flags::check_args(&runtime, &req.runtime_args)? {
+        notes.warnings.push(warning);
+    }
     let image = image::checked(ctx, &runtime, notes)?;
     // The image's contents, opened at most once and only when a cache entry is
     // missing: by the gate, and by bind mode (its LD_LIBRARY_PATH).
@@ -79,6 +82,7 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
             join = join_from_env(ctx.host);
         }
     }
+    environment::threads(ctx, &mut changes, notes)?;
     let mount = match (&runtime, &image) {
         (Runtime::Charliecloud { .. }, Some(img))
             if matches!(img.kind, ImageKind::Sif | ImageKind::Squashfs) =>
@@ -126,6 +130,8 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         mount,
         inside,
         pwd: req.pwd.clone(),
+        runtime_args: req.runtime_args.clone(),
+        interactive: req.interactive,
         command: req.command.clone(),
     };
     Ok(Parts {

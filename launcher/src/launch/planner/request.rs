@@ -41,6 +41,10 @@ pub struct Request {
     pub no_cpu_bind: bool,
     /// `--pwd DIR`: the ranks' working directory (absolute, existing).
     pub pwd: Option<PathBuf>,
+    /// `--runtime-arg ARG` as given.
+    pub runtime_args: Vec<OsString>,
+    /// `hybrun shell`: the runtime's interactive shell.
+    pub interactive: bool,
     pub dry_run: bool,
     pub image: Option<PathBuf>,
     pub command: Vec<OsString>,

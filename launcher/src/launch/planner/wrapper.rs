@@ -91,7 +91,8 @@ fn placement_reasons(ctx: &RankContext<'_>, kind: LauncherKind, rank: &RankPlan)
         return Vec::new();
     }
     let mut reasons = Vec::new();
-    if rank.nvidia && gpu.per_rank.unwrap_or(true) {
+    // With --gpus-per-task srun itself gives each rank its GPUs.
+    if rank.nvidia && gpu.per_rank.unwrap_or(true) && ctx.req.geometry.gpus_per_task.is_none() {
         reasons.push(
             "one GPU per rank ([gpu] per_rank): the rank's GPU comes from its local rank"
                 .to_owned(),
@@ -191,6 +192,15 @@ fn exec_args(ctx: &RankContext<'_>, rank: &RankPlan, mpi: Option<MpiPlugin>) -> 
     }
     if let Some(dir) = &req.pwd {
         pair("--pwd", dir.clone().into_os_string());
+    }
+    if let Some(cpus) = req.geometry.cpus_per_task {
+        pair("--cpus-per-task", cpus.to_string().into());
+    }
+    for arg in &req.runtime_args {
+        // One word, so that clap never reads the flag as one of exec's own.
+        let mut word = OsString::from("--runtime-arg=");
+        word.push(arg);
+        args.push(word);
     }
     if rank.nvidia {
         args.push("--nv".into());

@@ -7,8 +7,11 @@
 //! it to local ranks only; each variable the rank command sets is also exported
 //! by name with `-x NAME` so that ranks on other nodes get it.
 //!
-//! Geometry that mpiexec cannot honour (time, partition, account, GPUs) is
-//! refused rather than dropped: those need srun.
+//! Geometry that mpiexec cannot honour (time, partition, account, GPUs, memory,
+//! constraints, QOS, job name, exclusive nodes, srun options) is refused rather
+//! than dropped: those need srun. CPUs per rank have an equivalent in both:
+//! hydra `-bind-to core:N`, Open MPI `--map-by slot:PE=N` (each rank bound to
+//! N cores, as srun `-c N` gives it N CPUs).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,6 +27,14 @@ fn common(plan: &LaunchPlan, launcher: &'static str) -> Result<(u32, PathBuf), L
         ("--partition", g.partition.is_some()),
         ("--account", g.account.is_some()),
         ("--gpus-per-node", g.gpus_per_node.is_some()),
+        ("--gpus-per-task", g.gpus_per_task.is_some()),
+        ("--gpu-bind", g.gpu_bind.is_some()),
+        ("--exclusive", g.exclusive),
+        ("--mem", g.mem.is_some()),
+        ("--constraint", g.constraint.is_some()),
+        ("--qos", g.qos.is_some()),
+        ("--job-name", g.job_name.is_some()),
+        ("--srun-arg", !g.srun_args.is_empty()),
     ] {
         if given {
             return Err(LaunchError::LauncherFlag { launcher, flag });
@@ -53,6 +64,10 @@ pub fn render_hydra(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered, L
         argv.push("-ppn".into());
         argv.push(ppn.to_string().into());
     }
+    if let Some(cpus) = plan.geometry.cpus_per_task {
+        argv.push("-bind-to".into());
+        argv.push(format!("core:{cpus}").into());
+    }
     argv.extend(per_rank.argv);
     Ok(Rendered {
         env_unset: per_rank.env_unset,
@@ -71,6 +86,10 @@ pub fn render_openmpi(plan: &LaunchPlan, per_rank: Rendered) -> Result<Rendered,
     if let Some(ppn) = plan.geometry.ntasks_per_node {
         argv.push("--npernode".into());
         argv.push(ppn.to_string().into());
+    }
+    if let Some(cpus) = plan.geometry.cpus_per_task {
+        argv.push("--map-by".into());
+        argv.push(format!("slot:PE={cpus}").into());
     }
     if plan.launcher.oversubscribe {
         argv.push("--oversubscribe".into());

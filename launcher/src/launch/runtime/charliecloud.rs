@@ -65,6 +65,8 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
             (_, EnvOp::Unset) => out.unset(&change.name),
         }
     }
+    // The user's flags last, checked when planned (runtime::flags).
+    argv.extend(rank.runtime_args.iter().cloned());
     // A SquashFS image runs from its per-node mount (ch-run cannot open a
     // SquashFS at an offset).
     let image = rank

@@ -1,6 +1,7 @@
 //! Runtime backends: a [`RankPlan`] rendered into the command that runs one rank.
 
 pub mod charliecloud;
+pub mod flags;
 pub mod native;
 pub mod singularity;
 

@@ -37,7 +37,9 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
         runtime: rank.runtime.kind(),
     })?;
     let mut out = Rendered::default();
-    let mut argv: Vec<OsString> = vec![program.as_os_str().to_owned(), "exec".into()];
+    // `shell` takes the same flags as `exec` and starts the image's shell.
+    let subcommand = if rank.interactive { "shell" } else { "exec" };
+    let mut argv: Vec<OsString> = vec![program.as_os_str().to_owned(), subcommand.into()];
     if rank.nvidia {
         argv.push("--nv".into());
     }
@@ -62,8 +64,12 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
         }
     }
     apply_environment(&rank.runtime, &rank.env, &mut out);
+    // The user's flags last, checked when planned (runtime::flags).
+    argv.extend(rank.runtime_args.iter().cloned());
     argv.push(image.as_os_str().to_owned());
-    argv.extend(rank.payload());
+    if !rank.interactive {
+        argv.extend(rank.payload());
+    }
     out.argv = argv;
     Ok(out)
 }
