@@ -551,7 +551,7 @@ fn srun_absent_is_an_error_when_not_dry_run() {
 }
 
 #[test]
-fn charliecloud_skips_the_image_policy_and_refuses_sif() {
+fn charliecloud_skips_the_image_policy_and_refuses_an_unreadable_sif() {
     let w = World::new();
     let dir_image = w.root.join("allowed_evil/img");
     std::fs::create_dir_all(dir_image.join("opt")).expect("mkdir");
@@ -592,8 +592,81 @@ fn charliecloud_skips_the_image_policy_and_refuses_sif() {
         "--",
         "/x",
     ]);
+    // ch-run runs a SIF from its partition's per-node mount: a SIF without a
+    // readable partition is refused before anything is mounted.
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not SIF files"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read image") && stderr(&out).contains("app.sif"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// ch-run with a SIF: the dry run says what each node mounts where (the
+/// partition's offset, the per-node directory) and that the ranks need `hybrun
+/// exec` to join it; `--per-rank direct` is refused with the reason.
+#[test]
+fn charliecloud_dry_run_shows_the_per_node_mount_of_a_sif() {
+    let w = World::new();
+    let images = test_images::images().expect("the test images");
+    let sif = images.join("mpich.sif");
+    let args = |extra: &[&'static str]| {
+        let mut a: Vec<String> = [
+            "run",
+            "--site",
+            w.site(),
+            "--runtime",
+            "charliecloud",
+            "--mpi-profile",
+            "mpich",
+            "--launcher",
+            "srun",
+            "-N",
+            "2",
+            "-n",
+            "4",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a.push(sif.to_str().expect("utf-8").to_owned());
+        a.extend(["--".to_owned(), "/app/x".to_owned()]);
+        a
+    };
+    let run = |extra: &[&'static str]| {
+        let a = args(extra);
+        w.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run(&["--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "image mount: squashfuse -f -o offset=",
+        "<job>.<step>.<node>",
+        "per rank: hybrun exec: the SquashFS image is mounted once per node",
+        "hybrun exec",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    let out = run(&["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mount = &doc["plan"]["rank"]["mount"];
+    assert!(mount["offset"].as_u64() > Some(0), "{mount}");
+    assert!(
+        mount["mountpoint"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("/root")),
+        "{mount}"
+    );
+    let out = run(&["--dry-run", "--per-rank", "direct"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--per-rank direct cannot run a SquashFS or SIF image"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -114,6 +114,7 @@ fn rank(runtime: Runtime, mode: Mode, flavour: MpiFlavour) -> RankPlan {
         env: changes,
         nvidia: false,
         join: None,
+        mount: None,
         inside: (mode == Mode::Inside).then(|| InsideLauncher {
             program: match flavour {
                 MpiFlavour::Openmpi => "mpiexec",

@@ -65,6 +65,10 @@ enum Command {
     Compare(campaign::CompareArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, ...).
     Completions(docs::CompletionsArgs),
+    /// Internal (started by `hybrun exec`): holds one node's mount of a
+    /// SquashFS image for ch-run until the node's last rank ends.
+    #[command(hide = true)]
+    HoldMount(run::HoldMountArgs),
     /// Write the manual pages (hybrun.1, hybrun-run.1, ...) into a directory.
     Man(docs::ManArgs),
 }
@@ -82,6 +86,7 @@ pub fn main() -> i32 {
         Some(Command::Report(args)) => campaign::report(args),
         Some(Command::Compare(args)) => campaign::compare(args),
         Some(Command::Completions(args)) => docs::completions(&args),
+        Some(Command::HoldMount(args)) => run::hold_mount(&args),
         Some(Command::Man(args)) => docs::man(&args),
         None => {
             eprintln!("hybrun: no command given; see `hybrun --help`");

@@ -415,6 +415,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Records, runs and waits; exits with the job's status.
 fn launch(planned: &Planned, command: &Rendered, host: &Host) -> anyhow::Result<()> {
+    // No launcher: this process starts the only rank, so it holds the mount.
+    let _users = match planned.plan.per_rank {
+        hybrun::launch::plan::PerRank::Direct => enter_mount(&planned.plan.rank)?,
+        hybrun::launch::plan::PerRank::Wrapper { .. } => None,
+    };
     let mut record = Record::new(planned, command, host)?;
     let dir = record::record_dir(planned, host)?;
     let name = record.file_name();
@@ -476,6 +481,34 @@ fn restore_signals(previous: Handlers) {
     }
 }
 
+/// Arguments of the internal `hybrun hold-mount`.
+#[derive(clap::Args)]
+pub struct HoldMountArgs {
+    /// Where the SquashFS starts in the image.
+    #[arg(long)]
+    pub offset: u64,
+    /// The node's and job's directory (locks, holder file, mount point).
+    #[arg(long)]
+    pub dir: PathBuf,
+    pub image: PathBuf,
+}
+
+/// `hybrun hold-mount`.
+pub fn hold_mount(args: &HoldMountArgs) -> anyhow::Result<()> {
+    hybrun::launch::image_mount::hold(&args.image, args.offset, &args.dir)?;
+    Ok(())
+}
+
+/// Joins the rank's node mount (if any): the lock it returns must live until
+/// the exec or the end of the job.
+fn enter_mount(rank: &hybrun::launch::plan::RankPlan) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(mount) = &rank.mount else {
+        return Ok(None);
+    };
+    let me = std::env::current_exe()?;
+    Ok(Some(hybrun::launch::image_mount::enter(mount, &me)?))
+}
+
 /// `hybrun shell`: planned as one rank of `exec` in hybrid mode (the image's
 /// own software, the site's binds and environment, the image policy), without
 /// the MPI checks (no MPI runs) or a CPU binding (the shell gets what the
@@ -509,6 +542,7 @@ pub fn shell(args: ShellArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return print_dry_run(&planned, &command, "shell");
     }
+    let _users = enter_mount(&planned.plan.rank)?;
     use std::os::unix::process::CommandExt;
     let error = command.command()?.exec();
     Err(LaunchError::Spawn {
@@ -555,6 +589,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let _users = enter_mount(&planned.plan.rank)?;
     use std::os::unix::process::CommandExt;
     let error = command.command()?.exec();
     Err(LaunchError::Spawn {

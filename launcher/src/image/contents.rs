@@ -467,6 +467,23 @@ impl Seek for FileReader<'_> {
 
 const SQUASHFS_MAGIC: &[u8] = b"hsqs";
 
+/// Where the SquashFS root file system lies in the image open as `file` (`len`
+/// bytes): `(offset, size)`, at 0 for a bare SquashFS, at the primary partition
+/// for a SIF (its descriptors read by the bounded SIF reader). What a per-node
+/// `squashfuse -o offset=N` mount needs, without opening the file system.
+pub fn squashfs_extent<R: Read + Seek>(
+    file: &mut R,
+    label: &str,
+    len: u64,
+) -> Result<(u64, u64), ImageError> {
+    let mut head = [0u8; 64];
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_error(label, "read the image", e))?;
+    let n = read_full(file, &mut head).map_err(|e| io_error(label, "read the image", e))?;
+    let (offset, size, _) = locate(&head[..n], file, label, len)?;
+    Ok((offset, size))
+}
+
 /// Where the SquashFS is in an image that starts with `head` (`len` bytes in
 /// all): at 0 for a bare SquashFS, at the primary partition for a SIF (whose
 /// descriptors are read from `file`).

@@ -23,6 +23,7 @@ pub mod cache;
 pub mod env;
 pub mod fabric_guard;
 pub mod gate;
+pub mod image_mount;
 pub mod plan;
 pub mod planner;
 pub mod pmi;

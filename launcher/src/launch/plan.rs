@@ -329,6 +329,23 @@ pub struct Join {
     pub tag: Option<String>,
 }
 
+/// ch-run with a SquashFS image: the per-node mount of the image (made and
+/// held by [`crate::launch::image_mount`]), as the plan and the record show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageMount {
+    #[serde(serialize_with = "ser_path")]
+    pub image: PathBuf,
+    /// Where the SquashFS starts in the image (0 for a `.sqfs`).
+    pub offset: u64,
+    pub size: u64,
+    /// The node's and job's directory (locks, holder, mount point).
+    #[serde(serialize_with = "ser_path")]
+    pub dir: PathBuf,
+    /// What ch-run is given: the mounted root file system.
+    #[serde(serialize_with = "ser_path")]
+    pub mountpoint: PathBuf,
+}
+
 /// For the `inside` mode: the mpiexec that runs in the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InsideLauncher {
@@ -352,6 +369,10 @@ pub struct RankPlan {
     pub nvidia: bool,
     /// ch-run `--join-ct`/`--join-tag`, once known (per rank, by `hybrun exec`).
     pub join: Option<Join>,
+    /// ch-run with a SquashFS image (SIF or `.sqfs`): the per-node mount it
+    /// runs from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<ImageMount>,
     pub inside: Option<InsideLauncher>,
     /// The working directory the rank starts in (`--pwd`); None: the
     /// launcher's, or the runtime's default in a container.

@@ -79,19 +79,12 @@ fn check_image(
     notes: &mut Notes,
 ) -> Result<CheckedImage, LaunchError> {
     let image = policy::open_image(path)?;
-    if matches!(runtime, Runtime::Charliecloud { .. })
-        && matches!(image.kind, ImageKind::Sif | ImageKind::File)
-    {
+    if matches!(runtime, Runtime::Charliecloud { .. }) && image.kind == ImageKind::File {
         return Err(LaunchError::Refused {
             message: format!(
-                "image {}: ch-run runs directory and SquashFS images, not {}; use the directory \
-                 or .sqfs form of the image",
+                "image {}: ch-run runs directory, SquashFS and SIF images, not this file; use \
+                 the directory, .sqfs or .sif form of the image",
                 path.display(),
-                if image.kind == ImageKind::Sif {
-                    "SIF files"
-                } else {
-                    "this file"
-                }
             ),
         });
     }

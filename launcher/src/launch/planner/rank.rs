@@ -10,6 +10,7 @@ use crate::launch::LaunchError;
 use crate::launch::bind::Bundle;
 use crate::launch::env::Changes;
 use crate::launch::gate::LazyImage;
+use crate::launch::image_mount::{ImageMount, MountKey};
 use crate::launch::plan::{Bind, InsideLauncher, Join, RankPlan, Runtime};
 use crate::launch::pmi;
 use crate::launch::policy::{CheckedImage, ImageKind};
@@ -82,6 +83,21 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         }
     }
     environment::threads(ctx, &mut changes, notes)?;
+    let mount = match (&runtime, &image) {
+        (Runtime::Charliecloud { .. }, Some(img))
+            if matches!(img.kind, ImageKind::Sif | ImageKind::Squashfs) =>
+        {
+            let key = match (ctx.role, ctx.launcher) {
+                (Role::Rank, _) => MountKey::Rank,
+                (_, Some(LauncherKind::None)) => MountKey::Alone,
+                _ => MountKey::NotYet,
+            };
+            let m = ImageMount::plan(img, ctx.host, key)?;
+            notes.notes.push(m.describe());
+            Some(m)
+        }
+        _ => None,
+    };
     environment::user(ctx, &mut changes)?;
     let nvidia = gpu::nvidia(ctx, &runtime, notes)?;
     gpu::one_per_rank(ctx, nvidia, &mut changes, notes)?;
@@ -111,6 +127,7 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         env,
         nvidia,
         join,
+        mount,
         inside,
         pwd: req.pwd.clone(),
         runtime_args: req.runtime_args.clone(),

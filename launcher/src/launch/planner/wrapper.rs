@@ -29,6 +29,14 @@ pub(super) fn per_rank(
         .per_rank
         .or(ctx.site.config.launcher.per_rank)
         .unwrap_or(PerRankChoice::Auto);
+    if choice == PerRankChoice::Direct && kind != LauncherKind::None && rank.mount.is_some() {
+        return Err(LaunchError::Refused {
+            message: "--per-rank direct cannot run a SquashFS or SIF image with ch-run: each \
+                      rank joins its node's image mount in hybrun exec; use --per-rank auto \
+                      (or wrapper), or the image's directory form"
+                .into(),
+        });
+    }
     if choice == PerRankChoice::Direct {
         if let Some(why) = placement.first() {
             return Err(LaunchError::Refused {
@@ -122,6 +130,13 @@ fn reasons(
         reasons.push(
             "ch-run --join-ct/--join-tag come from the rank's node and job (one container per \
              node; the tag unique per node and job)"
+                .to_owned(),
+        );
+    }
+    if rank.mount.is_some() && kind != LauncherKind::None {
+        reasons.push(
+            "the SquashFS image is mounted once per node: each rank joins its node's mount \
+             (started by the node's first rank, gone after its last)"
                 .to_owned(),
         );
     }

@@ -67,6 +67,12 @@ pub fn render(rank: &RankPlan, program: &Path) -> Result<Rendered, LaunchError> 
     }
     // The user's flags last, checked when planned (runtime::flags).
     argv.extend(rank.runtime_args.iter().cloned());
+    // A SquashFS image runs from its per-node mount (ch-run cannot open a
+    // SquashFS at an offset).
+    let image = rank
+        .mount
+        .as_ref()
+        .map_or(image.as_path(), |m| &m.mountpoint);
     argv.push(image.as_os_str().to_owned());
     argv.push("--".into());
     argv.extend(rank.payload());
