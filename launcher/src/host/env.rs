@@ -69,6 +69,31 @@ impl Host {
             .map(PathBuf::from)
     }
 
+    /// `JOB.STEP.NODE` of a Slurm job step on this node (None outside one):
+    /// unique per node and step, in characters safe in file and POSIX
+    /// semaphore names (letters, digits, `-`; anything else `_`). ch-run's
+    /// join tag and the per-node image mount are keyed by it.
+    pub fn slurm_node_step(&self) -> Option<String> {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        let job = self.var("SLURM_JOB_ID")?;
+        let step = self.var("SLURM_STEP_ID").unwrap_or_else(|| "0".into());
+        let node = self
+            .var("SLURMD_NODENAME")
+            .or_else(|| self.var("SLURM_NODEID"))
+            .unwrap_or_else(|| "node".into());
+        Some(format!("{}.{}.{}", clean(&job), clean(&step), clean(&node)))
+    }
+
     /// hybrun's cache directory (bind-mode closures and bundles).
     pub fn cache_dir(&self) -> Option<PathBuf> {
         self.var("XDG_CACHE_HOME")

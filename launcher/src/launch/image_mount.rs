@@ -99,24 +99,8 @@ fn base_dir() -> PathBuf {
 /// Unique per node and job step: Slurm's ids, else (mpiexec) the rank's parent,
 /// the launcher's proxy that started all of this node's ranks.
 fn node_key(host: &Host) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    if let Some(job) = host.var("SLURM_JOB_ID") {
-        let step = host.var("SLURM_STEP_ID").unwrap_or_else(|| "0".into());
-        let node = host
-            .var("SLURMD_NODENAME")
-            .or_else(|| host.var("SLURM_NODEID"))
-            .unwrap_or_else(|| "node".into());
-        return format!("{}.{}.{}", clean(&job), clean(&step), clean(&node));
+    if let Some(key) = host.slurm_node_step() {
+        return key;
     }
     let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
     // The parent's start time tells a reused pid apart.

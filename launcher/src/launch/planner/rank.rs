@@ -233,26 +233,8 @@ pub fn join_from_env(host: &Host) -> Option<Join> {
     if count <= 1 {
         return None;
     }
-    let tag = host.var("SLURM_JOB_ID").map(|job| {
-        let step = host.var("SLURM_STEP_ID").unwrap_or_else(|| "0".into());
-        let node = host
-            .var("SLURMD_NODENAME")
-            .or_else(|| host.var("SLURM_NODEID"))
-            .unwrap_or_else(|| "node".into());
-        // Only characters that are safe in a POSIX semaphore name.
-        let clean = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
-        format!("hybrun.{}.{}.{}", clean(&job), clean(&step), clean(&node))
-    });
+    // Only characters that are safe in a POSIX semaphore name.
+    let tag = host.slurm_node_step().map(|key| format!("hybrun.{key}"));
     Some(Join { count, tag })
 }
 
