@@ -404,7 +404,10 @@ pub fn library_version() -> String {
         ffi::MPI_Get_library_version(buf.as_mut_ptr() as *mut std::ffi::c_char, &mut len);
     }
     let n = (len.max(0) as usize).min(buf.len());
-    let full = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // Open MPI counts the terminating NUL in `len` (MPICH does not): the text
+    // ends at the first NUL, or a NUL byte lands in every CSV row.
+    let text = buf[..n].split(|&b| b == 0).next().unwrap_or(&[]);
+    let full = String::from_utf8_lossy(text).into_owned();
     // MPICH separates words with tabs; keep one space so CSV and tables stay tidy.
     full.lines()
         .next()

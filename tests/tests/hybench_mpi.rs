@@ -39,6 +39,12 @@ fn mpiexec_case(mpi: Mpi, ranks: u32, bench: &str, sizes: &str, expect: &[u64]) 
         .args(if ranks > 2 { OVERSUBSCRIBED } else { QUICK });
     let out = run_with_timeout(&cmd, LIMIT);
     assert!(out.status.success(), "{}", describe(&cmd, &out));
+    // Open MPI's library version string counts its NUL: none may reach the CSV.
+    assert!(
+        !out.stdout.contains(&0),
+        "a NUL byte in the CSV: {}",
+        describe(&cmd, &out)
+    );
     let rows = parse_rows(&String::from_utf8_lossy(&out.stdout));
     assert_rows_sane(&rows, bench, expect, ranks, mpi);
     assert!(
@@ -255,6 +261,12 @@ fn srun_case(mpi: Mpi, nodes: u32, ranks: u32, bench: &str, sizes: &str, expect:
         .args(if ranks > 2 { OVERSUBSCRIBED } else { QUICK });
     let out = run_with_timeout(&cmd, LIMIT);
     assert!(out.status.success(), "{}", describe(&cmd, &out));
+    // Open MPI's library version string counts its NUL: none may reach the CSV.
+    assert!(
+        !out.stdout.contains(&0),
+        "a NUL byte in the CSV: {}",
+        describe(&cmd, &out)
+    );
     let rows = parse_rows(&String::from_utf8_lossy(&out.stdout));
     assert_rows_sane(&rows, bench, expect, ranks, mpi);
     for r in &rows {
