@@ -443,10 +443,8 @@ impl Location {
         match self {
             Location::Median => median_in_place(values),
             Location::TrimmedMean => {
-                values.sort_by(f64::total_cmp);
-                let k = values.len() / 10;
-                let kept = &values[k..values.len() - k];
-                kept.iter().sum::<f64>() / kept.len() as f64
+                let per_side = values.len() / 10;
+                trimmed_mean(values, per_side)
             }
         }
     }
@@ -544,11 +542,7 @@ pub fn paired_median_interval(
     level: f64,
 ) -> Result<HeadlineCi, RatioError> {
     let sizes = check_shapes(num, den, level, true)?;
-    let logs: Vec<Vec<f64>> = num
-        .iter()
-        .zip(den)
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x / y).ln()).collect())
-        .collect();
+    let logs = log_ratios(num, den);
     let mut scratch = Vec::with_capacity(sizes);
     let mut per_round: Vec<f64> = logs
         .iter()
@@ -588,10 +582,23 @@ pub fn paired_median_interval(
 pub fn round_value(log_ratios: &[f64], scratch: &mut Vec<f64>) -> f64 {
     scratch.clear();
     scratch.extend_from_slice(log_ratios);
-    scratch.sort_by(f64::total_cmp);
-    let k = scratch.len() / 4;
-    let kept = &scratch[k..scratch.len() - k];
+    trimmed_mean(scratch, log_ratios.len() / 4)
+}
+
+/// The mean of `values` without the `per_side` lowest and highest (`values`
+/// reordered in place; `per_side` less than half of them).
+fn trimmed_mean(values: &mut [f64], per_side: usize) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let kept = &values[per_side..values.len() - per_side];
     kept.iter().sum::<f64>() / kept.len() as f64
+}
+
+/// ln(num / den) per round and size (rows of the same shape, checked).
+fn log_ratios(num: &[Vec<f64>], den: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    num.iter()
+        .zip(den)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x / y).ln()).collect())
+        .collect()
 }
 
 /// Percentile-bootstrap interval of a paired comparison: the geometric mean
@@ -614,11 +621,7 @@ pub fn bootstrap_paired_ratio(
     rng: &mut Rng,
 ) -> Result<HeadlineCi, RatioError> {
     let sizes = check_shapes(num, den, level, true)?;
-    let logs: Vec<Vec<f64>> = num
-        .iter()
-        .zip(den)
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x / y).ln()).collect())
-        .collect();
+    let logs = log_ratios(num, den);
     let per_size: Vec<f64> = (0..sizes)
         .map(|s| column_location(&logs, s, location).exp())
         .collect();
