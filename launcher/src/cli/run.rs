@@ -14,12 +14,54 @@ use hybrun::launch::{LaunchError, plan::Geometry};
 use hybrun::site::launcher::PerRankChoice;
 use hybrun_core::vocab::{LauncherKind, Mode, ModeChoice, MpiPlugin, RuntimeKind, Version};
 
-/// Options of both `run` and `exec`.
+/// What every command that starts a container takes (`run`, `exec`, `shell`):
+/// the site, the runtime, binds, environment and runtime flags.
 #[derive(Debug, Args)]
-pub struct CommonArgs {
+pub struct ContainerArgs {
     /// The site file (default: $HYBRUN_SITE, else /etc/hybrun/site.toml if present).
     #[arg(long, value_name = "FILE")]
     pub site: Option<PathBuf>,
+
+    /// The container runtime (default: the site's [runtime] kind, else singularity).
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+
+    /// The runtime's version, e.g. 3.6.4 (default: the site's, else asked from it).
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub runtime_version: Option<Version>,
+
+    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable; paths with ':' or ',' are
+    /// refused: the runtimes split on them).
+    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
+    pub binds: Vec<OsString>,
+
+    /// Set a variable in the ranks (`shell`: in the shell): NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<OsString>,
+
+    /// Remove a variable from the ranks (`shell`: from the shell) (repeatable).
+    #[arg(long = "unset", value_name = "NAME")]
+    pub unset: Vec<String>,
+
+    /// NVIDIA GPUs in the container (Singularity/Apptainer --nv), also without
+    /// --gpus-per-node.
+    #[arg(long)]
+    pub nv: bool,
+
+    /// A flag for the container runtime that hybrun does not model, before the
+    /// image (repeatable, in order; e.g. --runtime-arg=--contain, or
+    /// --runtime-arg=--overlay --runtime-arg=FILE). Refused when the runtime's
+    /// version lacks it, and for the flags hybrun sets itself (binds, env,
+    /// --nv, --pwd/--cd, --join*: use hybrun's own options).
+    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub runtime_args: Vec<OsString>,
+}
+
+/// Options of both `run` and `exec`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub container: ContainerArgs,
 
     /// native: no container; hybrid: the container's MPI, ranks started outside;
     /// bind: the host's MPI bound into the container; inside: mpiexec in the
@@ -30,14 +72,6 @@ pub struct CommonArgs {
     #[arg(long, value_enum)]
     pub mode: Option<ModeChoice>,
 
-    /// The container runtime (default: the site's [runtime] kind, else singularity).
-    #[arg(long, value_enum)]
-    pub runtime: Option<RuntimeKind>,
-
-    /// The runtime's version, e.g. 3.6.4 (default: the site's, else asked from it).
-    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
-    pub runtime_version: Option<Version>,
-
     /// The MPI profile ([mpi.NAME] in the site file): flavour, PMI, host library.
     #[arg(long, value_name = "NAME")]
     pub mpi_profile: Option<String>,
@@ -46,24 +80,6 @@ pub struct CommonArgs {
     /// Open MPI).
     #[arg(long, value_enum)]
     pub mpi: Option<MpiPlugin>,
-
-    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable; paths with ':' or ',' are
-    /// refused: the runtimes split on them).
-    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
-    pub binds: Vec<OsString>,
-
-    /// Set a variable in the ranks: NAME=VALUE (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    pub env: Vec<OsString>,
-
-    /// Remove a variable from the ranks (repeatable).
-    #[arg(long = "unset", value_name = "NAME")]
-    pub unset: Vec<String>,
-
-    /// NVIDIA GPUs in the container (Singularity/Apptainer --nv) even without
-    /// --gpus-per-node.
-    #[arg(long)]
-    pub nv: bool,
 
     /// Bind mode: the container directory for the host MPI libraries (default:
     /// the site's [runtime] bind_dir, else /opt/hybrun/host-mpi/lib).
@@ -99,14 +115,6 @@ pub struct CommonArgs {
     /// Apptainer --pwd, ch-run --cd; ch-run otherwise starts in /).
     #[arg(long, value_name = "DIR")]
     pub pwd: Option<PathBuf>,
-
-    /// A flag for the container runtime that hybrun does not model, before the
-    /// image (repeatable, in order; e.g. --runtime-arg=--contain, or
-    /// --runtime-arg=--overlay --runtime-arg=FILE). Refused when the runtime's
-    /// version lacks it, and for the flags hybrun sets itself (binds, env,
-    /// --nv, --pwd/--cd, --join*: use hybrun's own options).
-    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub runtime_args: Vec<OsString>,
 
     /// The image (SIF file, SquashFS or directory); none for --mode native.
     #[arg(value_name = "IMAGE")]
@@ -233,41 +241,12 @@ pub struct ExecArgs {
 /// Arguments of `hybrun shell`.
 #[derive(Debug, Args)]
 pub struct ShellArgs {
-    /// The site file (default: $HYBRUN_SITE, else /etc/hybrun/site.toml if present).
-    #[arg(long, value_name = "FILE")]
-    pub site: Option<PathBuf>,
-
-    /// The container runtime (default: the site's [runtime] kind, else singularity).
-    #[arg(long, value_enum)]
-    pub runtime: Option<RuntimeKind>,
-
-    /// The runtime's version, e.g. 3.6.4 (default: the site's, else asked from it).
-    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
-    pub runtime_version: Option<Version>,
-
-    /// Bind a host path: SRC[:DST[:ro|rw]] (repeatable).
-    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
-    pub binds: Vec<OsString>,
-
-    /// Set a variable in the shell: NAME=VALUE (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    pub env: Vec<OsString>,
-
-    /// Remove a variable from the shell (repeatable).
-    #[arg(long = "unset", value_name = "NAME")]
-    pub unset: Vec<String>,
-
-    /// NVIDIA GPUs in the container (Singularity/Apptainer --nv).
-    #[arg(long)]
-    pub nv: bool,
+    #[command(flatten)]
+    pub container: ContainerArgs,
 
     /// The shell's working directory (an existing absolute path).
     #[arg(long, value_name = "DIR")]
     pub pwd: Option<PathBuf>,
-
-    /// A runtime flag hybrun does not model (repeatable; checked as for `run`).
-    #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub runtime_args: Vec<OsString>,
 
     /// Print the command instead of running it.
     #[arg(long)]
@@ -285,18 +264,18 @@ fn parse_version(text: &str) -> Result<Version, String> {
 
 fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
     Request {
-        site: common.site.clone(),
+        site: common.container.site.clone(),
         mode: common.mode.and_then(ModeChoice::mode),
-        runtime: common.runtime,
-        runtime_version: common.runtime_version,
+        runtime: common.container.runtime,
+        runtime_version: common.container.runtime_version,
         launcher: None,
         mpi_profile: common.mpi_profile.clone(),
         mpi: common.mpi,
         geometry,
-        binds: common.binds.clone(),
-        env: common.env.clone(),
-        unset: common.unset.clone(),
-        nv: common.nv,
+        binds: common.container.binds.clone(),
+        env: common.container.env.clone(),
+        unset: common.container.unset.clone(),
+        nv: common.container.nv,
         per_rank: None,
         bind_dir: common.bind_dir.clone(),
         oversubscribe: false,
@@ -305,7 +284,7 @@ fn request(common: &CommonArgs, geometry: Geometry, dry_run: bool) -> Request {
         skip_gate: false,
         no_cpu_bind: common.no_cpu_bind,
         pwd: common.pwd.clone(),
-        runtime_args: common.runtime_args.clone(),
+        runtime_args: common.container.runtime_args.clone(),
         interactive: false,
         dry_run,
         image: common.image.clone(),
@@ -514,20 +493,21 @@ fn enter_mount(rank: &hybrun::launch::plan::RankPlan) -> anyhow::Result<Option<s
 /// the MPI checks (no MPI runs) or a CPU binding (the shell gets what the
 /// allocation gave), then the runtime's shell replaces hybrun.
 pub fn shell(args: ShellArgs) -> anyhow::Result<()> {
+    let c = args.container;
     let req = Request {
-        site: args.site,
+        site: c.site,
         mode: Some(Mode::Hybrid),
-        runtime: args.runtime,
-        runtime_version: args.runtime_version,
+        runtime: c.runtime,
+        runtime_version: c.runtime_version,
         mpi: Some(MpiPlugin::None),
-        binds: args.binds,
-        env: args.env,
-        unset: args.unset,
-        nv: args.nv,
+        binds: c.binds,
+        env: c.env,
+        unset: c.unset,
+        nv: c.nv,
         skip_gate: true,
         no_cpu_bind: true,
         pwd: args.pwd,
-        runtime_args: args.runtime_args,
+        runtime_args: c.runtime_args,
         interactive: true,
         dry_run: args.dry_run,
         image: Some(args.image),
