@@ -30,6 +30,7 @@ use super::LaunchError;
 pub use super::plan::ImageMount;
 use super::policy::CheckedImage;
 use crate::host::Host;
+use rustix::fs::FlockOperation;
 
 /// How long a holder waits for squashfuse's mount to appear.
 const MOUNT_WAIT: Duration = Duration::from_secs(60);
@@ -158,7 +159,7 @@ fn users_lock(dir: &Path) -> Result<File, LaunchError> {
             Err(_) if !dir.is_dir() => continue,
             Err(e) => return Err(e),
         };
-        flock(&file, libc::LOCK_SH).map_err(|e| refused("lock", dir, e))?;
+        flock(&file, FlockOperation::LockShared).map_err(|e| refused("lock", dir, e))?;
         let held = file.metadata().map_err(|e| refused("inspect", &path, e))?;
         match fs::symlink_metadata(&path) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
@@ -183,15 +184,13 @@ fn open_lock(path: &Path) -> Result<File, LaunchError> {
         .map_err(|e| refused("open", path, e))
 }
 
-fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
+/// flock(2), as the store and the campaign take theirs (rustix), again when a
+/// signal interrupts the wait.
+fn flock(file: &File, op: FlockOperation) -> std::io::Result<()> {
     loop {
-        // SAFETY: flock(2) on a descriptor this File owns.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::fs::flock(file, op) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other.map_err(Into::into),
         }
     }
 }
@@ -220,7 +219,7 @@ fn live_holder(dir: &Path) -> Option<i32> {
 pub fn enter(mount: &ImageMount, hybrun: &Path) -> Result<File, LaunchError> {
     let users = users_lock(&mount.dir)?;
     let setup = open_lock(&mount.dir.join("setup"))?;
-    flock(&setup, libc::LOCK_EX).map_err(|e| refused("lock", &mount.dir, e))?;
+    flock(&setup, FlockOperation::LockExclusive).map_err(|e| refused("lock", &mount.dir, e))?;
     let pid = match live_holder(&mount.dir) {
         Some(pid) => pid,
         None => start_holder(mount, hybrun)?,
@@ -378,8 +377,7 @@ pub fn hold(image: &Path, offset: u64, dir: &Path) -> Result<(), LaunchError> {
     }
     let users = open_lock(&dir.join("users"))?;
     loop {
-        // SAFETY: flock(2) on a descriptor this File owns.
-        if unsafe { libc::flock(users.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if flock(&users, FlockOperation::NonBlockingLockExclusive).is_ok() {
             break;
         }
         if let Ok(Some(_)) = fuse.try_wait() {
