@@ -281,7 +281,7 @@ impl<'de> serde::Deserialize<'de> for Version {
 /// variables it has. The renderer emits only what every dialect has (`exec`,
 /// `-B`, `--nv`, `SINGULARITYENV_*`), so the dialect is recorded for people and
 /// checked by the tests against each version's real flag list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dialect {
     /// 3.0 to 3.5: no `--env`/`--env-file`.

@@ -172,11 +172,20 @@ fn launcher_env(r: &LaunchRecord) -> BTreeMap<String, String> {
             _ => vec![],
         })
         .collect();
+    // The rank's plan, handed to `hybrun exec` in HYBRUN_RANK_PLAN, reaches
+    // the ranks through it too (its rank part differs by the container).
     r.env
         .iter()
-        .filter(|(k, _)| !delivered.contains(k))
+        .filter(|(k, _)| !delivered.contains(k) && k != "HYBRUN_RANK_PLAN")
         .cloned()
         .collect()
+}
+
+/// Whether the launch handed its ranks their plan (and what the ranks add).
+fn handed_facts(r: &LaunchRecord) -> Option<serde_json::Value> {
+    let (_, text) = r.env.iter().find(|(k, _)| k == "HYBRUN_RANK_PLAN")?;
+    let plan: serde_json::Value = serde_json::from_str(text).expect("a JSON rank plan");
+    Some(plan["facts"].clone())
 }
 
 /// hybench's arguments after the program, with the per-launch output paths
@@ -283,6 +292,15 @@ fn native_and_container_launches_differ_only_in_the_container_part() {
                 launcher_env(native),
                 launcher_env(container),
                 "{mode}: the launcher's own environment differs from native's"
+            );
+            // Both hand their ranks the plan, and the ranks add the same
+            // placement facts (CPUs near the site's NIC) in every mode.
+            let (native_facts, facts) = (handed_facts(native), handed_facts(container));
+            assert!(native_facts.is_some(), "native hands no rank plan");
+            assert_eq!(
+                native_facts.map(|f| f["cpu_binding"].clone()),
+                facts.map(|f| f["cpu_binding"].clone()),
+                "{mode}"
             );
             // The rank command runs the image's hybench with the same arguments.
             let payload = container

@@ -1895,3 +1895,119 @@ fn auto_mode_chooses_bind_or_hybrid_and_says_why() {
     assert!(!text.contains("(auto)"), "{text}");
     assert_eq!(note(&doc), "");
 }
+
+/// `hybrun run` hands each rank its plan (HYBRUN_RANK_PLAN, with `exec
+/// --from-run`): the rank gets the command it would plan itself, its own facts
+/// (ch-run's join, PMIx glue under the user's --env) included, without the site
+/// file or the image; without the plan it plans itself and says so.
+#[test]
+fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
+    let w = World::new();
+    w.fake("ch-run");
+    let image = w.root.join("img");
+    std::fs::create_dir_all(&image).expect("mkdir");
+    with_mpi(&image);
+    let out = w.run(&[
+        "run",
+        "--json",
+        "--site",
+        w.site(),
+        "--launcher",
+        "srun",
+        "-N",
+        "2",
+        "-n",
+        "4",
+        "--runtime",
+        "charliecloud",
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "--env",
+        "PMIX_MCA_psec=mine",
+        image.to_str().expect("utf-8"),
+        "--",
+        "/app/x",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let args: Vec<String> = doc["plan"]["per_rank"]["args"]
+        .as_array()
+        .expect("the wrapper's arguments")
+        .iter()
+        .map(|a| a.as_str().expect("text").to_owned())
+        .collect();
+    assert!(args.contains(&"--from-run".to_owned()), "{args:?}");
+    let handed = doc["command"]["env_set"]
+        .as_array()
+        .expect("env_set")
+        .iter()
+        .find(|pair| pair[0] == "HYBRUN_RANK_PLAN")
+        .map(|pair| pair[1].as_str().expect("text").to_owned())
+        .expect("the plan in the launcher's environment");
+    let notes = doc["plan"]["notes"].to_string();
+    assert!(
+        notes.contains("reaches every rank in HYBRUN_RANK_PLAN"),
+        "{notes}"
+    );
+
+    let server = w.root.join("spool/pmix.7.0");
+    std::fs::create_dir_all(&server).expect("mkdir");
+    let rank = |args: &[String], plan: Option<&str>| {
+        let mut words: Vec<&str> = vec!["exec", "--json"];
+        words.extend(args[1..].iter().map(String::as_str));
+        let mut command = w.hybrun(&words);
+        command
+            .env("SLURM_STEP_TASKS_PER_NODE", "2(x2)")
+            .env("SLURM_NODEID", "1")
+            .env("SLURM_JOB_ID", "42")
+            .env("SLURM_STEP_ID", "0")
+            .env("SLURMD_NODENAME", "node2")
+            .env("PMIX_NAMESPACE", "slurm.pmix.7.0")
+            .env("PMIX_RANK", "3")
+            .env("PMIX_SECURITY_MODE", "native")
+            .env("PMIX_SERVER_TMPDIR", &server);
+        if let Some(plan) = plan {
+            command.env("HYBRUN_RANK_PLAN", plan);
+        }
+        command.output().expect("runs")
+    };
+    let itself: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--from-run")
+        .cloned()
+        .collect();
+    let planned = rank(&itself, None);
+    assert!(planned.status.success(), "{}", stderr(&planned));
+    let planned: serde_json::Value = serde_json::from_slice(&planned.stdout).expect("json");
+    let got = rank(&args, Some(&handed));
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(stderr(&got).is_empty(), "{}", stderr(&got));
+    let got: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
+    assert_eq!(got["command"], planned["command"]);
+    let line = got["shell"].as_str().expect("shell line");
+    for part in [
+        "--join-ct=2 --join-tag=hybrun.42.0.node2",
+        "--set-env=PMIX_MCA_psec=mine",
+        "--set-env=PMIX_MCA_gds=hash",
+    ] {
+        assert!(line.contains(part), "{part}: {line}");
+    }
+
+    // The handed rank reads neither the site file nor the image; planning
+    // itself needs both.
+    std::fs::remove_file(&w.site).expect("rm site");
+    std::fs::remove_dir_all(&image).expect("rm image");
+    let got = rank(&args, Some(&handed));
+    assert!(got.status.success(), "{}", stderr(&got));
+    let got: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
+    assert_eq!(got["command"], planned["command"]);
+    let without = rank(&args, None);
+    assert!(!without.status.success());
+    assert!(
+        stderr(&without).contains("no rank plan from hybrun run: HYBRUN_RANK_PLAN is not set"),
+        "{}",
+        stderr(&without)
+    );
+}

@@ -593,6 +593,7 @@ fn cases() -> Vec<Case> {
         .map(OsString::from)
         .collect(),
         why: vec!["PMIx".into()],
+        handoff: Option::None,
     };
     cases.push(Case {
         name: "wrapper_srun_pmix",

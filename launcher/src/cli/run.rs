@@ -234,6 +234,12 @@ pub struct ExecArgs {
     #[arg(long, hide = true)]
     pub skip_gate: bool,
 
+    /// Set by `hybrun run` for its per-rank wrapper: take the rank's plan from
+    /// HYBRUN_RANK_PLAN (resolved once for the job) and add only this rank's
+    /// own facts; without it, the rank plans itself from these arguments.
+    #[arg(long, hide = true)]
+    pub from_run: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -522,22 +528,23 @@ pub fn shell(args: ShellArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return print_dry_run(&planned, &command, "shell");
     }
-    let _users = enter_mount(&planned.plan.rank)?;
-    use std::os::unix::process::CommandExt;
-    let error = command.command()?.exec();
-    Err(LaunchError::Spawn {
-        program: command
-            .argv
-            .first()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        source: error,
-    }
-    .into())
+    become_runtime(&planned.plan.rank, &command, None)
 }
 
-/// `hybrun exec`: plans this rank and replaces itself with the runtime.
+/// `hybrun exec`: plans this rank (or takes the plan `hybrun run` handed it)
+/// and replaces itself with the runtime.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
+    let host = Host::current();
+    if args.from_run {
+        let image = args.common.image.as_deref();
+        match hybrun::launch::handoff::received(&host, image, &args.common.command) {
+            Ok(handoff) => return exec_handed(handoff, &args, &host),
+            Err(why) => eprintln!(
+                "hybrun: warning: no rank plan from hybrun run: {why}; this rank plans itself \
+                 from its arguments"
+            ),
+        }
+    }
     let dry_run = args.dry_run || args.json;
     let geometry = Geometry {
         cpus_per_task: args.common.cpus_per_task,
@@ -545,7 +552,6 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     };
     let mut req = request(&args.common, geometry, dry_run);
     req.skip_gate = args.skip_gate;
-    let host = Host::current();
     let planned = planner::plan_exec(&req, &host)?;
     warn(&planned);
     let command = planned.plan.rank.render()?;
@@ -559,9 +565,56 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return print_dry_run(&planned, &command, "exec");
     }
+    become_runtime(&planned.plan.rank, &command, planned.cpu_binding.as_ref())
+}
+
+/// `hybrun exec --from-run` with the plan `hybrun run` handed it.
+fn exec_handed(
+    handoff: hybrun::launch::plan::Handoff,
+    args: &ExecArgs,
+    host: &Host,
+) -> anyhow::Result<()> {
+    let handed = planner::plan_handed(handoff, host)?;
+    for warning in &handed.warnings {
+        eprintln!("hybrun: warning: {warning}");
+    }
+    let command = handed.rank.render()?;
+    if args.json {
+        let document = serde_json::json!({
+            "plan": { "rank": handed.rank },
+            "command": command,
+            "shell": command.shell_line(),
+            "notes": handed.notes,
+            "cpu_binding": handed.cpu_binding,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(());
+    }
+    if args.dry_run {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        comment(&mut out, "hybrun exec --dry-run: nothing launched")?;
+        for note in &handed.notes {
+            comment(&mut out, note)?;
+        }
+        out.write_all(&command.shell_line_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        return Ok(());
+    }
+    become_runtime(&handed.rank, &command, Some(&handed.cpu_binding))
+}
+
+/// Binds the rank's CPUs, joins its node's image mount and replaces this
+/// process with the runtime.
+fn become_runtime(
+    rank: &hybrun::launch::plan::RankPlan,
+    command: &Rendered,
+    binding: Option<&hybrun_core::placement::CpuBinding>,
+) -> anyhow::Result<()> {
     // Bind before the exec: the runtime and the container's rank inherit the
     // affinity (it is only ever narrowed within what the launcher allowed).
-    if let Some(binding) = planned.cpu_binding.as_ref().filter(|b| !b.cpus.is_empty()) {
+    if let Some(binding) = binding.filter(|b| !b.cpus.is_empty()) {
         if let Err(e) = hybrun_core::placement::set_affinity(&binding.cpus) {
             eprintln!(
                 "hybrun: warning: CPU binding not applied ({}): {e}",
@@ -569,7 +622,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let _users = enter_mount(&planned.plan.rank)?;
+    let _users = enter_mount(rank)?;
     use std::os::unix::process::CommandExt;
     let error = command.command()?.exec();
     Err(LaunchError::Spawn {

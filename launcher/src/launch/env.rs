@@ -31,6 +31,11 @@ use std::ffi::OsString;
 use super::LaunchError;
 use super::plan::{Delivery, EnvChange, EnvOp, Runtime};
 
+/// Who asked for a change the user made (`--env`, `--unset`): a change by
+/// anyone else applied after the user's keeps the user's
+/// ([`Changes::set_below_user`]).
+pub const BY_USER: &str = "user";
+
 /// Prefixes of the variables MPI start-up depends on; never unset.
 pub const PMI_PREFIXES: [&str; 3] = ["SLURM_", "PMI_", "PMIX_"];
 
@@ -153,6 +158,25 @@ impl<'a> Changes<'a> {
             runtime,
             list: Vec::new(),
         }
+    }
+
+    /// Goes on from the changes of a plan (a rank adding its own facts).
+    pub fn resume(runtime: &'a Runtime, list: Vec<EnvChange>) -> Changes<'a> {
+        Changes { runtime, list }
+    }
+
+    /// Sets `name` to `value` unless the user set or removed it: for changes
+    /// that rank below the user's but are made after them.
+    pub fn set_below_user(
+        &mut self,
+        name: &str,
+        value: OsString,
+        why: &str,
+    ) -> Result<(), LaunchError> {
+        if self.get(name).is_some_and(|c| c.why == BY_USER) {
+            return Ok(());
+        }
+        self.set(name, value, why)
     }
 
     /// Sets `name` to `value`; `why` names who asked.

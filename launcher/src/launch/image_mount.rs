@@ -40,17 +40,19 @@ const POLL: Duration = Duration::from_millis(200);
 /// Whose mount directory a plan names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountKey {
-    /// This rank's node and job step (`hybrun exec`).
-    Rank,
     /// This process's own (`hybrun run` with no launcher: the only rank).
     Alone,
-    /// Not known before the ranks start (`hybrun run`): a placeholder.
+    /// The ranks' node and job step, not known before they start: a
+    /// placeholder that each rank replaces ([`ImageMount::on_node`]).
     NotYet,
 }
 
+/// The placeholder key of [`MountKey::NotYet`].
+const NOT_YET: &str = "<job>.<step>.<node>";
+
 impl ImageMount {
     /// The mount of `image`, keyed as `key` says.
-    pub fn plan(image: &CheckedImage, host: &Host, key: MountKey) -> Result<Self, LaunchError> {
+    pub fn plan(image: &CheckedImage, key: MountKey) -> Result<Self, LaunchError> {
         let mut file = &image.file;
         let label = image.given.display().to_string();
         let (offset, size) = crate::image::contents::squashfs_extent(&mut file, &label, image.size)
@@ -58,13 +60,12 @@ impl ImageMount {
                 message: format!("ch-run with a SquashFS image: {e}"),
             })?;
         let key = match key {
-            MountKey::Rank => node_key(host),
             MountKey::Alone => format!("pid{}", std::process::id()),
-            MountKey::NotYet => "<job>.<step>.<node>".to_owned(),
+            MountKey::NotYet => NOT_YET.to_owned(),
         };
         // The image's identity too: two jobs under one parent (stand-alone
         // `hybrun exec`s from one shell) must not share a mount of different images.
-        let dir = base_dir().join(format!("{key}.{:x}-{:x}", image.dev, image.ino));
+        let dir = base_dir().join(format!("{key}.{}", identity(image.dev, image.ino)));
         Ok(ImageMount {
             image: image.canonical.clone(),
             offset,
@@ -72,6 +73,16 @@ impl ImageMount {
             mountpoint: dir.join("root"),
             dir,
         })
+    }
+
+    /// Moves the mount to this rank's node and job step (its directory under
+    /// this node's temporary directory), without opening the image: the
+    /// image's identity is the last part of the planned directory's name.
+    pub fn on_node(&mut self, host: &Host) {
+        let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let identity = name.rsplit_once('.').map_or("", |(_, id)| id);
+        self.dir = base_dir().join(format!("{}.{identity}", node_key(host)));
+        self.mountpoint = self.dir.join("root");
     }
 
     /// What the dry run and the record say.
@@ -87,6 +98,12 @@ impl ImageMount {
             self.mountpoint.display()
         )
     }
+}
+
+/// An image's identity in a mount directory's name (no '.': see
+/// [`ImageMount::on_node`]).
+fn identity(dev: u64, ino: u64) -> String {
+    format!("{dev:x}-{ino:x}")
 }
 
 /// Node-local, per user: every rank of a node computes the same directory.

@@ -13,6 +13,8 @@
 //! - [`gate`]: the image compatibility check before a launch;
 //! - [`cache`]: what launches derive from unchanged files (gate judgements, image env);
 //! - [`fabric_guard`]: variables that keep the MPI off TCP on a fast fabric;
+//! - [`handoff`]: the rank plan `hybrun run` hands to each rank's `hybrun exec`;
+//! - [`image_mount`]: a SquashFS or SIF image for ch-run, mounted once per node;
 //! - [`policy`]: the image path policy (allowed directory);
 //! - [`record`]: the launch record.
 
@@ -23,6 +25,7 @@ pub mod cache;
 pub mod env;
 pub mod fabric_guard;
 pub mod gate;
+pub mod handoff;
 pub mod image_mount;
 pub mod plan;
 pub mod planner;

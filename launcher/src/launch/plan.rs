@@ -25,7 +25,7 @@ use std::ffi::{OsStr, OsString};
 
 use std::path::{Path, PathBuf};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use hybrun_core::vocab::{
     Dialect, LauncherKind, Mode, MpiFlavour, MpiPlugin, RuntimeKind, Version,
@@ -33,6 +33,7 @@ use hybrun_core::vocab::{
 
 use super::LaunchError;
 use crate::quote;
+use crate::site::fabric::FabricKind;
 
 /// Job geometry, in srun's own terms; `None` leaves the choice to the launcher
 /// (and to the allocation when run inside one).
@@ -187,7 +188,7 @@ impl Geometry {
 }
 
 /// The container runtime that runs each rank.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Runtime {
     Singularity {
@@ -240,7 +241,7 @@ impl Runtime {
 }
 
 /// One bind mount: host `src` at container `dst`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bind {
     #[serde(serialize_with = "ser_path")]
     pub src: PathBuf,
@@ -284,16 +285,16 @@ impl Bind {
 }
 
 /// What an environment change does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EnvOp {
-    Set(#[serde(serialize_with = "ser_os")] OsString),
+    Set(#[serde(serialize_with = "ser_os", deserialize_with = "de_os")] OsString),
     Unset,
 }
 
 /// How a variable reaches the process inside the container. Chosen per runtime
 /// when the plan is built (see [`super::env`]), so rendering is mechanical.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Delivery {
     /// Set or removed in the launcher's own environment and inherited through
@@ -310,7 +311,7 @@ pub enum Delivery {
 }
 
 /// One environment change of the rank's process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvChange {
     pub name: String,
     pub op: EnvOp,
@@ -321,7 +322,7 @@ pub struct EnvChange {
 
 /// For `ch-run`: join the ranks of a node into one container (shared user and
 /// mount namespace, so MPI shared memory works between them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Join {
     /// `--join-ct`: ranks on this node.
     pub count: u32,
@@ -331,7 +332,7 @@ pub struct Join {
 
 /// ch-run with a SquashFS image: the per-node mount of the image (made and
 /// held by [`crate::launch::image_mount`]), as the plan and the record show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageMount {
     #[serde(serialize_with = "ser_path")]
     pub image: PathBuf,
@@ -347,7 +348,7 @@ pub struct ImageMount {
 }
 
 /// For the `inside` mode: the mpiexec that runs in the container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InsideLauncher {
     #[serde(serialize_with = "ser_path")]
     pub program: PathBuf,
@@ -357,7 +358,7 @@ pub struct InsideLauncher {
 }
 
 /// Everything one rank needs; rendered by the runtime backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RankPlan {
     pub runtime: Runtime,
     pub mode: Mode,
@@ -371,27 +372,83 @@ pub struct RankPlan {
     pub join: Option<Join>,
     /// ch-run with a SquashFS image (SIF or `.sqfs`): the per-node mount it
     /// runs from.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount: Option<ImageMount>,
     pub inside: Option<InsideLauncher>,
     /// The working directory the rank starts in (`--pwd`); None: the
     /// launcher's, or the runtime's default in a container.
     #[serde(
         serialize_with = "ser_opt_path",
+        default,
         skip_serializing_if = "Option::is_none"
     )]
     pub pwd: Option<PathBuf>,
     /// `--runtime-arg`: flags for the runtime hybrun does not model, before
     /// the image (checked against the version's flags by
     /// [`super::runtime::flags`]).
-    #[serde(serialize_with = "ser_os_vec", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        serialize_with = "ser_os_vec",
+        deserialize_with = "de_os_vec",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub runtime_args: Vec<OsString>,
     /// `hybrun shell`: the runtime's interactive shell (`singularity shell`,
     /// `apptainer shell`; ch-run runs the command, /bin/sh) instead of `exec`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interactive: bool,
-    #[serde(serialize_with = "ser_os_vec")]
+    #[serde(serialize_with = "ser_os_vec", deserialize_with = "de_os_vec")]
     pub command: Vec<OsString>,
+}
+
+/// What a rank adds to its plan where it runs, from its node and its
+/// environment (`hybrun exec`): decided with the plan, applied by each rank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankFacts {
+    /// ch-run: `--join-ct`/`--join-tag` from the rank's node and job.
+    pub join: bool,
+    /// A container runtime: under a PMIx server, its directory bound (or the
+    /// hash store) and PMIX_* mapped for the container's PMIx client.
+    pub pmix: bool,
+    /// ch-run with a directory image: its root. ch-run cannot create bind
+    /// targets, so the PMIx server's directory is bound only where it exists.
+    #[serde(
+        serialize_with = "ser_opt_path",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image_root: Option<PathBuf>,
+    /// GPUs per rank from the local rank (`[gpu] per_rank` with NVIDIA GPUs).
+    pub gpus: bool,
+    /// The rank's CPU binding: near its GPU or the fabric's NIC, or off.
+    pub cpu_binding: CpuBindRule,
+}
+
+/// Whether and near what a rank's CPUs are bound (see
+/// [`crate::launch::planner::cpu_binding_in`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CpuBindRule {
+    /// Left as the launcher set it.
+    Off { why: String },
+    /// Near the rank's GPU when hybrun chose one, else the fabric's NIC.
+    Near {
+        /// `[fabric] nic`.
+        nic: Option<String>,
+        /// `[fabric] kind`.
+        fabric: Option<FabricKind>,
+    },
+}
+
+/// What `hybrun run` hands each rank's `hybrun exec` (see
+/// [`super::handoff`]): the rank as planned once for the job, and what each
+/// rank still adds on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The format; a rank whose hybrun reads another plans itself instead.
+    pub format: u32,
+    pub rank: RankPlan,
+    pub facts: RankFacts,
 }
 
 /// What the job launcher starts on every rank.
@@ -408,6 +465,11 @@ pub enum PerRank {
         args: Vec<OsString>,
         /// Why the wrapper is needed.
         why: Vec<String>,
+        /// The rank's plan, encoded for the ranks ([`super::handoff`]): in the
+        /// launcher's environment, which reaches every rank. None: each rank
+        /// plans itself from `args`.
+        #[serde(skip)]
+        handoff: Option<String>,
     },
 }
 
@@ -550,6 +612,17 @@ pub fn ser_opt_path<S: Serializer>(value: &Option<PathBuf>, s: S) -> Result<S::O
 
 pub fn ser_os_vec<S: Serializer>(value: &[OsString], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(value.iter().map(|v| v.to_string_lossy()))
+}
+
+/// The inverse of [`ser_os`] for text that was UTF-8 (a plan handed to the
+/// ranks is checked to come back unchanged, see [`super::handoff`]).
+pub fn de_os<'de, D: Deserializer<'de>>(d: D) -> Result<OsString, D::Error> {
+    String::deserialize(d).map(OsString::from)
+}
+
+/// The inverse of [`ser_os_vec`] (see [`de_os`]).
+pub fn de_os_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
+    Vec::<String>::deserialize(d).map(|v| v.into_iter().map(OsString::from).collect())
 }
 
 pub fn ser_os_pairs<S: Serializer>(

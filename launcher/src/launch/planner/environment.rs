@@ -102,10 +102,10 @@ pub(super) fn threads(
 pub(super) fn user(ctx: &RankContext<'_>, changes: &mut Changes<'_>) -> Result<(), LaunchError> {
     for assignment in &ctx.req.env {
         let (name, value) = env::parse_assignment(assignment)?;
-        changes.set(&name, value, "user")?;
+        changes.set(&name, value, env::BY_USER)?;
     }
     for name in &ctx.req.unset {
-        changes.unset(name, "user")?;
+        changes.unset(name, env::BY_USER)?;
     }
     Ok(())
 }

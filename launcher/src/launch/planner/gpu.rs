@@ -7,10 +7,10 @@ use std::path::Path;
 
 use hybrun_core::placement::{self, CpuBinding};
 
-use super::{Host, Notes, RankContext, Role};
+use super::{Host, Notes, RankContext};
 use crate::launch::LaunchError;
 use crate::launch::env::Changes;
-use crate::launch::plan::{EnvOp, Runtime};
+use crate::launch::plan::{CpuBindRule, EnvOp, Runtime};
 use crate::site::fabric::FabricKind;
 use crate::site::gpu::GpuVendor;
 
@@ -45,26 +45,24 @@ pub(super) fn nvidia(
         ))
 }
 
-/// One GPU per rank (`hybrun exec`, where the local rank is known):
-/// CUDA_VISIBLE_DEVICES narrowed to the rank's GPU, CUDA ordinals in PCI bus
-/// order.
+/// One GPU per rank (applied by the rank, where its local rank is known, see
+/// [`super::facts`]): CUDA_VISIBLE_DEVICES narrowed to the rank's GPU, CUDA
+/// ordinals in PCI bus order.
 pub(super) fn one_per_rank(
-    ctx: &RankContext<'_>,
-    nvidia: bool,
+    host: &Host,
     changes: &mut Changes<'_>,
     notes: &mut Notes,
 ) -> Result<(), LaunchError> {
-    let wanted = nvidia && ctx.role == Role::Rank && ctx.site.config.gpu.per_rank.unwrap_or(true);
     // With --gpus-per-task srun binds each task to its own GPUs (Slurm's
     // implicit --gpu-bind=per_task:N): narrowing that list to one GPU would
     // take the rank's other GPUs away.
-    if wanted && ctx.host.var("SLURM_GPUS_PER_TASK").is_some() {
+    if host.var("SLURM_GPUS_PER_TASK").is_some() {
         notes.notes.push(
             "GPUs per rank: srun --gpus-per-task set the rank's CUDA_VISIBLE_DEVICES; kept".into(),
         );
         return Ok(());
     }
-    let Some((device, why)) = wanted.then(|| gpu_for_rank(ctx.host)).flatten() else {
+    let Some((device, why)) = gpu_for_rank(host) else {
         return Ok(());
     };
     changes.set(
@@ -84,8 +82,7 @@ pub(super) fn one_per_rank(
             EnvOp::Unset => (String::new(), c.why.clone()),
         })
         .or_else(|| {
-            ctx.host
-                .var("CUDA_DEVICE_ORDER")
+            host.var("CUDA_DEVICE_ORDER")
                 .map(|v| (v, "the environment hybrun runs in".to_owned()))
         });
     let unmappable = match given {
@@ -106,21 +103,18 @@ pub(super) fn one_per_rank(
     Ok(())
 }
 
-/// The CPU binding of this rank (`hybrun exec`), from the GPU chosen for it
-/// (in `notes`), else the site's NIC; none when switched off.
-pub(super) fn cpu_binding(ctx: &RankContext<'_>, notes: &Notes) -> CpuBinding {
-    let site = &ctx.site.config;
-    if ctx.req.no_cpu_bind {
-        return CpuBinding::none("no binding: --no-cpu-bind");
-    }
-    if !site.gpu.bind_cpus.unwrap_or(true) {
-        return CpuBinding::none("no binding: [gpu] bind_cpus = false");
-    }
+/// The CPU binding of this rank as `rule` says: near the GPU chosen for it (in
+/// `notes`), else the site's NIC; none when switched off.
+pub(super) fn cpu_binding(rule: &CpuBindRule, notes: &Notes) -> CpuBinding {
+    let (nic, fabric_kind) = match rule {
+        CpuBindRule::Off { why } => return CpuBinding::none(why),
+        CpuBindRule::Near { nic, fabric } => (nic.as_deref(), *fabric),
+    };
     let target = BindTarget {
         gpu: notes.gpu.as_ref().map(|(d, _)| d.as_str()),
         gpu_unmappable: notes.gpu.as_ref().and_then(|(_, why)| why.as_deref()),
-        nic: site.fabric.nic.as_deref(),
-        fabric_kind: site.fabric.kind,
+        nic,
+        fabric_kind,
     };
     let allowed = placement::current_affinity().unwrap_or_default();
     cpu_binding_in(&target, Path::new("/sys"), Path::new("/proc"), &allowed)

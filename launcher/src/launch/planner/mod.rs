@@ -6,13 +6,18 @@
 //!    mode, the MPI profile, srun's PMI plugin, who plans (the job or one rank);
 //! 3. the plan: the launcher ([`launcher`]), the rank ([`rank`], which calls on
 //!    [`runtime`], [`image`], [`binds`], [`environment`], [`bind_mode`] and
-//!    [`gpu`]) and what the launcher starts on each rank ([`wrapper`]).
+//!    [`gpu`]), what each rank adds where it runs ([`facts`]) and what the
+//!    launcher starts on each rank ([`wrapper`]).
 //!
 //! `hybrun run` plans the whole job ([`plan_run`]); `hybrun exec` plans one rank
 //! on the node where it runs ([`plan_exec`]). Both plan the rank with
-//! [`rank::plan`], so a rank started by `run` through the wrapper gets exactly
-//! what `exec` would give it when a user calls it from their own batch script.
-//! So do campaign cells of every mode: they are planned by [`plan_run`] too.
+//! [`rank::plan`], and the rank adds its own facts with [`facts::apply`]: a
+//! stand-alone `exec` right after planning, the wrapper of `run` to the plan
+//! `run` handed it ([`plan_handed`], see [`crate::launch::handoff`]), which
+//! spares each rank the image, the host libraries and the site file. So a
+//! rank started by `run` gets exactly what `exec` would give it when a user
+//! calls it from their own batch script. Campaign cells of every mode are
+//! planned by [`plan_run`] too.
 //!
 //! Precedence: the command line, then the site file, then built-in defaults.
 //! Environment changes merge in the order site `[env]`, `[fabric] env`, the MPI
@@ -23,6 +28,7 @@ mod auto;
 mod bind_mode;
 mod binds;
 mod environment;
+mod facts;
 mod gpu;
 mod image;
 mod launcher;
@@ -40,14 +46,14 @@ use super::LaunchError;
 use super::bind::Bundle;
 use super::fabric_guard::FabricGuard;
 use super::gate::GateRecord;
-use super::plan::{LaunchPlan, Launcher, PerRank, RankPlan};
+use super::plan::{Handoff, LaunchPlan, Launcher, PerRank, RankPlan};
 use super::policy::CheckedImage;
 use crate::host::Host;
 use crate::site::Site;
 use crate::site::mpi::MpiProfile;
 
+pub use facts::{join_from_env, tasks_on_node};
 pub use gpu::{BindTarget, cpu_binding_in};
-pub use rank::{join_from_env, tasks_on_node};
 pub use request::Request;
 
 /// The result of planning, with what was checked along the way.
@@ -145,7 +151,15 @@ pub fn plan_run(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
         ctx.mode = auto::choose(&ctx, &mut notes);
     }
     let parts = rank::plan(&ctx, &mut notes)?;
-    let per_rank = wrapper::per_rank(&ctx, launcher.kind, launcher.mpi, &parts.rank, &mut notes)?;
+    let facts = facts::of(&ctx, &parts.rank, parts.image.as_ref());
+    let per_rank = wrapper::per_rank(
+        &ctx,
+        launcher.kind,
+        launcher.mpi,
+        &parts.rank,
+        facts,
+        &mut notes,
+    )?;
     let rank_here = matches!(per_rank, PerRank::Wrapper { .. }).then(|| parts.rank.clone());
     let mut planned = finish(req, site, profile, launcher, per_rank, parts, notes);
     planned.rank_here = rank_here;
@@ -175,12 +189,9 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     if asked.is_none() {
         ctx.mode = auto::choose(&ctx, &mut notes);
     }
-    let parts = rank::plan(&ctx, &mut notes)?;
-    let binding = gpu::cpu_binding(&ctx, &notes);
-    if binding.warn {
-        notes.warnings.push(binding.why.clone());
-    }
-    notes.notes.push(format!("CPU binding: {}", binding.why));
+    let mut parts = rank::plan(&ctx, &mut notes)?;
+    let facts = facts::of(&ctx, &parts.rank, parts.image.as_ref());
+    let binding = facts::apply(&facts, &mut parts.rank, host, &mut notes)?;
     let launcher = Launcher {
         kind: LauncherKind::None,
         program: None,
@@ -190,6 +201,35 @@ pub fn plan_exec(req: &Request, host: &Host) -> Result<Planned, LaunchError> {
     let mut planned = finish(req, site, profile, launcher, PerRank::Direct, parts, notes);
     planned.cpu_binding = Some(binding);
     Ok(planned)
+}
+
+/// A rank's plan as handed by `hybrun run`, with what the rank added.
+#[derive(Debug)]
+pub struct Handed {
+    pub rank: RankPlan,
+    /// The CPUs to bind the rank to before the runtime starts (or why none).
+    pub cpu_binding: CpuBinding,
+    pub notes: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// One rank from the plan `hybrun run` handed it: only what the rank's node
+/// and environment add ([`facts::apply`]), no site file, image or library.
+pub fn plan_handed(handoff: Handoff, host: &Host) -> Result<Handed, LaunchError> {
+    let mut notes = Notes::default();
+    notes.notes.push(format!(
+        "the rank's plan as hybrun run resolved it for the job ({}), with this rank's own \
+         facts added",
+        super::handoff::VAR
+    ));
+    let mut rank = handoff.rank;
+    let cpu_binding = facts::apply(&handoff.facts, &mut rank, host, &mut notes)?;
+    Ok(Handed {
+        rank,
+        cpu_binding,
+        notes: notes.notes,
+        warnings: notes.warnings,
+    })
 }
 
 /// The [`Planned`] of a job or rank plan and what was found on the way.

@@ -1,18 +1,18 @@
 //! One rank's plan: runtime, image (checked and judged), binds, environment,
-//! bind mode's bundle, per-rank facts (PMIx glue, ch-run's join; `hybrun exec`
-//! only), GPUs and the inside mode's mpiexec.
+//! bind mode's bundle, the image mount, GPUs and the inside mode's mpiexec; the
+//! same for the job and for a rank, which then adds its own facts
+//! ([`super::facts`]).
 
 use hybrun_core::vocab::{LauncherKind, Mode};
 
-use super::{Host, Notes, RankContext, Role, target_in_image};
+use super::{Notes, RankContext, Role};
 use super::{bind_mode, binds, environment, gpu, image, launcher, runtime};
 use crate::launch::LaunchError;
 use crate::launch::bind::Bundle;
 use crate::launch::env::Changes;
 use crate::launch::gate::LazyImage;
 use crate::launch::image_mount::{ImageMount, MountKey};
-use crate::launch::plan::{Bind, InsideLauncher, Join, RankPlan, Runtime};
-use crate::launch::pmi;
+use crate::launch::plan::{InsideLauncher, RankPlan, Runtime};
 use crate::launch::policy::{CheckedImage, ImageKind};
 
 /// A rank's plan and what was checked on the way.
@@ -66,41 +66,29 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         }
         bundle = Some(bound.bundle);
     }
-    let mut join = None;
-    if ctx.role == Role::Rank && runtime != Runtime::None {
-        pmix_glue(
-            ctx,
-            &runtime,
-            image.as_ref(),
-            &mut binds,
-            &mut changes,
-            notes,
-        )?;
-        if matches!(runtime, Runtime::Charliecloud { .. })
-            && matches!(ctx.mode, Mode::Hybrid | Mode::Bind)
-        {
-            join = join_from_env(ctx.host);
-        }
-    }
     environment::threads(ctx, &mut changes, notes)?;
     let mount = match (&runtime, &image) {
         (Runtime::Charliecloud { .. }, Some(img))
             if matches!(img.kind, ImageKind::Sif | ImageKind::Squashfs) =>
         {
-            let key = match (ctx.role, ctx.launcher) {
-                (Role::Rank, _) => MountKey::Rank,
-                (_, Some(LauncherKind::None)) => MountKey::Alone,
-                _ => MountKey::NotYet,
+            // The ranks' node and job are known where they run: each rank
+            // moves the mount there ([`super::facts`]).
+            let alone = ctx.role == Role::Job && ctx.launcher == Some(LauncherKind::None);
+            let key = if alone {
+                MountKey::Alone
+            } else {
+                MountKey::NotYet
             };
-            let m = ImageMount::plan(img, ctx.host, key)?;
-            notes.notes.push(m.describe());
+            let m = ImageMount::plan(img, key)?;
+            if ctx.role == Role::Job {
+                notes.notes.push(m.describe());
+            }
             Some(m)
         }
         _ => None,
     };
     environment::user(ctx, &mut changes)?;
     let nvidia = gpu::nvidia(ctx, &runtime, notes)?;
-    gpu::one_per_rank(ctx, nvidia, &mut changes, notes)?;
     let inside = inside(ctx, notes)?;
 
     for bind in &binds {
@@ -126,7 +114,7 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         binds,
         env,
         nvidia,
-        join,
+        join: None,
         mount,
         inside,
         pwd: req.pwd.clone(),
@@ -139,51 +127,6 @@ pub(super) fn plan(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Parts, La
         image,
         bundle,
     })
-}
-
-/// Under a PMIx server (`hybrun exec`): the server's directory bound (or the
-/// hash store, where ch-run cannot bind it) and its variables mapped for the
-/// container's PMIx client (see [`crate::launch::pmi`]).
-fn pmix_glue(
-    ctx: &RankContext<'_>,
-    runtime: &Runtime,
-    image: Option<&CheckedImage>,
-    binds: &mut Vec<Bind>,
-    changes: &mut Changes<'_>,
-    notes: &mut Notes,
-) -> Result<(), LaunchError> {
-    let Some(glue) = pmi::pmix_glue(|k| ctx.host.var(k)) else {
-        return Ok(());
-    };
-    for (name, value) in glue.env {
-        changes.set(&name, value.into(), "PMIx glue")?;
-    }
-    for dir in glue.dirs {
-        let reachable = match (runtime, image) {
-            (Runtime::Charliecloud { .. }, Some(img)) => {
-                img.kind == ImageKind::Directory && target_in_image(&img.canonical, &dir)
-            }
-            _ => true,
-        };
-        if reachable {
-            binds.push(Bind {
-                src: dir.clone(),
-                dst: dir,
-                ro: false,
-                why: "PMIx server directory".into(),
-            });
-        } else {
-            // Without the server's directory the shared-memory stores
-            // are out of reach: use the hash store, which needs none.
-            changes.set("PMIX_MCA_gds", "hash".into(), "PMIx glue")?;
-            notes.notes.push(format!(
-                "PMIx: {} is not a directory in the image (ch-run cannot create bind \
-                 targets): PMIX_MCA_gds=hash instead",
-                dir.display()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The inside mode's mpiexec, run in the container on one node.
@@ -220,91 +163,4 @@ fn inside(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Option<InsideLaunc
         ntasks,
         oversubscribe: req.oversubscribe || launcher::exceeds_cores(&req.geometry),
     }))
-}
-
-/// ch-run's join for this rank: how many ranks share its node, and a tag unique
-/// per node and job (None when alone on the node, or outside a launcher).
-pub fn join_from_env(host: &Host) -> Option<Join> {
-    let num = |name: &str| host.var(name).and_then(|v| v.trim().parse::<u32>().ok());
-    let count = match (host.var("SLURM_STEP_TASKS_PER_NODE"), num("SLURM_NODEID")) {
-        (Some(list), Some(node)) => tasks_on_node(&list, node),
-        _ => num("MPI_LOCALNRANKS").or_else(|| num("OMPI_COMM_WORLD_LOCAL_SIZE")),
-    }?;
-    if count <= 1 {
-        return None;
-    }
-    // Only characters that are safe in a POSIX semaphore name.
-    let tag = host.slurm_node_step().map(|key| format!("hybrun.{key}"));
-    Some(Join { count, tag })
-}
-
-/// Slurm's compressed task counts (`2(x3),1`), for node index `node`.
-pub fn tasks_on_node(list: &str, node: u32) -> Option<u32> {
-    let mut index = 0u32;
-    for part in list.split(',') {
-        let (count, repeat) = match part.split_once("(x") {
-            Some((count, rest)) => (count, rest.trim_end_matches(')')),
-            None => (part, "1"),
-        };
-        let count: u32 = count.trim().parse().ok()?;
-        let repeat: u32 = repeat.trim().parse().ok()?;
-        if node < index + repeat {
-            return Some(count);
-        }
-        index += repeat;
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use std::ffi::OsString;
-
-    use super::*;
-
-    #[test]
-    fn slurm_task_lists() {
-        assert_eq!(tasks_on_node("2(x3),1", 0), Some(2));
-        assert_eq!(tasks_on_node("2(x3),1", 2), Some(2));
-        assert_eq!(tasks_on_node("2(x3),1", 3), Some(1));
-        assert_eq!(tasks_on_node("2(x3),1", 4), None);
-        assert_eq!(tasks_on_node("4", 0), Some(4));
-    }
-
-    #[test]
-    fn join_per_node_and_job() {
-        let host = |pairs: &[(&str, &str)]| Host {
-            vars: pairs
-                .iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-                .collect(),
-        };
-        let h = host(&[
-            ("SLURM_STEP_TASKS_PER_NODE", "2(x2)"),
-            ("SLURM_NODEID", "1"),
-            ("SLURM_JOB_ID", "42"),
-            ("SLURM_STEP_ID", "0"),
-            ("SLURMD_NODENAME", "node2"),
-        ]);
-        assert_eq!(
-            join_from_env(&h),
-            Some(Join {
-                count: 2,
-                tag: Some("hybrun.42.0.node2".into())
-            })
-        );
-        let h = host(&[("MPI_LOCALNRANKS", "2")]);
-        assert_eq!(
-            join_from_env(&h),
-            Some(Join {
-                count: 2,
-                tag: None
-            })
-        );
-        let h = host(&[
-            ("SLURM_STEP_TASKS_PER_NODE", "1(x2)"),
-            ("SLURM_NODEID", "0"),
-        ]);
-        assert_eq!(join_from_env(&h), None);
-    }
 }

@@ -1,7 +1,9 @@
 //! What the job launcher starts on each rank: the runtime command itself, or
-//! `hybrun exec` (the per-rank wrapper), which re-plans the rank on its node
-//! where per-rank facts exist (ch-run's join per node and job, the PMIx
-//! server's directory, the local rank's GPU).
+//! `hybrun exec` (the per-rank wrapper), which adds to the plan handed to it
+//! the facts only the rank's node knows (ch-run's join per node and job, the
+//! PMIx server's directory, the local rank's GPU and CPUs); see
+//! [`crate::launch::handoff`]. Its arguments still say everything, so a rank
+//! that gets no plan plans itself from them.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,7 +12,8 @@ use hybrun_core::vocab::{LauncherKind, MpiPlugin};
 
 use super::{Notes, RankContext};
 use crate::launch::LaunchError;
-use crate::launch::plan::{PerRank, RankPlan, Runtime};
+use crate::launch::handoff;
+use crate::launch::plan::{Handoff, PerRank, RankFacts, RankPlan, Runtime};
 use crate::site::launcher::PerRankChoice;
 
 /// The wrapper where per-rank facts are needed (`--per-rank auto`), always
@@ -20,6 +23,7 @@ pub(super) fn per_rank(
     kind: LauncherKind,
     mpi: Option<MpiPlugin>,
     rank: &RankPlan,
+    facts: RankFacts,
     notes: &mut Notes,
 ) -> Result<PerRank, LaunchError> {
     let mut reasons = reasons(ctx, kind, mpi, rank);
@@ -75,10 +79,34 @@ pub(super) fn per_rank(
             source,
         })?,
     };
+    let handoff = Handoff {
+        format: handoff::FORMAT,
+        rank: rank.clone(),
+        facts,
+    };
+    let handoff = match handoff::encode(&handoff) {
+        Ok(text) => {
+            notes.notes.push(format!(
+                "per rank: the plan resolved here reaches every rank in {} ({} bytes): hybrun \
+                 exec --from-run adds the rank's own facts (join, PMIx, mount, GPU, CPUs) and \
+                 opens neither the site file, the image nor the host libraries",
+                handoff::VAR,
+                text.len()
+            ));
+            Some(text)
+        }
+        Err(why) => {
+            notes.notes.push(format!(
+                "per rank: each rank plans itself from its arguments: {why}"
+            ));
+            None
+        }
+    };
     Ok(PerRank::Wrapper {
         program,
-        args: exec_args(ctx, rank, mpi),
+        args: exec_args(ctx, rank, mpi, handoff.is_some()),
         why: reasons,
+        handoff,
     })
 }
 
@@ -151,7 +179,12 @@ fn reasons(
 }
 
 /// The `hybrun exec` arguments that make a rank plan itself as `run` planned it.
-fn exec_args(ctx: &RankContext<'_>, rank: &RankPlan, mpi: Option<MpiPlugin>) -> Vec<OsString> {
+fn exec_args(
+    ctx: &RankContext<'_>,
+    rank: &RankPlan,
+    mpi: Option<MpiPlugin>,
+    handed: bool,
+) -> Vec<OsString> {
     let req = ctx.req;
     let mut args: Vec<OsString> = vec!["exec".into()];
     let mut pair = |flag: &str, value: OsString| {
@@ -216,6 +249,9 @@ fn exec_args(ctx: &RankContext<'_>, rank: &RankPlan, mpi: Option<MpiPlugin>) -> 
     }
     // `hybrun run` judged the image already, on the submit host.
     args.push("--skip-gate".into());
+    if handed {
+        args.push("--from-run".into());
+    }
     if let Some(image) = &rank.image {
         args.push(image.clone().into_os_string());
     }

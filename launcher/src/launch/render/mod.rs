@@ -24,11 +24,23 @@ impl LaunchPlan {
     pub fn render_per_rank(&self) -> Result<Rendered, LaunchError> {
         match &self.per_rank {
             PerRank::Direct => self.rank.render(),
-            PerRank::Wrapper { program, args, .. } => {
+            PerRank::Wrapper {
+                program,
+                args,
+                handoff,
+                ..
+            } => {
                 let mut argv = vec![program.as_os_str().to_owned()];
                 argv.extend(args.iter().cloned());
+                // In the launcher's environment, which reaches every rank
+                // (Open MPI's mpiexec gets `-x` for it, as for every variable).
+                let env_set = handoff
+                    .iter()
+                    .map(|text| (super::handoff::VAR.into(), text.into()))
+                    .collect();
                 Ok(Rendered {
                     argv,
+                    env_set,
                     ..Rendered::default()
                 })
             }

@@ -1,0 +1,219 @@
+//! What a rank adds to its plan where it runs ([`RankFacts`]): ch-run's join
+//! from its node and job, the PMIx glue from its PMIx server, its node's image
+//! mount, its GPUs from its local rank and its CPUs near them (or near the
+//! fabric's NIC).
+//!
+//! Decided with the plan ([`of`]) and applied by the rank ([`apply`]): by a
+//! stand-alone `hybrun exec` right after planning itself, and by the wrapper
+//! of `hybrun run` to the plan it was handed ([`crate::launch::handoff`]), so
+//! both give a rank the same plan. Everything here reads the rank's
+//! environment, its node's `/sys` and `/proc`, never the image or the site
+//! file.
+
+use hybrun_core::placement::CpuBinding;
+use hybrun_core::vocab::Mode;
+
+use super::{Host, Notes, RankContext, gpu, target_in_image};
+use crate::launch::LaunchError;
+use crate::launch::env::Changes;
+use crate::launch::plan::{Bind, CpuBindRule, Join, RankFacts, RankPlan, Runtime};
+use crate::launch::pmi;
+use crate::launch::policy::{CheckedImage, ImageKind};
+
+/// The facts a rank of this plan adds where it runs.
+pub(super) fn of(
+    ctx: &RankContext<'_>,
+    rank: &RankPlan,
+    image: Option<&CheckedImage>,
+) -> RankFacts {
+    let site = &ctx.site.config;
+    let charliecloud = matches!(rank.runtime, Runtime::Charliecloud { .. });
+    let cpu_binding = if ctx.req.no_cpu_bind {
+        CpuBindRule::Off {
+            why: "no binding: --no-cpu-bind".into(),
+        }
+    } else if !site.gpu.bind_cpus.unwrap_or(true) {
+        CpuBindRule::Off {
+            why: "no binding: [gpu] bind_cpus = false".into(),
+        }
+    } else {
+        CpuBindRule::Near {
+            nic: site.fabric.nic.clone(),
+            fabric: site.fabric.kind,
+        }
+    };
+    RankFacts {
+        join: charliecloud && matches!(rank.mode, Mode::Hybrid | Mode::Bind),
+        pmix: rank.runtime != Runtime::None,
+        image_root: image
+            .filter(|img| charliecloud && img.kind == ImageKind::Directory)
+            .map(|img| img.canonical.clone()),
+        gpus: rank.nvidia && site.gpu.per_rank.unwrap_or(true),
+        cpu_binding,
+    }
+}
+
+/// Applies `facts` to `rank` on this node; returns the CPU binding to set
+/// before the runtime starts.
+pub(super) fn apply(
+    facts: &RankFacts,
+    rank: &mut RankPlan,
+    host: &Host,
+    notes: &mut Notes,
+) -> Result<CpuBinding, LaunchError> {
+    let runtime = rank.runtime.clone();
+    let mut changes = Changes::resume(&runtime, std::mem::take(&mut rank.env));
+    if facts.pmix {
+        pmix_glue(
+            host,
+            facts.image_root.as_deref(),
+            &mut rank.binds,
+            &mut changes,
+            notes,
+        )?;
+    }
+    if facts.join {
+        rank.join = join_from_env(host);
+    }
+    if let Some(mount) = &mut rank.mount {
+        mount.on_node(host);
+        notes.notes.push(mount.describe());
+    }
+    if facts.gpus {
+        gpu::one_per_rank(host, &mut changes, notes)?;
+    }
+    rank.env = changes.into_vec();
+    let binding = gpu::cpu_binding(&facts.cpu_binding, notes);
+    if binding.warn {
+        notes.warnings.push(binding.why.clone());
+    }
+    notes.notes.push(format!("CPU binding: {}", binding.why));
+    Ok(binding)
+}
+
+/// Under a PMIx server: the server's directory bound (or the hash store, where
+/// ch-run cannot bind it) and its variables mapped for the container's PMIx
+/// client (see [`crate::launch::pmi`]). Under the user's `--env`/`--unset`.
+fn pmix_glue(
+    host: &Host,
+    image_root: Option<&std::path::Path>,
+    binds: &mut Vec<Bind>,
+    changes: &mut Changes<'_>,
+    notes: &mut Notes,
+) -> Result<(), LaunchError> {
+    let Some(glue) = pmi::pmix_glue(|k| host.var(k)) else {
+        return Ok(());
+    };
+    for (name, value) in glue.env {
+        changes.set_below_user(&name, value.into(), "PMIx glue")?;
+    }
+    for dir in glue.dirs {
+        if image_root.is_none_or(|root| target_in_image(root, &dir)) {
+            let bind = Bind {
+                src: dir.clone(),
+                dst: dir,
+                ro: false,
+                why: "PMIx server directory".into(),
+            };
+            bind.check()?;
+            binds.push(bind);
+        } else {
+            // Without the server's directory the shared-memory stores
+            // are out of reach: use the hash store, which needs none.
+            changes.set_below_user("PMIX_MCA_gds", "hash".into(), "PMIx glue")?;
+            notes.notes.push(format!(
+                "PMIx: {} is not a directory in the image (ch-run cannot create bind \
+                 targets): PMIX_MCA_gds=hash instead",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// ch-run's join for this rank: how many ranks share its node, and a tag unique
+/// per node and job (None when alone on the node, or outside a launcher).
+pub fn join_from_env(host: &Host) -> Option<Join> {
+    let num = |name: &str| host.var(name).and_then(|v| v.trim().parse::<u32>().ok());
+    let count = match (host.var("SLURM_STEP_TASKS_PER_NODE"), num("SLURM_NODEID")) {
+        (Some(list), Some(node)) => tasks_on_node(&list, node),
+        _ => num("MPI_LOCALNRANKS").or_else(|| num("OMPI_COMM_WORLD_LOCAL_SIZE")),
+    }?;
+    if count <= 1 {
+        return None;
+    }
+    // Only characters that are safe in a POSIX semaphore name.
+    let tag = host.slurm_node_step().map(|key| format!("hybrun.{key}"));
+    Some(Join { count, tag })
+}
+
+/// Slurm's compressed task counts (`2(x3),1`), for node index `node`.
+pub fn tasks_on_node(list: &str, node: u32) -> Option<u32> {
+    let mut index = 0u32;
+    for part in list.split(',') {
+        let (count, repeat) = match part.split_once("(x") {
+            Some((count, rest)) => (count, rest.trim_end_matches(')')),
+            None => (part, "1"),
+        };
+        let count: u32 = count.trim().parse().ok()?;
+        let repeat: u32 = repeat.trim().parse().ok()?;
+        if node < index + repeat {
+            return Some(count);
+        }
+        index += repeat;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    #[test]
+    fn slurm_task_lists() {
+        assert_eq!(tasks_on_node("2(x3),1", 0), Some(2));
+        assert_eq!(tasks_on_node("2(x3),1", 2), Some(2));
+        assert_eq!(tasks_on_node("2(x3),1", 3), Some(1));
+        assert_eq!(tasks_on_node("2(x3),1", 4), None);
+        assert_eq!(tasks_on_node("4", 0), Some(4));
+    }
+
+    #[test]
+    fn join_per_node_and_job() {
+        let host = |pairs: &[(&str, &str)]| Host {
+            vars: pairs
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        };
+        let h = host(&[
+            ("SLURM_STEP_TASKS_PER_NODE", "2(x2)"),
+            ("SLURM_NODEID", "1"),
+            ("SLURM_JOB_ID", "42"),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURMD_NODENAME", "node2"),
+        ]);
+        assert_eq!(
+            join_from_env(&h),
+            Some(Join {
+                count: 2,
+                tag: Some("hybrun.42.0.node2".into())
+            })
+        );
+        let h = host(&[("MPI_LOCALNRANKS", "2")]);
+        assert_eq!(
+            join_from_env(&h),
+            Some(Join {
+                count: 2,
+                tag: None
+            })
+        );
+        let h = host(&[
+            ("SLURM_STEP_TASKS_PER_NODE", "1(x2)"),
+            ("SLURM_NODEID", "0"),
+        ]);
+        assert_eq!(join_from_env(&h), None);
+    }
+}
