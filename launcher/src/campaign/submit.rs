@@ -118,6 +118,16 @@ impl Job<'_> {
             format!("--output={}/slurm-%j.out", shard.display()),
         ];
         argv.extend(scenario.submit.sbatch_flags());
+        // Cells with CPUs per rank run their srun steps inside this job: unless
+        // [submit] says how many, ask for the most any of them needs (the
+        // scenario refuses a cell above [submit]'s).
+        let cpus = cells
+            .iter()
+            .filter_map(|&c| scenario.cells[c].shape.cpus_per_task)
+            .max();
+        if let (None, Some(cpus)) = (scenario.submit.cpus_per_task, cpus) {
+            argv.push(format!("--cpus-per-task={cpus}"));
+        }
         argv.push(self.script.display().to_string());
         argv.push(self.hybrun.display().to_string());
         argv.extend([

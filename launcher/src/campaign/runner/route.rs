@@ -159,12 +159,14 @@ impl<'a> CellPlanner<'a> {
             launcher: (cell.mode != Mode::Inside).then_some(launcher),
             mpi_profile,
             mpi,
-            geometry: Geometry {
+            // The cell's job shape in every mode alike: `-c` (and the
+            // OMP_NUM_THREADS the planner derives from it), `[job]`'s keys.
+            geometry: cell.shape.geometry(Geometry {
                 nodes: Some(cell.nodes),
                 ntasks: Some(cell.ranks()),
                 ntasks_per_node: Some(cell.ranks_per_node),
                 ..Geometry::default()
-            },
+            }),
             env: cell
                 .env
                 .iter()
@@ -236,13 +238,19 @@ fn binding_env(
                 set("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
             }
         }
-        LauncherKind::MpiexecHydra | LauncherKind::None => match order {
-            Some(list) if bind => {
-                let list: Vec<String> = list.iter().map(usize::to_string).collect();
-                set("HYDRA_BINDING", &format!("user:{}", list.join(",")));
+        LauncherKind::MpiexecHydra | LauncherKind::None => {
+            match (cell.shape.cpus_per_task, order) {
+                // `-c N` is rendered as `-bind-to core:N`, which hydra takes over
+                // HYDRA_BINDING: say the same here, so the record does not
+                // show a binding that was not used.
+                (Some(cpus), _) if bind => set("HYDRA_BINDING", &format!("core:{cpus}")),
+                (None, Some(list)) if bind => {
+                    let list: Vec<String> = list.iter().map(usize::to_string).collect();
+                    set("HYDRA_BINDING", &format!("user:{}", list.join(",")));
+                }
+                _ => set("HYDRA_BINDING", if bind { "core" } else { "none" }),
             }
-            _ => set("HYDRA_BINDING", if bind { "core" } else { "none" }),
-        },
+        }
     }
     env
 }
@@ -251,11 +259,13 @@ fn binding_env(
 /// (hydra's `HYDRA_BINDING=user:A,B,...`), so that their order can be drawn
 /// at random. srun's `map_cpu` takes CPU ids of the job step's nodes, which
 /// the process that plans is not on, and Open MPI needs a rankfile: neither
-/// is randomized.
+/// is randomized. Nor is a cell with CPUs per rank: hydra binds each rank to
+/// N cores (`-bind-to core:N`), which a list of single cores cannot say.
 pub fn takes_core_list(scenario: &Scenario, cell: &Cell, launcher: LauncherKind) -> bool {
     launcher == LauncherKind::MpiexecHydra
         && scenario.bind == Binding::Core
         && cell.ranks_per_node <= cores()
+        && cell.shape.cpus_per_task.is_none()
 }
 
 /// Checks the program of an application cell exists where it runs natively

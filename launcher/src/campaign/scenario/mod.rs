@@ -30,6 +30,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::launch::plan::Geometry;
 use hybrun_core::named_enum;
 use hybrun_core::stats::Location;
 use hybrun_core::vocab::{Benchmark, Mode, MpiAbi, MpiFlavour, RankRule, RuntimeKind};
@@ -312,6 +313,51 @@ impl SubmitOptions {
     }
 }
 
+/// The job shape of a cell's launch: what `hybrun run`'s `-c`, `--exclusive`,
+/// `--mem`, `-C`, `-q`, `--gpus-per-task`, `--gpu-bind` and `--srun-arg` ask
+/// for, the same fields as [`Geometry`]'s. `cpus_per_task` is a matrix axis
+/// (one cell per value); the others are the scenario's `[job]`, the same in
+/// every cell. Unset fields are not serialized, so that a cell without them
+/// has the JSON, and so the key, it had before they existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobShape {
+    /// srun `-c` (mpiexec: each rank bound to that many cores); the ranks'
+    /// OMP_NUM_THREADS follows it as under `hybrun run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_per_task: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_bind: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub srun_args: Vec<String>,
+}
+
+impl JobShape {
+    /// `base` (the node and rank counts) with this shape.
+    pub fn geometry(&self, base: Geometry) -> Geometry {
+        Geometry {
+            cpus_per_task: self.cpus_per_task,
+            exclusive: self.exclusive,
+            mem: self.mem.clone(),
+            constraint: self.constraint.clone(),
+            qos: self.qos.clone(),
+            gpus_per_task: self.gpus_per_task,
+            gpu_bind: self.gpu_bind.clone(),
+            srun_args: self.srun_args.clone(),
+            ..base
+        }
+    }
+}
+
 /// One point of the matrix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
@@ -339,6 +385,9 @@ pub struct Cell {
     pub warmup: Option<u64>,
     /// Extra hybench arguments.
     pub args: Vec<String>,
+    /// The job shape (nothing written when it is unset, so keys stay).
+    #[serde(flatten)]
+    pub shape: JobShape,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -371,6 +420,11 @@ impl Cell {
             "{} {}x{} {}",
             self.benchmark, self.nodes, self.ranks_per_node, self.mpi
         );
+        // The one shape key that varies between cells; the [job] rest is the
+        // same in all of them.
+        if let Some(c) = self.shape.cpus_per_task {
+            let _ = write!(g, " -c {c}");
+        }
         if let Some(s) = &self.sizes {
             let _ = write!(g, " -m {s}");
         }
@@ -435,8 +489,13 @@ impl Cell {
         self.key.clear();
         let json = serde_json::to_vec(&*self).unwrap_or_default();
         let hash = hybrun_core::sys::hex(&Sha256::digest(&json));
+        let cpus = self
+            .shape
+            .cpus_per_task
+            .map(|c| format!("c{c}"))
+            .unwrap_or_default();
         self.key = format!(
-            "{}.{}.{}x{}.{}.{}",
+            "{}.{}.{}x{}{cpus}.{}.{}",
             self.benchmark,
             if self.is_control() {
                 "native-control"
