@@ -284,3 +284,82 @@ pub fn check_app_program(host: &Host, program: &str) -> Result<(), String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::scenario::{Environment, parse};
+    use hybrun_core::vocab::MpiAbi;
+
+    /// A scenario of native and hybrid latency cells at `-c 1` and `-c 2`,
+    /// with every `[job]` key.
+    fn scenario(dir: &Path) -> Scenario {
+        std::fs::create_dir(dir.join("img")).unwrap();
+        let fake = dir.join("hybench");
+        std::fs::write(&fake, "").unwrap();
+        let mut env = Environment::default();
+        env.hybench_override.insert(MpiAbi::Mpich, fake);
+        let text = "name = \"r\"\ncontrol = false\nrandomize = false\n[job]\nexclusive = true\n\
+                    mem = \"8G\"\nconstraint = \"ib\"\nqos = \"debug\"\ngpus_per_task = 1\n\
+                    gpu_bind = \"closest\"\nsrun_args = [\"--cpu-freq=high\"]\n[matrix]\n\
+                    benchmark = [\"latency\"]\nmode = [\"native\", \"hybrid\"]\n\
+                    image = [\"img\"]\ncpus_per_task = [1, 2]\n";
+        parse(text, &dir.join("s.toml"), &env).unwrap()
+    }
+
+    #[test]
+    fn every_cell_asks_the_planner_for_its_job_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scenario(dir.path());
+        assert_eq!(s.cells.len(), 4);
+        for in_allocation in [false, true] {
+            let planner = CellPlanner::new(&s, in_allocation).unwrap();
+            for cell in &s.cells {
+                let req = planner.request(cell, &Payload::of(cell)).unwrap();
+                let g = &req.geometry;
+                // The node and rank counts, and the shape, in every mode.
+                assert_eq!(
+                    (g.nodes, g.ntasks, g.ntasks_per_node),
+                    (Some(1), Some(2), Some(2))
+                );
+                assert_eq!(g.cpus_per_task, cell.shape.cpus_per_task);
+                assert!(g.cpus_per_task.is_some(), "{}", cell.key);
+                assert!(g.exclusive);
+                assert_eq!(g.mem.as_deref(), Some("8G"));
+                assert_eq!(g.constraint.as_deref(), Some("ib"));
+                assert_eq!(g.qos.as_deref(), Some("debug"));
+                assert_eq!(g.gpus_per_task, Some(1));
+                assert_eq!(g.gpu_bind.as_deref(), Some("closest"));
+                assert_eq!(g.srun_args, ["--cpu-freq=high"]);
+                g.check().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn hydra_binds_a_cell_with_cpus_per_task_to_that_many_cores() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scenario(dir.path());
+        let c2 = s
+            .cells
+            .iter()
+            .find(|c| c.shape.cpus_per_task == Some(2))
+            .unwrap();
+        let hydra = LauncherKind::MpiexecHydra;
+        // No randomized list of single cores: `-bind-to core:2` is the binding.
+        assert!(!takes_core_list(&s, c2, hydra));
+        let env = binding_env(&s, c2, hydra, Some(&[1, 0]));
+        // (More ranks than this machine's cores: not bound, in every cell alike.)
+        let want = if c2.ranks() <= cores() {
+            "core:2"
+        } else {
+            "none"
+        };
+        assert!(
+            env.contains(&("HYDRA_BINDING".into(), want.into())),
+            "{env:?}"
+        );
+        let srun = binding_env(&s, c2, LauncherKind::Srun, None);
+        assert_eq!(srun, [("SLURM_CPU_BIND".to_owned(), "cores".to_owned())]);
+    }
+}

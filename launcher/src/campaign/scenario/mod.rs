@@ -785,6 +785,165 @@ mode = "hybrid"
     }
 
     #[test]
+    fn cpus_per_task_is_an_axis_and_job_keys_reach_every_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"b\"\ncontrol = false\n[job]\nexclusive = true\nmem = \"8G\"\n\
+                    constraint = \"ib\"\nqos = \"debug\"\ngpus_per_task = 1\n\
+                    gpu_bind = \"closest\"\nsrun_args = [\"--cpu-freq=high\"]\n[matrix]\n\
+                    benchmark = [\"latency\"]\nmode = [\"native\"]\nmpi = [\"mpich\", \"openmpi\"]\n\
+                    cpus_per_task = [1, 4]\n";
+        let s = parse_in(dir.path(), text).unwrap();
+        let keys: Vec<&str> = s.cells.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        // The axis is the innermost one: each profile's cells at -c 1, then 4.
+        assert!(
+            keys[0].starts_with("latency.native.1x2c1.mpich."),
+            "{keys:?}"
+        );
+        assert!(
+            keys[1].starts_with("latency.native.1x2c4.mpich."),
+            "{keys:?}"
+        );
+        assert!(
+            keys[3].starts_with("latency.native.1x2c4.openmpi."),
+            "{keys:?}"
+        );
+        assert_eq!(s.cells[1].setting(), "1x2 mpich -c 4");
+        assert_ne!(s.cells[0].group_key(), s.cells[1].group_key());
+        let want = JobShape {
+            cpus_per_task: Some(4),
+            exclusive: true,
+            mem: Some("8G".into()),
+            constraint: Some("ib".into()),
+            qos: Some("debug".into()),
+            gpus_per_task: Some(1),
+            gpu_bind: Some("closest".into()),
+            srun_args: vec!["--cpu-freq=high".into()],
+        };
+        assert_eq!(s.cells[1].shape, want);
+        let g = s.cells[1].shape.geometry(Geometry {
+            nodes: Some(1),
+            ..Geometry::default()
+        });
+        assert_eq!(
+            (g.nodes, g.cpus_per_task, g.exclusive),
+            (Some(1), Some(4), true)
+        );
+        assert_eq!(g.srun_args, ["--cpu-freq=high"]);
+        // scenario.json reads back as it was written (the resumed run's cells).
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["cells"][1]["cpus_per_task"], 4);
+        assert_eq!(json["cells"][1]["mem"], "8G");
+        let back: Scenario = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        // Without the keys, a cell's JSON has none of them (its key stays:
+        // keys_are_those_of_earlier_versions).
+        let plain = parse_in(
+            dir.path(),
+            "name = \"b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n",
+        )
+        .unwrap();
+        let json = serde_json::to_value(&plain.cells[0]).unwrap();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for absent in ["cpus_per_task", "exclusive", "mem", "srun_args", "shape"] {
+            assert!(!fields.contains(&absent), "{fields:?}");
+        }
+        // An exclusion by CPUs per rank.
+        let s = parse_in(
+            dir.path(),
+            &format!("{text}[[exclude]]\ncpus_per_task = 4\nmpi = \"openmpi\"\n"),
+        )
+        .unwrap();
+        assert_eq!(s.cells.len(), 3);
+        assert!(
+            s.cells
+                .iter()
+                .all(|c| !(c.mpi == "openmpi" && c.shape.cpus_per_task == Some(4)))
+        );
+    }
+
+    #[test]
+    fn bad_job_shapes_are_refused_with_the_key_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "name = \"b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n";
+        let err = |extra: &str| {
+            format!(
+                "{:#}",
+                parse_in(dir.path(), &format!("{base}{extra}")).unwrap_err()
+            )
+        };
+        let e = err("cpus_per_task = [2, 0]\n");
+        assert!(
+            e.contains("s.toml:5:21: matrix.cpus_per_task") && e.contains("must be at least 1"),
+            "{e}"
+        );
+        let e = err("cpus_per_task = []\n");
+        assert!(e.contains("matrix.cpus_per_task: the list is empty"), "{e}");
+        let e = err("[job]\nmem = \"\"\n");
+        assert!(
+            e.contains("s.toml:6:7: job.mem") && e.contains("give a non-empty value"),
+            "{e}"
+        );
+        let e = err("[job]\nconstraint = \"ib\\u0007\"\n");
+        assert!(
+            e.contains("job.constraint") && e.contains("without control characters"),
+            "{e}"
+        );
+        let e = err("[job]\ngpus_per_task = 0\n");
+        assert!(
+            e.contains("job.gpus_per_task") && e.contains("at least 1"),
+            "{e}"
+        );
+        for (arg, why) in [
+            ("--mpi=pmix", "chooses the PMI plugin"),
+            ("--export=NONE", "--export=ALL"),
+            ("-K", "--kill-on-bad-exit"),
+            ("hostname", "not an option"),
+        ] {
+            let e = err(&format!(
+                "[job]\nsrun_args = [\"--cpu-freq=high\", \"{arg}\"]\n"
+            ));
+            assert!(
+                e.contains("s.toml:6:33: job.srun_args") && e.contains(why),
+                "{arg}: {e}"
+            );
+        }
+        let e = err("[job]\nthreads = 4\n");
+        assert!(e.contains("unknown field `threads`"), "{e}");
+        // Against [submit]: the cells' steps run inside its sbatch job.
+        let e = err("[job]\ngpus_per_task = 1\n[submit]\ngpus_per_node = 4\n");
+        assert!(
+            e.contains("job.gpus_per_task") && e.contains("give one of them"),
+            "{e}"
+        );
+        let e = err("cpus_per_task = [4, 8]\n[submit]\ncpus_per_task = 4\n");
+        assert!(
+            e.contains("s.toml:5:21: matrix.cpus_per_task: 8 CPUs per rank")
+                && e.contains("raise [submit] cpus_per_task"),
+            "{e}"
+        );
+        let e = err("[job]\ngpus_per_task = 2\n[submit]\ngpus_per_task = 1\n");
+        assert!(e.contains("raise [submit] gpus_per_task"), "{e}");
+        let e = err("[job]\nqos = \"long\"\n[submit]\nqos = \"debug\"\n");
+        assert!(
+            e.contains("job.qos: \"long\", and [submit] qos = \"debug\"")
+                && e.contains("give one value"),
+            "{e}"
+        );
+        // Within the job, or the same value: accepted.
+        let ok = format!(
+            "{base}cpus_per_task = [1, 4]\n[job]\nqos = \"debug\"\ngpus_per_task = 1\n\
+             [submit]\ncpus_per_task = 4\nqos = \"debug\"\ngpus_per_task = 2\n"
+        );
+        parse_in(dir.path(), &ok).unwrap();
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let err = |text: &str| format!("{:#}", parse_in(dir.path(), text).unwrap_err());

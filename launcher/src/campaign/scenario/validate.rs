@@ -680,7 +680,10 @@ fn cpus_axis(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Vec<Spanned<
                 c.span(),
                 key,
                 format!(
-                    "{cpus} CPUs per rank, and [submit] cpus_per_task = {job} gives the sbatch                      job only {job}: a cell's srun step cannot have more than its job; raise                      [submit] cpus_per_task to the largest value here, or remove it (--submit                      then asks for the largest)"
+                    "{cpus} CPUs per rank, and [submit] cpus_per_task = {job} gives the sbatch \
+                     job only {job}: a cell's srun step cannot have more than its job; raise \
+                     [submit] cpus_per_task to the largest value here, or remove it (--submit \
+                     then asks for the largest)"
                 ),
             ));
         }
@@ -797,7 +800,8 @@ fn against_submit(j: &RawJob, submit: &SubmitOptions, src: &Source<'_>) -> anyho
                 g.span(),
                 "job.gpus_per_task",
                 format!(
-                    "{} GPUs per rank, and [submit] gpus_per_task = {job} gives the sbatch job                      only {job}: raise [submit] gpus_per_task, or lower this",
+                    "{} GPUs per rank, and [submit] gpus_per_task = {job} gives the sbatch job \
+                     only {job}: raise [submit] gpus_per_task, or lower this",
                     g.get_ref()
                 ),
             ));
@@ -814,7 +818,9 @@ fn against_submit(j: &RawJob, submit: &SubmitOptions, src: &Source<'_>) -> anyho
                     c.span(),
                     &format!("job.{key}"),
                     format!(
-                        "{:?}, and [submit] {key} = {s:?}: the cells' steps run inside the                          sbatch job, which has the [submit] value; give one value (write it                          once, in [submit] for the job or in [job] for the steps)",
+                        "{:?}, and [submit] {key} = {s:?}: the cells' steps run inside the \
+                         sbatch job, which has the [submit] value; give one value (write it \
+                         once, in [submit] for the job or in [job] for the steps)",
                         c.get_ref()
                     ),
                 ));
