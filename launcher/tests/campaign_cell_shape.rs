@@ -1,7 +1,8 @@
 //! The job shape per campaign cell, end to end: a scenario with
 //! `matrix.cpus_per_task = [1, 2]`, run for real under MPICH's mpiexec
-//! (hydra) on this machine. Each cell's launch record must show the shape it
-//! asked for (`-bind-to core:N`, OMP_NUM_THREADS=N, in native and hybrid alike),
+//! (hydra) and Open MPI's on this machine. Each cell's launch record must show
+//! the shape it asked for (`-bind-to core:N` / `--map-by slot:PE=N`,
+//! OMP_NUM_THREADS=N, in native and hybrid alike),
 //! and the ranks must have got it: two applications print what each rank
 //! sees, its CPU count (`nproc`, the affinity mask hydra set) and its
 //! OMP_NUM_THREADS, and the report's values are those of the cell's `-c`.
@@ -11,15 +12,20 @@ mod campaign_common;
 use std::path::Path;
 use std::process::Command;
 
-use campaign_common::{HYBRUN, hybench, mpich_image, repo_root};
+use campaign_common::{HYBRUN, hybench, hybench_openmpi, mpich_image, repo_root};
 use hybrun::campaign::results::{self, LaunchRecord, Outcome};
 use serde_json::Value;
 
-fn scenario(dir: &Path, hybench: &Path, image: Option<&Path>) -> std::path::PathBuf {
+fn scenario(
+    dir: &Path,
+    hybench: &Path,
+    openmpi: Option<&Path>,
+    image: Option<&Path>,
+) -> std::path::PathBuf {
     // The hybrid cells (latency in the MPICH test image under ch-run) where
     // the image is there; the applications run natively (the test image has
-    // no shell).
-    let (modes, image_keys) = match image {
+    // no shell). Open MPI's native cells where its hybench is there.
+    let (modes, mut extra) = match image {
         Some(i) => (
             r#"["native", "hybrid"]"#,
             format!(
@@ -30,6 +36,15 @@ fn scenario(dir: &Path, hybench: &Path, image: Option<&Path>) -> std::path::Path
         ),
         None => (r#"["native"]"#, String::new()),
     };
+    let mpis = match openmpi {
+        Some(_) => {
+            if image.is_some() {
+                extra.push_str("[[exclude]]\nmpi = \"openmpi\"\nmode = \"hybrid\"\n");
+            }
+            r#"["mpich", "openmpi"]"#
+        }
+        None => r#"["mpich"]"#,
+    };
     let text = format!(
         r#"name = "shape"
 launches = 1
@@ -38,8 +53,6 @@ control = false
 randomize = false
 site = "{site}"
 runtime = "charliecloud"
-[hybench]
-mpich = "{hybench}"
 [stop]
 enabled = false
 [benchmark.latency]
@@ -55,10 +68,17 @@ metric = {{ regex = 'threads=(?P<value>[0-9]+)', unit = "threads", better = "hig
 [matrix]
 benchmark = ["latency", "nproc", "omp"]
 mode = {modes}
+mpi = {mpis}
 cpus_per_task = [1, 2]
-{image_keys}"#,
+{extra}[hybench]
+mpich = "{hybench}"
+{openmpi}"#,
         site = repo_root().join("scenarios/site-local.toml").display(),
         hybench = hybench.display(),
+        openmpi = openmpi.map_or(String::new(), |o| format!(
+            "openmpi = \"{}\"\n",
+            o.display()
+        )),
     );
     let path = dir.join("shape.toml");
     std::fs::write(&path, text).unwrap();
@@ -73,12 +93,18 @@ fn cpus_of(key: &str) -> u32 {
 
 fn check_record(r: &LaunchRecord) {
     let cpus = cpus_of(&r.cell_key);
+    // hydra binds each rank to N cores; Open MPI maps N cores to each.
+    let (flag, value) = if r.argv[0].contains("openmpi") {
+        ("--map-by", format!("slot:PE={cpus}"))
+    } else {
+        ("-bind-to", format!("core:{cpus}"))
+    };
     let at = r
         .argv
         .iter()
-        .position(|a| a == "-bind-to")
-        .unwrap_or_else(|| panic!("{}: no -bind-to in {:?}", r.cell_key, r.argv));
-    assert_eq!(r.argv[at + 1], format!("core:{cpus}"), "{}", r.cell_key);
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{}: no {flag} in {:?}", r.cell_key, r.argv));
+    assert_eq!(r.argv[at + 1], value, "{}", r.cell_key);
     assert!(r.argv[0].contains("mpiexec"), "{:?}", r.argv);
     let plan = r.plan.as_ref().expect("the launch plan is recorded");
     assert_eq!(
@@ -109,21 +135,19 @@ fn check_record(r: &LaunchRecord) {
             r.cell_key, r.per_rank
         );
     }
-    assert!(
-        r.env
-            .contains(&("HYDRA_BINDING".into(), format!("core:{cpus}"))),
-        "{}: {:?}",
-        r.cell_key,
-        r.env
-    );
+    if flag == "-bind-to" {
+        let binding = ("HYDRA_BINDING".to_owned(), format!("core:{cpus}"));
+        assert!(r.env.contains(&binding), "{}: {:?}", r.cell_key, r.env);
+    }
 }
 
 #[test]
 fn cpus_per_task_cells_launch_with_their_cores_and_threads() {
     let Some(hybench) = hybench() else { return };
     let image = mpich_image();
+    let openmpi = hybench_openmpi();
     let dir = tempfile::tempdir().unwrap();
-    let file = scenario(dir.path(), &hybench, image.as_deref());
+    let file = scenario(dir.path(), &hybench, openmpi.as_deref(), image.as_deref());
     let results_dir = dir.path().join("results");
     let out = Command::new(HYBRUN)
         .args(["campaign", "run"])
@@ -151,7 +175,9 @@ fn cpus_per_task_cells_launch_with_their_cores_and_threads() {
     let records = results::read_records(&run).unwrap();
     let failed: Vec<_> = records.iter().filter(|r| r.status != Outcome::Ok).collect();
     assert!(failed.is_empty(), "failed launches: {failed:#?}");
-    let cells = if image.is_some() { 8 } else { 6 };
+    // Native: 3 workloads x 2 CPU counts per MPI; hybrid: latency x 2.
+    let mpis = if openmpi.is_some() { 2 } else { 1 };
+    let cells = 6 * mpis + if image.is_some() { 2 } else { 0 };
     assert_eq!(records.len(), cells, "one launch per cell: {records:#?}");
     for r in &records {
         check_record(r);
@@ -180,7 +206,11 @@ fn cpus_per_task_cells_launch_with_their_cores_and_threads() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 4, "nproc and omp at -c 1 and -c 2: {entries:#?}");
+    assert_eq!(
+        seen,
+        4 * mpis,
+        "nproc and omp at -c 1 and -c 2, per MPI: {entries:#?}"
+    );
     let csv = std::fs::read_to_string(run.join("report.csv")).unwrap();
     assert!(
         csv.lines().next().unwrap().ends_with(",cpus_per_task"),

@@ -172,7 +172,12 @@ impl<'a> CellPlanner<'a> {
                 .iter()
                 .map(|(k, v)| OsString::from(format!("{k}={v}")))
                 .collect(),
-            oversubscribe: cell.ranks() > cores(),
+            // Open MPI refuses to bind more CPUs than there are cores
+            // (`--map-by slot:PE=N`) unless told it may oversubscribe.
+            oversubscribe: cell
+                .ranks()
+                .saturating_mul(cell.shape.cpus_per_task.unwrap_or(1))
+                > cores(),
             image: cell.image.clone(),
             pwd: payload.pwd.clone(),
             command,
@@ -280,7 +285,8 @@ pub fn check_app_program(host: &Host, program: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{program} not found on PATH (native cells run the application on the host):              install it, or give its absolute path in [app] command"
+            "{program} not found on PATH (native cells run the application on the host): \
+             install it, or give its absolute path in [app] command"
         ))
     }
 }
@@ -288,7 +294,7 @@ pub fn check_app_program(host: &Host, program: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaign::scenario::{Environment, parse};
+    use crate::campaign::scenario::{Environment, JobShape, parse};
     use hybrun_core::vocab::MpiAbi;
 
     /// A scenario of native and hybrid latency cells at `-c 1` and `-c 2`,
@@ -334,6 +340,28 @@ mod tests {
                 g.check().unwrap();
             }
         }
+    }
+
+    #[test]
+    fn srun_only_keys_are_refused_outside_an_allocation_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scenario(dir.path());
+        let cells: Vec<&Cell> = s.cells.iter().collect();
+        let e = format!(
+            "{:#}",
+            crate::campaign::runner::preflight(&s, &cells, false).unwrap_err()
+        );
+        assert!(
+            e.contains("s.toml: [job] exclusive is an srun option")
+                && e.contains("inside an allocation (salloc/sbatch) or with --submit"),
+            "{e}"
+        );
+        // `-c` alone has mpiexec equivalents.
+        let only_cpus = JobShape {
+            cpus_per_task: Some(2),
+            ..JobShape::default()
+        };
+        assert_eq!(only_cpus.srun_only(), None);
     }
 
     #[test]

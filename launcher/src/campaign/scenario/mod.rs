@@ -342,6 +342,22 @@ pub struct JobShape {
 }
 
 impl JobShape {
+    /// The first `[job]` key set that only srun can honour (mpiexec has an
+    /// equivalent of `-c` only).
+    pub fn srun_only(&self) -> Option<&'static str> {
+        [
+            ("exclusive", self.exclusive),
+            ("mem", self.mem.is_some()),
+            ("constraint", self.constraint.is_some()),
+            ("qos", self.qos.is_some()),
+            ("gpus_per_task", self.gpus_per_task.is_some()),
+            ("gpu_bind", self.gpu_bind.is_some()),
+            ("srun_args", !self.srun_args.is_empty()),
+        ]
+        .into_iter()
+        .find_map(|(key, set)| set.then_some(key))
+    }
+
     /// `base` (the node and rank counts) with this shape.
     pub fn geometry(&self, base: Geometry) -> Geometry {
         Geometry {
