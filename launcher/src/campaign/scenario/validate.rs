@@ -728,42 +728,17 @@ fn job(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<JobShape> {
         srun_args: j.srun_args.iter().map(|a| a.get_ref().clone()).collect(),
     };
     let d = Geometry::default;
-    let texts = [
-        (
-            "job.mem",
-            &j.mem,
-            Geometry {
-                mem: shape.mem.clone(),
-                ..d()
-            },
-        ),
-        (
-            "job.constraint",
-            &j.constraint,
-            Geometry {
-                constraint: shape.constraint.clone(),
-                ..d()
-            },
-        ),
-        (
-            "job.qos",
-            &j.qos,
-            Geometry {
-                qos: shape.qos.clone(),
-                ..d()
-            },
-        ),
-        (
-            "job.gpu_bind",
-            &j.gpu_bind,
-            Geometry {
-                gpu_bind: shape.gpu_bind.clone(),
-                ..d()
-            },
-        ),
+    type Field = fn(&mut Geometry) -> &mut Option<String>;
+    let texts: [(&str, &Option<Spanned<String>>, Field); 4] = [
+        ("job.mem", &j.mem, |g| &mut g.mem),
+        ("job.constraint", &j.constraint, |g| &mut g.constraint),
+        ("job.qos", &j.qos, |g| &mut g.qos),
+        ("job.gpu_bind", &j.gpu_bind, |g| &mut g.gpu_bind),
     ];
-    for (key, given, geometry) in texts {
+    for (key, given, field) in texts {
         if let Some(v) = given {
+            let mut geometry = d();
+            *field(&mut geometry) = Some(v.get_ref().clone());
             shape_check(src, v.span(), key, geometry)?;
         }
     }
