@@ -93,6 +93,22 @@ struct Job<'a> {
     hybrun: &'a Path,
 }
 
+/// Cells with CPUs per rank run their srun steps inside the job of their
+/// node count: unless `[submit] cpus_per_task` says how many, the job asks
+/// for the most any of them needs (the scenario refuses a cell above
+/// `[submit]`'s), else srun's `-c` would not fit in it.
+fn cells_cpus(scenario: &Scenario, cells: &[usize]) -> Option<String> {
+    let cpus = cells
+        .iter()
+        .filter_map(|&c| scenario.cells[c].shape.cpus_per_task)
+        .max()?;
+    scenario
+        .submit
+        .cpus_per_task
+        .is_none()
+        .then(|| format!("--cpus-per-task={cpus}"))
+}
+
 impl Job<'_> {
     /// Submits the job of one node count; returns its id.
     fn sbatch(&self, nodes: u32, cells: &[usize]) -> anyhow::Result<String> {
@@ -118,6 +134,7 @@ impl Job<'_> {
             format!("--output={}/slurm-%j.out", shard.display()),
         ];
         argv.extend(scenario.submit.sbatch_flags());
+        argv.extend(cells_cpus(scenario, cells));
         argv.push(self.script.display().to_string());
         argv.push(self.hybrun.display().to_string());
         argv.extend([
@@ -291,4 +308,45 @@ pub fn worker(run_dir: &Path, nodes: u32) -> anyhow::Result<()> {
         summary.ran, summary.failed, summary.skipped
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::scenario::{Environment, parse};
+    use hybrun_core::vocab::MpiAbi;
+
+    fn scenario(dir: &Path, submit: &str) -> Scenario {
+        let fake = dir.join("hybench");
+        std::fs::write(&fake, "").unwrap();
+        let mut env = Environment::default();
+        env.hybench_override.insert(MpiAbi::Mpich, fake);
+        let text = format!(
+            "name = \"s\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n\
+             cpus_per_task = [1, 4]\n{submit}"
+        );
+        parse(&text, &dir.join("s.toml"), &env).unwrap()
+    }
+
+    #[test]
+    fn the_job_asks_for_its_cells_largest_cpus_per_task_unless_submit_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scenario(dir.path(), "");
+        let all: Vec<usize> = (0..s.cells.len()).collect();
+        assert_eq!(cells_cpus(&s, &all).as_deref(), Some("--cpus-per-task=4"));
+        let c1: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&c| s.cells[c].shape.cpus_per_task == Some(1))
+            .collect();
+        assert_eq!(cells_cpus(&s, &c1).as_deref(), Some("--cpus-per-task=1"));
+        // [submit]'s own value is in sbatch_flags, once.
+        let s = scenario(dir.path(), "[submit]\ncpus_per_task = 8\n");
+        assert_eq!(cells_cpus(&s, &all), None);
+        assert!(
+            s.submit
+                .sbatch_flags()
+                .contains(&"--cpus-per-task=8".to_owned())
+        );
+    }
 }

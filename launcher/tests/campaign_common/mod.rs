@@ -52,6 +52,23 @@ pub fn hybench() -> Option<PathBuf> {
     .then_some(path)
 }
 
+/// hybench for Open MPI with mpiexec.openmpi, or None after [`require`].
+pub fn hybench_openmpi() -> Option<PathBuf> {
+    let path = std::env::var_os("HYBENCH_OPENMPI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/openmpi/release/hybench"));
+    (require(
+        &path.display().to_string(),
+        path.is_file(),
+        "run scripts/build-hybench openmpi",
+    ) && require(
+        "mpiexec.openmpi",
+        on_path("mpiexec.openmpi"),
+        "run scripts/setup",
+    ))
+    .then_some(path)
+}
+
 /// The MPICH test image (a directory image for ch-run), built on first use,
 /// with ch-run; or None after [`require`].
 pub fn mpich_image() -> Option<PathBuf> {

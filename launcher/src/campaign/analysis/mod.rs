@@ -147,6 +147,10 @@ pub struct Entry {
     /// The A/A control (`native'`): a second native cell.
     pub control: bool,
     pub image: String,
+    /// The cell's CPUs per rank (`matrix.cpus_per_task`), when set: not
+    /// written otherwise, so reports without it read as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u32>,
     pub cell_key: String,
     /// Launches with a value at this size.
     pub launches: usize,
@@ -324,6 +328,7 @@ pub fn analyse(data: &RunData, opts: &Options, samples: Option<&SampleMap>) -> V
                 mode: cell.mode,
                 control: cell.is_control(),
                 image: cell.image_label(),
+                cpus_per_task: cell.shape.cpus_per_task,
                 cell_key: cell.key.clone(),
                 launches: cs.per_launch.len(),
                 value,

@@ -3,10 +3,12 @@
 
 use super::super::analysis::Report;
 
-/// The entries as CSV.
+/// The entries as CSV. A `cpus_per_task` column only when some cell sets
+/// it, last, so that the files of scenarios without it keep their columns.
 pub fn report(r: &Report) -> anyhow::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
+    let cpus = r.entries.iter().any(|e| e.cpus_per_task.is_some());
+    let mut header = vec![
         "benchmark",
         "setting",
         "size_bytes",
@@ -22,10 +24,14 @@ pub fn report(r: &Report) -> anyhow::Result<String> {
         "verdict",
         "note",
         "method",
-    ])?;
+    ];
+    if cpus {
+        header.push("cpus_per_task");
+    }
+    w.write_record(&header)?;
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for e in &r.entries {
-        w.write_record([
+        let mut row = vec![
             e.benchmark.to_string(),
             e.setting.clone(),
             e.size_bytes.to_string(),
@@ -41,7 +47,11 @@ pub fn report(r: &Report) -> anyhow::Result<String> {
             e.verdict.map(|v| v.name().to_owned()).unwrap_or_default(),
             e.note.clone(),
             r.method.clone(),
-        ])?;
+        ];
+        if cpus {
+            row.push(e.cpus_per_task.map(|c| c.to_string()).unwrap_or_default());
+        }
+        w.write_record(&row)?;
     }
     Ok(String::from_utf8(
         w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,

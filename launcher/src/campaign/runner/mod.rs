@@ -57,6 +57,14 @@ pub fn preflight(scenario: &Scenario, cells: &[&Cell], in_alloc: bool) -> anyhow
                 cell.nodes
             );
         }
+        if let (Some(key), false) = (cell.shape.srun_only(), in_alloc) {
+            bail!(
+                "{}: [job] {key} is an srun option, and outside an allocation the cells run \
+                 under mpiexec: run the campaign inside an allocation (salloc/sbatch) or with \
+                 --submit, or remove it",
+                scenario.source.display()
+            );
+        }
         let prepared = planner
             .prepare(cell, &Payload::of(cell))
             .with_context(|| scenario.source.display().to_string())?;

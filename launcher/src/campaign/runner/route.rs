@@ -159,18 +159,25 @@ impl<'a> CellPlanner<'a> {
             launcher: (cell.mode != Mode::Inside).then_some(launcher),
             mpi_profile,
             mpi,
-            geometry: Geometry {
+            // The cell's job shape in every mode alike: `-c` (and the
+            // OMP_NUM_THREADS the planner derives from it), `[job]`'s keys.
+            geometry: cell.shape.geometry(Geometry {
                 nodes: Some(cell.nodes),
                 ntasks: Some(cell.ranks()),
                 ntasks_per_node: Some(cell.ranks_per_node),
                 ..Geometry::default()
-            },
+            }),
             env: cell
                 .env
                 .iter()
                 .map(|(k, v)| OsString::from(format!("{k}={v}")))
                 .collect(),
-            oversubscribe: cell.ranks() > cores(),
+            // Open MPI refuses to bind more CPUs than there are cores
+            // (`--map-by slot:PE=N`) unless told it may oversubscribe.
+            oversubscribe: cell
+                .ranks()
+                .saturating_mul(cell.shape.cpus_per_task.unwrap_or(1))
+                > cores(),
             image: cell.image.clone(),
             pwd: payload.pwd.clone(),
             command,
@@ -236,13 +243,19 @@ fn binding_env(
                 set("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
             }
         }
-        LauncherKind::MpiexecHydra | LauncherKind::None => match order {
-            Some(list) if bind => {
-                let list: Vec<String> = list.iter().map(usize::to_string).collect();
-                set("HYDRA_BINDING", &format!("user:{}", list.join(",")));
+        LauncherKind::MpiexecHydra | LauncherKind::None => {
+            match (cell.shape.cpus_per_task, order) {
+                // `-c N` is rendered as `-bind-to core:N`, which hydra takes over
+                // HYDRA_BINDING: say the same here, so the record does not
+                // show a binding that was not used.
+                (Some(cpus), _) if bind => set("HYDRA_BINDING", &format!("core:{cpus}")),
+                (None, Some(list)) if bind => {
+                    let list: Vec<String> = list.iter().map(usize::to_string).collect();
+                    set("HYDRA_BINDING", &format!("user:{}", list.join(",")));
+                }
+                _ => set("HYDRA_BINDING", if bind { "core" } else { "none" }),
             }
-            _ => set("HYDRA_BINDING", if bind { "core" } else { "none" }),
-        },
+        }
     }
     env
 }
@@ -251,11 +264,13 @@ fn binding_env(
 /// (hydra's `HYDRA_BINDING=user:A,B,...`), so that their order can be drawn
 /// at random. srun's `map_cpu` takes CPU ids of the job step's nodes, which
 /// the process that plans is not on, and Open MPI needs a rankfile: neither
-/// is randomized.
+/// is randomized. Nor is a cell with CPUs per rank: hydra binds each rank to
+/// N cores (`-bind-to core:N`), which a list of single cores cannot say.
 pub fn takes_core_list(scenario: &Scenario, cell: &Cell, launcher: LauncherKind) -> bool {
     launcher == LauncherKind::MpiexecHydra
         && scenario.bind == Binding::Core
         && cell.ranks_per_node <= cores()
+        && cell.shape.cpus_per_task.is_none()
 }
 
 /// Checks the program of an application cell exists where it runs natively
@@ -270,7 +285,109 @@ pub fn check_app_program(host: &Host, program: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{program} not found on PATH (native cells run the application on the host):              install it, or give its absolute path in [app] command"
+            "{program} not found on PATH (native cells run the application on the host): \
+             install it, or give its absolute path in [app] command"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::scenario::{Environment, JobShape, parse};
+    use hybrun_core::vocab::MpiAbi;
+
+    /// A scenario of native and hybrid latency cells at `-c 1` and `-c 2`,
+    /// with every `[job]` key.
+    fn scenario(dir: &Path) -> Scenario {
+        std::fs::create_dir(dir.join("img")).unwrap();
+        let fake = dir.join("hybench");
+        std::fs::write(&fake, "").unwrap();
+        let mut env = Environment::default();
+        env.hybench_override.insert(MpiAbi::Mpich, fake);
+        let text = "name = \"r\"\ncontrol = false\nrandomize = false\n[job]\nexclusive = true\n\
+                    mem = \"8G\"\nconstraint = \"ib\"\nqos = \"debug\"\ngpus_per_task = 1\n\
+                    gpu_bind = \"closest\"\nsrun_args = [\"--cpu-freq=high\"]\n[matrix]\n\
+                    benchmark = [\"latency\"]\nmode = [\"native\", \"hybrid\"]\n\
+                    image = [\"img\"]\ncpus_per_task = [1, 2]\n";
+        parse(text, &dir.join("s.toml"), &env).unwrap()
+    }
+
+    #[test]
+    fn every_cell_asks_the_planner_for_its_job_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scenario(dir.path());
+        assert_eq!(s.cells.len(), 4);
+        for in_allocation in [false, true] {
+            let planner = CellPlanner::new(&s, in_allocation).unwrap();
+            for cell in &s.cells {
+                let req = planner.request(cell, &Payload::of(cell)).unwrap();
+                let g = &req.geometry;
+                // The node and rank counts, and the shape, in every mode.
+                assert_eq!(
+                    (g.nodes, g.ntasks, g.ntasks_per_node),
+                    (Some(1), Some(2), Some(2))
+                );
+                assert_eq!(g.cpus_per_task, cell.shape.cpus_per_task);
+                assert!(g.cpus_per_task.is_some(), "{}", cell.key);
+                assert!(g.exclusive);
+                assert_eq!(g.mem.as_deref(), Some("8G"));
+                assert_eq!(g.constraint.as_deref(), Some("ib"));
+                assert_eq!(g.qos.as_deref(), Some("debug"));
+                assert_eq!(g.gpus_per_task, Some(1));
+                assert_eq!(g.gpu_bind.as_deref(), Some("closest"));
+                assert_eq!(g.srun_args, ["--cpu-freq=high"]);
+                g.check().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn srun_only_keys_are_refused_outside_an_allocation_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scenario(dir.path());
+        let cells: Vec<&Cell> = s.cells.iter().collect();
+        let e = format!(
+            "{:#}",
+            crate::campaign::runner::preflight(&s, &cells, false).unwrap_err()
+        );
+        assert!(
+            e.contains("s.toml: [job] exclusive is an srun option")
+                && e.contains("inside an allocation (salloc/sbatch) or with --submit"),
+            "{e}"
+        );
+        // `-c` alone has mpiexec equivalents.
+        let only_cpus = JobShape {
+            cpus_per_task: Some(2),
+            ..JobShape::default()
+        };
+        assert_eq!(only_cpus.srun_only(), None);
+    }
+
+    #[test]
+    fn hydra_binds_a_cell_with_cpus_per_task_to_that_many_cores() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scenario(dir.path());
+        let c2 = s
+            .cells
+            .iter()
+            .find(|c| c.shape.cpus_per_task == Some(2))
+            .unwrap();
+        let hydra = LauncherKind::MpiexecHydra;
+        // No randomized list of single cores: `-bind-to core:2` is the binding.
+        assert!(!takes_core_list(&s, c2, hydra));
+        let env = binding_env(&s, c2, hydra, Some(&[1, 0]));
+        // (More ranks than this machine's cores: not bound, in every cell alike.)
+        let want = if c2.ranks() <= cores() {
+            "core:2"
+        } else {
+            "none"
+        };
+        assert!(
+            env.contains(&("HYDRA_BINDING".into(), want.into())),
+            "{env:?}"
+        );
+        let srun = binding_env(&s, c2, LauncherKind::Srun, None);
+        assert_eq!(srun, [("SLURM_CPU_BIND".to_owned(), "cores".to_owned())]);
     }
 }

@@ -1,6 +1,6 @@
 //! The checked axes expanded into cells: every point of the matrix in a fixed
 //! order (benchmark, mode, nodes, ranks per node, sizes, image, MPI profile,
-//! environment), minus the exclusions, each checked as a whole (rank counts
+//! environment, CPUs per rank), minus the exclusions, each checked as a whole (rank counts
 //! the benchmark accepts, `inside` on one node, the image exists) and keyed.
 //! Then the hybench builds the native cells need.
 
@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::raw::{RawHybench, Source};
 use super::validate::{Axes, Exclude, Image};
-use super::{Cell, Environment};
+use super::{Cell, Environment, JobShape};
 use hybrun_core::vocab::{Mode, MpiAbi};
 
 /// The most cells a scenario may have: a campaign of more would run for
@@ -37,6 +37,7 @@ fn points(axes: &Axes) -> u64 {
         axes.ranks_per_node.len(),
         axes.mpis.len(),
         axes.envs.len(),
+        axes.cpus.len(),
     ]
     .iter()
     .fold(per_mode, |n, &len| n.saturating_mul(len as u64));
@@ -74,8 +75,8 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
             "matrix",
             format!(
                 "{points} cells (benchmark {} x mode {} x nodes {} x ranks_per_node {} x sizes {} \
-                 x image {} x mpi {} x env {}, before exclusions): a scenario has at most \
-                 {MAX_CELLS}; narrow the axes or split the scenario",
+                 x image {} x mpi {} x env {} x cpus_per_task {}, before exclusions): a \
+                 scenario has at most {MAX_CELLS}; narrow the axes or split the scenario",
                 axes.benchmarks.len(),
                 axes.modes.len(),
                 axes.nodes.len(),
@@ -83,7 +84,8 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
                 axes.sizes.as_ref().map_or(1, Vec::len),
                 axes.images.len().max(1),
                 axes.mpis.len(),
-                axes.envs.len()
+                axes.envs.len(),
+                axes.cpus.len()
             ),
         ));
     }
@@ -116,7 +118,7 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
                     for size in &sizes {
                         for img in &images {
                             for p in &axes.mpis {
-                                for env in &axes.envs {
+                                for (env, cpus) in envs_by_cpus(axes) {
                                     let mut cell = Cell {
                                         key: String::new(),
                                         benchmark: b.get_ref().clone(),
@@ -128,10 +130,14 @@ pub(super) fn cells(axes: &Axes, src: &Source<'_>) -> anyhow::Result<Vec<Cell>> 
                                         image: img.map(|i| i.path.clone()),
                                         mpi: p.name.clone(),
                                         flavour: p.flavour,
-                                        env: env.clone(),
+                                        env,
                                         iterations: opts.and_then(|o| o.iterations),
                                         warmup: opts.and_then(|o| o.warmup),
                                         args: opts.map(|o| o.args.clone()).unwrap_or_default(),
+                                        shape: JobShape {
+                                            cpus_per_task: cpus,
+                                            ..axes.shape.clone()
+                                        },
                                     };
                                     if excluded(&axes.excludes, &cell, *img, &mut hits) {
                                         continue;
@@ -186,6 +192,14 @@ pub(super) fn with_controls(cells: Vec<Cell>) -> Vec<Cell> {
     out
 }
 
+/// The environment sets by the CPUs per rank: the two innermost axes, in
+/// that order (env, then cpus_per_task), as one loop.
+fn envs_by_cpus(axes: &Axes) -> impl Iterator<Item = (BTreeMap<String, String>, Option<u32>)> {
+    axes.envs
+        .iter()
+        .flat_map(|e| axes.cpus.iter().map(move |c| (e.clone(), *c.get_ref())))
+}
+
 /// Whether any exclusion matches `cell` (counting each one that does).
 fn excluded(excludes: &[Exclude], cell: &Cell, image: Option<&Image>, hits: &mut [usize]) -> bool {
     let mut excluded = false;
@@ -200,7 +214,9 @@ fn excluded(excludes: &[Exclude], cell: &Cell, image: Option<&Image>, hits: &mut
             && x.image
                 .as_ref()
                 .is_none_or(|v| Some(v) == image.map(|i| &i.given))
-            && x.mpi.as_ref().is_none_or(|v| *v == cell.mpi);
+            && x.mpi.as_ref().is_none_or(|v| *v == cell.mpi)
+            && x.cpus_per_task
+                .is_none_or(|v| Some(v) == cell.shape.cpus_per_task);
         if matches {
             *hits += 1;
             excluded = true;

@@ -30,6 +30,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::launch::plan::Geometry;
 use hybrun_core::named_enum;
 use hybrun_core::stats::Location;
 use hybrun_core::vocab::{Benchmark, Mode, MpiAbi, MpiFlavour, RankRule, RuntimeKind};
@@ -312,6 +313,67 @@ impl SubmitOptions {
     }
 }
 
+/// The job shape of a cell's launch: what `hybrun run`'s `-c`, `--exclusive`,
+/// `--mem`, `-C`, `-q`, `--gpus-per-task`, `--gpu-bind` and `--srun-arg` ask
+/// for, the same fields as [`Geometry`]'s. `cpus_per_task` is a matrix axis
+/// (one cell per value); the others are the scenario's `[job]`, the same in
+/// every cell. Unset fields are not serialized, so that a cell without them
+/// has the JSON, and so the key, it had before they existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobShape {
+    /// srun `-c` (mpiexec: each rank bound to that many cores); the ranks'
+    /// OMP_NUM_THREADS follows it as under `hybrun run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_per_task: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_per_task: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_bind: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub srun_args: Vec<String>,
+}
+
+impl JobShape {
+    /// The first `[job]` key set that only srun can honour (mpiexec has an
+    /// equivalent of `-c` only).
+    pub fn srun_only(&self) -> Option<&'static str> {
+        [
+            ("exclusive", self.exclusive),
+            ("mem", self.mem.is_some()),
+            ("constraint", self.constraint.is_some()),
+            ("qos", self.qos.is_some()),
+            ("gpus_per_task", self.gpus_per_task.is_some()),
+            ("gpu_bind", self.gpu_bind.is_some()),
+            ("srun_args", !self.srun_args.is_empty()),
+        ]
+        .into_iter()
+        .find_map(|(key, set)| set.then_some(key))
+    }
+
+    /// `base` (the node and rank counts) with this shape.
+    pub fn geometry(&self, base: Geometry) -> Geometry {
+        Geometry {
+            cpus_per_task: self.cpus_per_task,
+            exclusive: self.exclusive,
+            mem: self.mem.clone(),
+            constraint: self.constraint.clone(),
+            qos: self.qos.clone(),
+            gpus_per_task: self.gpus_per_task,
+            gpu_bind: self.gpu_bind.clone(),
+            srun_args: self.srun_args.clone(),
+            ..base
+        }
+    }
+}
+
 /// One point of the matrix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
@@ -339,6 +401,9 @@ pub struct Cell {
     pub warmup: Option<u64>,
     /// Extra hybench arguments.
     pub args: Vec<String>,
+    /// The job shape (nothing written when it is unset, so keys stay).
+    #[serde(flatten)]
+    pub shape: JobShape,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -371,6 +436,11 @@ impl Cell {
             "{} {}x{} {}",
             self.benchmark, self.nodes, self.ranks_per_node, self.mpi
         );
+        // The one shape key that varies between cells; the [job] rest is the
+        // same in all of them.
+        if let Some(c) = self.shape.cpus_per_task {
+            let _ = write!(g, " -c {c}");
+        }
         if let Some(s) = &self.sizes {
             let _ = write!(g, " -m {s}");
         }
@@ -435,8 +505,13 @@ impl Cell {
         self.key.clear();
         let json = serde_json::to_vec(&*self).unwrap_or_default();
         let hash = hybrun_core::sys::hex(&Sha256::digest(&json));
+        let cpus = self
+            .shape
+            .cpus_per_task
+            .map(|c| format!("c{c}"))
+            .unwrap_or_default();
         self.key = format!(
-            "{}.{}.{}x{}.{}.{}",
+            "{}.{}.{}x{}{cpus}.{}.{}",
             self.benchmark,
             if self.is_control() {
                 "native-control"
@@ -723,6 +798,165 @@ mode = "hybrid"
         assert!(e.contains("not an option"), "{e}");
         let e = err("cpus_per_task = 0");
         assert!(e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn cpus_per_task_is_an_axis_and_job_keys_reach_every_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"b\"\ncontrol = false\n[job]\nexclusive = true\nmem = \"8G\"\n\
+                    constraint = \"ib\"\nqos = \"debug\"\ngpus_per_task = 1\n\
+                    gpu_bind = \"closest\"\nsrun_args = [\"--cpu-freq=high\"]\n[matrix]\n\
+                    benchmark = [\"latency\"]\nmode = [\"native\"]\nmpi = [\"mpich\", \"openmpi\"]\n\
+                    cpus_per_task = [1, 4]\n";
+        let s = parse_in(dir.path(), text).unwrap();
+        let keys: Vec<&str> = s.cells.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        // The axis is the innermost one: each profile's cells at -c 1, then 4.
+        assert!(
+            keys[0].starts_with("latency.native.1x2c1.mpich."),
+            "{keys:?}"
+        );
+        assert!(
+            keys[1].starts_with("latency.native.1x2c4.mpich."),
+            "{keys:?}"
+        );
+        assert!(
+            keys[3].starts_with("latency.native.1x2c4.openmpi."),
+            "{keys:?}"
+        );
+        assert_eq!(s.cells[1].setting(), "1x2 mpich -c 4");
+        assert_ne!(s.cells[0].group_key(), s.cells[1].group_key());
+        let want = JobShape {
+            cpus_per_task: Some(4),
+            exclusive: true,
+            mem: Some("8G".into()),
+            constraint: Some("ib".into()),
+            qos: Some("debug".into()),
+            gpus_per_task: Some(1),
+            gpu_bind: Some("closest".into()),
+            srun_args: vec!["--cpu-freq=high".into()],
+        };
+        assert_eq!(s.cells[1].shape, want);
+        let g = s.cells[1].shape.geometry(Geometry {
+            nodes: Some(1),
+            ..Geometry::default()
+        });
+        assert_eq!(
+            (g.nodes, g.cpus_per_task, g.exclusive),
+            (Some(1), Some(4), true)
+        );
+        assert_eq!(g.srun_args, ["--cpu-freq=high"]);
+        // scenario.json reads back as it was written (the resumed run's cells).
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["cells"][1]["cpus_per_task"], 4);
+        assert_eq!(json["cells"][1]["mem"], "8G");
+        let back: Scenario = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        // Without the keys, a cell's JSON has none of them (its key stays:
+        // keys_are_those_of_earlier_versions).
+        let plain = parse_in(
+            dir.path(),
+            "name = \"b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n",
+        )
+        .unwrap();
+        let json = serde_json::to_value(&plain.cells[0]).unwrap();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for absent in ["cpus_per_task", "exclusive", "mem", "srun_args", "shape"] {
+            assert!(!fields.contains(&absent), "{fields:?}");
+        }
+        // An exclusion by CPUs per rank.
+        let s = parse_in(
+            dir.path(),
+            &format!("{text}[[exclude]]\ncpus_per_task = 4\nmpi = \"openmpi\"\n"),
+        )
+        .unwrap();
+        assert_eq!(s.cells.len(), 3);
+        assert!(
+            s.cells
+                .iter()
+                .all(|c| !(c.mpi == "openmpi" && c.shape.cpus_per_task == Some(4)))
+        );
+    }
+
+    #[test]
+    fn bad_job_shapes_are_refused_with_the_key_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "name = \"b\"\n[matrix]\nbenchmark = [\"latency\"]\nmode = [\"native\"]\n";
+        let err = |extra: &str| {
+            format!(
+                "{:#}",
+                parse_in(dir.path(), &format!("{base}{extra}")).unwrap_err()
+            )
+        };
+        let e = err("cpus_per_task = [2, 0]\n");
+        assert!(
+            e.contains("s.toml:5:21: matrix.cpus_per_task") && e.contains("must be at least 1"),
+            "{e}"
+        );
+        let e = err("cpus_per_task = []\n");
+        assert!(e.contains("matrix.cpus_per_task: the list is empty"), "{e}");
+        let e = err("[job]\nmem = \"\"\n");
+        assert!(
+            e.contains("s.toml:6:7: job.mem") && e.contains("give a non-empty value"),
+            "{e}"
+        );
+        let e = err("[job]\nconstraint = \"ib\\u0007\"\n");
+        assert!(
+            e.contains("job.constraint") && e.contains("without control characters"),
+            "{e}"
+        );
+        let e = err("[job]\ngpus_per_task = 0\n");
+        assert!(
+            e.contains("job.gpus_per_task") && e.contains("at least 1"),
+            "{e}"
+        );
+        for (arg, why) in [
+            ("--mpi=pmix", "chooses the PMI plugin"),
+            ("--export=NONE", "--export=ALL"),
+            ("-K", "--kill-on-bad-exit"),
+            ("hostname", "not an option"),
+        ] {
+            let e = err(&format!(
+                "[job]\nsrun_args = [\"--cpu-freq=high\", \"{arg}\"]\n"
+            ));
+            assert!(
+                e.contains("s.toml:6:33: job.srun_args") && e.contains(why),
+                "{arg}: {e}"
+            );
+        }
+        let e = err("[job]\nthreads = 4\n");
+        assert!(e.contains("unknown field `threads`"), "{e}");
+        // Against [submit]: the cells' steps run inside its sbatch job.
+        let e = err("[job]\ngpus_per_task = 1\n[submit]\ngpus_per_node = 4\n");
+        assert!(
+            e.contains("job.gpus_per_task") && e.contains("give one of them"),
+            "{e}"
+        );
+        let e = err("cpus_per_task = [4, 8]\n[submit]\ncpus_per_task = 4\n");
+        assert!(
+            e.contains("s.toml:5:21: matrix.cpus_per_task: 8 CPUs per rank")
+                && e.contains("raise [submit] cpus_per_task"),
+            "{e}"
+        );
+        let e = err("[job]\ngpus_per_task = 2\n[submit]\ngpus_per_task = 1\n");
+        assert!(e.contains("raise [submit] gpus_per_task"), "{e}");
+        let e = err("[job]\nqos = \"long\"\n[submit]\nqos = \"debug\"\n");
+        assert!(
+            e.contains("job.qos: \"long\", and [submit] qos = \"debug\"")
+                && e.contains("give one value"),
+            "{e}"
+        );
+        // Within the job, or the same value: accepted.
+        let ok = format!(
+            "{base}cpus_per_task = [1, 4]\n[job]\nqos = \"debug\"\ngpus_per_task = 1\n\
+             [submit]\ncpus_per_task = 4\nqos = \"debug\"\ngpus_per_task = 2\n"
+        );
+        parse_in(dir.path(), &ok).unwrap();
     }
 
     #[test]

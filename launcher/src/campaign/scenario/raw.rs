@@ -42,6 +42,8 @@ pub(super) struct RawScenario {
     pub hybench: RawHybench,
     #[serde(default)]
     pub submit: SubmitOptions,
+    /// `[job]`: the job shape of every cell's launch.
+    pub job: Option<Spanned<RawJob>>,
     #[serde(default)]
     pub app: BTreeMap<Spanned<String>, Spanned<RawApp>>,
 }
@@ -60,6 +62,21 @@ pub(super) struct RawMatrix {
     pub image: List<String>,
     pub mpi: List<String>,
     pub env: List<BTreeMap<String, String>>,
+    pub cpus_per_task: List<u32>,
+}
+
+/// `[job]` as written: srun's job-shape options for every cell's launch.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJob {
+    pub exclusive: Option<bool>,
+    pub mem: Option<Spanned<String>>,
+    pub constraint: Option<Spanned<String>>,
+    pub qos: Option<Spanned<String>>,
+    pub gpus_per_task: Option<Spanned<u32>>,
+    pub gpu_bind: Option<Spanned<String>>,
+    #[serde(default)]
+    pub srun_args: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,6 +100,7 @@ pub(super) struct RawExclude {
     pub sizes: Option<String>,
     pub image: Option<String>,
     pub mpi: Option<String>,
+    pub cpus_per_task: Option<u32>,
 }
 
 #[derive(Deserialize)]

@@ -11,8 +11,11 @@ use std::str::FromStr;
 
 use toml::Spanned;
 
-use super::raw::{List, RawApp, RawExclude, RawScenario, Source};
-use super::{App, Better, Binding, Metric, Order, Resample, StopRule, Workload};
+use super::raw::{List, RawApp, RawExclude, RawJob, RawScenario, Source};
+use super::{
+    App, Better, Binding, JobShape, Metric, Order, Resample, StopRule, SubmitOptions, Workload,
+};
+use crate::launch::plan::Geometry;
 use hybrun_core::stats::Location;
 use hybrun_core::vocab::{Benchmark, Mode, MpiFlavour, RuntimeKind};
 
@@ -74,6 +77,7 @@ pub(super) struct Exclude {
     /// The image as written in the matrix.
     pub image: Option<String>,
     pub mpi: Option<String>,
+    pub cpus_per_task: Option<u32>,
     pub span: Range<usize>,
 }
 
@@ -88,6 +92,11 @@ pub(super) struct Axes {
     pub images: Vec<Image>,
     pub mpis: Vec<Profile>,
     pub envs: Vec<BTreeMap<String, String>>,
+    /// `matrix.cpus_per_task`, else one unset value.
+    pub cpus: Vec<Spanned<Option<u32>>>,
+    /// `[job]`: the shape of every cell (its `cpus_per_task` unset: the axis
+    /// gives it).
+    pub shape: JobShape,
     pub options: BTreeMap<Benchmark, Options>,
     /// `[app.NAME]`, checked.
     pub apps: BTreeMap<String, App>,
@@ -584,6 +593,8 @@ pub(super) fn axes(
         }
     }
     Ok(Axes {
+        cpus: cpus_axis(raw, src)?,
+        shape: job(raw, src)?,
         benchmarks,
         modes,
         nodes,
@@ -639,6 +650,159 @@ fn profiles(
             })
         })
         .collect()
+}
+
+/// `matrix.cpus_per_task`: each value checked as `hybrun run -c` checks it,
+/// and within what `[submit]` asks sbatch for: a cell's step runs inside that
+/// job, and a step cannot have more CPUs per rank than its job.
+fn cpus_axis(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<Vec<Spanned<Option<u32>>>> {
+    let key = "matrix.cpus_per_task";
+    let Some(list) = &raw.matrix.get_ref().cpus_per_task else {
+        return Ok(vec![Spanned::new(0..0, None)]);
+    };
+    if list.get_ref().is_empty() {
+        return Err(src.at(list.span(), key, "the list is empty"));
+    }
+    let mut out = Vec::new();
+    for c in list.get_ref() {
+        let cpus = *c.get_ref();
+        shape_check(
+            src,
+            c.span(),
+            key,
+            Geometry {
+                cpus_per_task: Some(cpus),
+                ..Geometry::default()
+            },
+        )?;
+        if let Some(job) = raw.submit.cpus_per_task.filter(|&job| cpus > job) {
+            return Err(src.at(
+                c.span(),
+                key,
+                format!(
+                    "{cpus} CPUs per rank, and [submit] cpus_per_task = {job} gives the sbatch \
+                     job only {job}: a cell's srun step cannot have more than its job; raise \
+                     [submit] cpus_per_task to the largest value here, or remove it (--submit \
+                     then asks for the largest)"
+                ),
+            ));
+        }
+        out.push(Spanned::new(c.span(), Some(cpus)));
+    }
+    Ok(out)
+}
+
+/// Refuses a job shape `hybrun run` would refuse (zero counts, empty values,
+/// control characters, srun options hybrun sets itself), with its reason.
+fn shape_check(
+    src: &Source<'_>,
+    span: Range<usize>,
+    key: &str,
+    geometry: Geometry,
+) -> anyhow::Result<()> {
+    geometry.check().map_err(|e| {
+        src.at(
+            span,
+            key,
+            format!("{e} (the [job] keys and matrix.cpus_per_task are hybrun run's options)"),
+        )
+    })
+}
+
+/// `[job]`: every key checked alone by [`Geometry::check`] (so that a refusal
+/// points at it), then against `[submit]`.
+fn job(raw: &RawScenario, src: &Source<'_>) -> anyhow::Result<JobShape> {
+    let Some(table) = &raw.job else {
+        return Ok(JobShape::default());
+    };
+    let j: &RawJob = table.get_ref();
+    let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+    let shape = JobShape {
+        cpus_per_task: None,
+        exclusive: j.exclusive.unwrap_or(false),
+        mem: text(&j.mem),
+        constraint: text(&j.constraint),
+        qos: text(&j.qos),
+        gpus_per_task: j.gpus_per_task.as_ref().map(|g| *g.get_ref()),
+        gpu_bind: text(&j.gpu_bind),
+        srun_args: j.srun_args.iter().map(|a| a.get_ref().clone()).collect(),
+    };
+    let d = Geometry::default;
+    type Field = fn(&mut Geometry) -> &mut Option<String>;
+    let texts: [(&str, &Option<Spanned<String>>, Field); 4] = [
+        ("job.mem", &j.mem, |g| &mut g.mem),
+        ("job.constraint", &j.constraint, |g| &mut g.constraint),
+        ("job.qos", &j.qos, |g| &mut g.qos),
+        ("job.gpu_bind", &j.gpu_bind, |g| &mut g.gpu_bind),
+    ];
+    for (key, given, field) in texts {
+        if let Some(v) = given {
+            let mut geometry = d();
+            *field(&mut geometry) = Some(v.get_ref().clone());
+            shape_check(src, v.span(), key, geometry)?;
+        }
+    }
+    for a in &j.srun_args {
+        let srun_args = vec![a.get_ref().clone()];
+        shape_check(
+            src,
+            a.span(),
+            "job.srun_args",
+            Geometry { srun_args, ..d() },
+        )?;
+    }
+    if let Some(g) = &j.gpus_per_task {
+        // With [submit]'s GPUs per node: Slurm counts GPUs one way or the other.
+        let geometry = Geometry {
+            gpus_per_task: Some(*g.get_ref()),
+            gpus_per_node: raw.submit.gpus_per_node,
+            ..d()
+        };
+        shape_check(src, g.span(), "job.gpus_per_task", geometry)?;
+    }
+    against_submit(j, &raw.submit, src)?;
+    Ok(shape)
+}
+
+/// `[job]` against `[submit]`: the cells' steps run inside the sbatch job, so
+/// a step asking for more GPUs per rank than the job, or for another memory,
+/// constraint or QOS than the job's, would fail (or be silently the job's) at
+/// run time: refused here, naming both.
+fn against_submit(j: &RawJob, submit: &SubmitOptions, src: &Source<'_>) -> anyhow::Result<()> {
+    if let (Some(g), Some(job)) = (&j.gpus_per_task, submit.gpus_per_task) {
+        if *g.get_ref() > job {
+            return Err(src.at(
+                g.span(),
+                "job.gpus_per_task",
+                format!(
+                    "{} GPUs per rank, and [submit] gpus_per_task = {job} gives the sbatch job \
+                     only {job}: raise [submit] gpus_per_task, or lower this",
+                    g.get_ref()
+                ),
+            ));
+        }
+    }
+    for (key, cell, job) in [
+        ("mem", &j.mem, &submit.mem),
+        ("constraint", &j.constraint, &submit.constraint),
+        ("qos", &j.qos, &submit.qos),
+    ] {
+        if let (Some(c), Some(s)) = (cell, job) {
+            if c.get_ref() != s {
+                return Err(src.at(
+                    c.span(),
+                    &format!("job.{key}"),
+                    format!(
+                        "{:?}, and [submit] {key} = {s:?}: the cells' steps run inside the \
+                         sbatch job, which has the [submit] value; give one value (write it \
+                         once, in [submit] for the job or in [job] for the steps)",
+                        c.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `[benchmark.NAME]` tables, by benchmark.
@@ -698,6 +862,7 @@ fn excludes(
                 sizes,
                 image,
                 mpi,
+                cpus_per_task,
             } = x.get_ref();
             Ok(Exclude {
                 benchmark: b
@@ -713,6 +878,7 @@ fn excludes(
                 sizes: sizes.clone(),
                 image: image.clone(),
                 mpi: mpi.clone(),
+                cpus_per_task: *cpus_per_task,
                 span: x.span(),
             })
         })
