@@ -67,6 +67,19 @@ pub fn gpu_for_local_rank(local_rank: u32, visible_gpus: u32) -> Option<u32> {
     (visible_gpus > 0).then(|| local_rank % visible_gpus)
 }
 
+/// The GPUs of a rank that has `per_rank` of them: the `local_rank`-th group of
+/// `per_rank` consecutive visible GPUs (modulo the groups there are), as
+/// indices into the visible list. None when fewer than `per_rank` are visible.
+pub fn gpus_for_local_rank(
+    local_rank: u32,
+    visible_gpus: u32,
+    per_rank: u32,
+) -> Option<std::ops::Range<u32>> {
+    let groups = visible_gpus.checked_div(per_rank).filter(|&g| g > 0)?;
+    let group = local_rank % groups;
+    Some(group * per_rank..(group + 1) * per_rank)
+}
+
 /// Parse a Linux CPU list (`0-3,8,10-11`) into sorted, de-duplicated CPU numbers.
 pub fn parse_cpulist(text: &str) -> Result<Vec<usize>, String> {
     let mut cpus = Vec::new();
@@ -435,6 +448,49 @@ impl CpuBinding {
     }
 }
 
+impl CpuBinding {
+    /// At least `n` CPUs (`-c N`: the rank runs N threads): a binding near the
+    /// device with fewer gets the next allowed CPUs added, so the threads do not
+    /// share CPUs; where the launcher allowed no more than `n`, its binding is
+    /// kept. Never wider than `allowed`.
+    pub fn at_least(mut self, n: usize, allowed: &[usize]) -> CpuBinding {
+        let near = self.cpus.len();
+        if near == 0 || near >= n {
+            return self;
+        }
+        if allowed.len() <= n {
+            self.why = format!(
+                "no binding: {near} of the allowed CPUs {} are near {}, fewer than the {n} \
+                 CPUs per rank (-c {n}); keeping the launcher's binding",
+                self.allowed_cpus, self.device
+            );
+            self.cpus.clear();
+            self.bind_to = None;
+            return self;
+        }
+        let mut cpus = self.cpus.clone();
+        cpus.extend(
+            allowed
+                .iter()
+                .copied()
+                .filter(|c| !self.cpus.contains(c))
+                .take(n - near),
+        );
+        cpus.sort_unstable();
+        self.why = format!(
+            "bound to CPUs {}: the {near} near {} and {} more of the allowed {}, for the {n} \
+             CPUs per rank (-c {n})",
+            format_cpulist(&cpus),
+            self.device,
+            n - near,
+            self.allowed_cpus
+        );
+        self.bind_to = Some(format_cpulist(&cpus));
+        self.cpus = cpus;
+        self
+    }
+}
+
 /// Where one rank runs relative to its GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -567,6 +623,36 @@ mod tests {
         assert_eq!(gpu_for_local_rank(5, 4), Some(1));
         assert_eq!(gpu_for_local_rank(5, 1), Some(0));
         assert_eq!(gpu_for_local_rank(0, 0), None);
+        // Two GPUs per rank of four visible: ranks 0, 1, 2 get 0-1, 2-3, 0-1.
+        assert_eq!(gpus_for_local_rank(0, 4, 2), Some(0..2));
+        assert_eq!(gpus_for_local_rank(1, 4, 2), Some(2..4));
+        assert_eq!(gpus_for_local_rank(2, 4, 2), Some(0..2));
+        assert_eq!(gpus_for_local_rank(1, 5, 2), Some(2..4));
+        assert_eq!(gpus_for_local_rank(0, 1, 2), None);
+        assert_eq!(gpus_for_local_rank(0, 4, 0), None);
+    }
+
+    #[test]
+    fn a_binding_is_at_least_as_wide_as_the_ranks_cpus() {
+        let locality = |list: &str| {
+            Ok(PciLocality {
+                local_cpus: parse_cpulist(list).unwrap(),
+                numa_node: Some(0),
+            })
+        };
+        let allowed = parse_cpulist("0-7").unwrap();
+        // Two of the allowed CPUs near the GPU, -c 4: two more of the allowed.
+        let b = CpuBinding::near("GPU x", locality("6-7,8-15"), &allowed).at_least(4, &allowed);
+        assert_eq!(b.bind_to.as_deref(), Some("0-1,6-7"), "{}", b.why);
+        assert!(b.why.contains("-c 4"), "{}", b.why);
+        // Enough near: unchanged.
+        let b = CpuBinding::near("GPU x", locality("4-7"), &allowed).at_least(4, &allowed);
+        assert_eq!(b.bind_to.as_deref(), Some("4-7"));
+        // The launcher allowed no more than -c: its binding stays.
+        let allowed = parse_cpulist("0-3").unwrap();
+        let b = CpuBinding::near("GPU x", locality("3-7"), &allowed).at_least(4, &allowed);
+        assert_eq!(b.bind_to, None);
+        assert!(b.cpus.is_empty() && b.why.contains("keeping the launcher's binding"));
     }
 
     #[test]

@@ -66,6 +66,31 @@ fn gpu_ordinal_maps_to_bus_order_and_binds_within_allowed() {
     assert!(b.why.contains("single NUMA node"), "{}", b.why);
 }
 
+/// Several GPUs per rank: the CPUs near any of them; `-c N`: never fewer than N.
+#[test]
+fn several_gpus_bind_near_all_of_them_and_at_least_the_ranks_cpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sys, proc) = fake_node(tmp.path());
+    let target = |gpu, min_cpus| BindTarget {
+        gpu: Some(gpu),
+        min_cpus,
+        ..BindTarget::default()
+    };
+    // CUDA devices 0 and 1 (0000:17 near 0-3, 0000:c1 near 4-7) of allowed
+    // 2-5: their CPUs 2-5, all of the allowed.
+    let b = cpu_binding_in(&target("0,1", None), &sys, &proc, &cpus("2-9"));
+    assert_eq!(b.bind_to.as_deref(), Some("2-7"), "{}", b.why);
+    assert!(b.device.starts_with("GPUs 0000:17:00.0"), "{}", b.device);
+    // One GPU near 4-7, Slurm allowed 6-11 and the rank runs 4 threads: 6-7
+    // near it, and two more of the allowed.
+    let b = cpu_binding_in(&target("1", Some(4)), &sys, &proc, &cpus("6-11"));
+    assert_eq!(b.bind_to.as_deref(), Some("6-9"), "{}", b.why);
+    assert!(b.why.contains("-c 4"), "{}", b.why);
+    // Without -c: only the two near it.
+    let b = cpu_binding_in(&target("1", None), &sys, &proc, &cpus("6-11"));
+    assert_eq!(b.bind_to.as_deref(), Some("6-7"), "{}", b.why);
+}
+
 #[test]
 fn unknown_gpu_locality_leaves_the_affinity_alone() {
     let tmp = tempfile::tempdir().unwrap();

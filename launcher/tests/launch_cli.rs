@@ -40,6 +40,16 @@ impl World {
         w
     }
 
+    /// The world with a fake ch-run and a directory image with an MPI.
+    fn charliecloud() -> (World, PathBuf) {
+        let w = World::new();
+        w.fake("ch-run");
+        let image = w.root.join("img");
+        std::fs::create_dir_all(&image).expect("mkdir");
+        with_mpi(&image);
+        (w, image)
+    }
+
     /// The world with nothing admitted.
     fn bare() -> World {
         let tmp = tempfile::tempdir().expect("tmp");
@@ -733,11 +743,7 @@ fn record_of_an_image_has_its_digest() {
 
 #[test]
 fn exec_joins_charliecloud_ranks_per_node_and_job() {
-    let w = World::new();
-    w.fake("ch-run");
-    let image = w.root.join("img");
-    std::fs::create_dir_all(&image).expect("mkdir");
-    with_mpi(&image);
+    let (w, image) = World::charliecloud();
     let out = w
         .hybrun(&[
             "exec",
@@ -809,11 +815,7 @@ fn exec_pmix_glue() {
 
 #[test]
 fn exec_replaces_itself_with_the_runtime() {
-    let w = World::new();
-    w.fake("ch-run");
-    let image = w.root.join("img");
-    std::fs::create_dir_all(&image).expect("mkdir");
-    with_mpi(&image);
+    let (w, image) = World::charliecloud();
     let out = w.run(&[
         "exec",
         "--site",
@@ -1896,56 +1898,67 @@ fn auto_mode_chooses_bind_or_hybrid_and_says_why() {
     assert_eq!(note(&doc), "");
 }
 
-/// `hybrun run` hands each rank its plan (HYBRUN_RANK_PLAN, with `exec
-/// --from-run`): the rank gets the command it would plan itself, its own facts
-/// (ch-run's join, PMIx glue under the user's --env) included, without the site
-/// file or the image; without the plan it plans itself and says so.
-#[test]
-fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
-    let w = World::new();
-    w.fake("ch-run");
-    let image = w.root.join("img");
-    std::fs::create_dir_all(&image).expect("mkdir");
-    with_mpi(&image);
-    let out = w.run(&[
-        "run",
-        "--json",
-        "--site",
-        w.site(),
-        "--launcher",
-        "srun",
-        "-N",
-        "2",
-        "-n",
-        "4",
-        "--runtime",
-        "charliecloud",
-        "--mode",
-        "hybrid",
-        "--mpi-profile",
-        "mpich",
-        "--env",
-        "PMIX_MCA_psec=mine",
-        image.to_str().expect("utf-8"),
-        "--",
-        "/app/x",
-    ]);
+/// `hybrun run --json ARGS`' plan, and the wrapper's arguments and the rank
+/// plan it hands over (HYBRUN_RANK_PLAN in the launcher's environment).
+fn handed(w: &World, args: &[&str]) -> (serde_json::Value, Vec<String>, String) {
+    let mut words = vec!["run", "--json", "--site", w.site()];
+    words.extend_from_slice(args);
+    let out = w.run(&words);
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let args: Vec<String> = doc["plan"]["per_rank"]["args"]
+    let wrapper: Vec<String> = doc["plan"]["per_rank"]["args"]
         .as_array()
         .expect("the wrapper's arguments")
         .iter()
         .map(|a| a.as_str().expect("text").to_owned())
         .collect();
-    assert!(args.contains(&"--from-run".to_owned()), "{args:?}");
-    let handed = doc["command"]["env_set"]
+    let plan = doc["command"]["env_set"]
         .as_array()
         .expect("env_set")
         .iter()
         .find(|pair| pair[0] == "HYBRUN_RANK_PLAN")
         .map(|pair| pair[1].as_str().expect("text").to_owned())
         .expect("the plan in the launcher's environment");
+    (doc, wrapper, plan)
+}
+
+/// `hybrun exec --json` with the wrapper's arguments (after `exec`).
+fn exec_json_words(wrapper: &[String]) -> Vec<&str> {
+    let mut words: Vec<&str> = vec!["exec", "--json"];
+    words.extend(wrapper[1..].iter().map(String::as_str));
+    words
+}
+
+/// `hybrun run` hands each rank its plan (HYBRUN_RANK_PLAN, with `exec
+/// --from-run`): the rank gets the command it would plan itself, its own facts
+/// (ch-run's join, PMIx glue under the user's --env) included, without the site
+/// file or the image; without the plan it plans itself and says so.
+#[test]
+fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
+    let (w, image) = World::charliecloud();
+    let (doc, args, handed) = handed(
+        &w,
+        &[
+            "--launcher",
+            "srun",
+            "-N",
+            "2",
+            "-n",
+            "4",
+            "--runtime",
+            "charliecloud",
+            "--mode",
+            "hybrid",
+            "--mpi-profile",
+            "mpich",
+            "--env",
+            "PMIX_MCA_psec=mine",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/app/x",
+        ],
+    );
+    assert!(args.contains(&"--from-run".to_owned()), "{args:?}");
     let notes = doc["plan"]["notes"].to_string();
     assert!(
         notes.contains("reaches every rank in HYBRUN_RANK_PLAN"),
@@ -1955,9 +1968,7 @@ fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
     let server = w.root.join("spool/pmix.7.0");
     std::fs::create_dir_all(&server).expect("mkdir");
     let rank = |args: &[String], plan: Option<&str>| {
-        let mut words: Vec<&str> = vec!["exec", "--json"];
-        words.extend(args[1..].iter().map(String::as_str));
-        let mut command = w.hybrun(&words);
+        let mut command = w.hybrun(&exec_json_words(args));
         command
             .env("SLURM_STEP_TASKS_PER_NODE", "2(x2)")
             .env("SLURM_NODEID", "1")
@@ -2009,5 +2020,71 @@ fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
         stderr(&without).contains("no rank plan from hybrun run: HYBRUN_RANK_PLAN is not set"),
         "{}",
         stderr(&without)
+    );
+}
+
+/// `--gpus-per-task N` without srun: the wrapper gives each rank the N GPUs of
+/// its local rank (CUDA ordinals in bus order), with `-c`'s width for its CPUs.
+#[test]
+fn gpus_per_task_without_srun_each_rank_takes_its_local_ranks_gpus() {
+    let w = World::new();
+    w.fake("singularity");
+    let image = w.allowed.join("app.sif");
+    let (doc, args, plan) = handed(
+        &w,
+        &[
+            "--launcher",
+            "mpiexec-hydra",
+            "-n",
+            "4",
+            "--gpus-per-task",
+            "2",
+            "-c",
+            "3",
+            "--mode",
+            "hybrid",
+            "--mpi-profile",
+            "mpich",
+            image.to_str().expect("utf-8"),
+            "--",
+            "/app/x",
+        ],
+    );
+    let per_rank = &doc["plan"]["per_rank"];
+    assert_eq!(per_rank["kind"], "wrapper", "{per_rank}");
+    let why = per_rank["why"].to_string();
+    assert!(
+        why.contains("2 GPU(s) per rank (--gpus-per-task under mpiexec-hydra)"),
+        "{why}"
+    );
+    let argv = doc["command"]["argv"].to_string();
+    assert!(argv.contains(r#""-bind-to","core:3""#), "{argv}");
+    assert!(!argv.contains("gpus"), "{argv}");
+    let facts: serde_json::Value = serde_json::from_str(&plan).expect("json");
+    assert_eq!(facts["facts"]["gpus"], 2);
+    assert_eq!(facts["facts"]["cpu_binding"]["cpus_per_rank"], 3);
+
+    let out = w
+        .hybrun(&exec_json_words(&args))
+        .env("HYBRUN_RANK_PLAN", &plan)
+        .env("MPI_LOCALRANKID", "1")
+        .env("MPI_LOCALNRANKS", "4")
+        .env("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rank: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let env = rank["command"]["env_set"].to_string();
+    for part in [
+        r#"["SINGULARITYENV_CUDA_VISIBLE_DEVICES","2,3"]"#,
+        r#"["SINGULARITYENV_CUDA_DEVICE_ORDER","PCI_BUS_ID"]"#,
+        r#"["SINGULARITYENV_OMP_NUM_THREADS","3"]"#,
+    ] {
+        assert!(env.contains(part), "{part}: {env}");
+    }
+    let notes = rank["notes"].to_string();
+    assert!(
+        notes.contains("2 GPUs per rank: local rank 1 (MPI_LOCALRANKID) of 4 visible GPUs"),
+        "{notes}"
     );
 }

@@ -687,7 +687,6 @@ fn mpiexec_refuses_each_srun_only_shape_option() {
         ("--constraint", |g| g.constraint = Some("ib".into())),
         ("--qos", |g| g.qos = Some("debug".into())),
         ("--job-name", |g| g.job_name = Some("x".into())),
-        ("--gpus-per-task", |g| g.gpus_per_task = Some(1)),
         ("--gpu-bind", |g| g.gpu_bind = Some("closest".into())),
         ("--srun-arg", |g| {
             g.srun_args = vec!["--hint=nomultithread".into()]
@@ -707,6 +706,19 @@ fn mpiexec_refuses_each_srun_only_shape_option() {
                 "{kind:?} {flag}: {err}"
             );
         }
+        // GPUs per rank: hybrun exec gives each rank its own (the planner puts
+        // the wrapper in front), so mpiexec renders and leaves them alone.
+        let mut p = plan(
+            kind,
+            rank(singularity(), Mode::Hybrid, MpiFlavour::Mpich),
+            MpiFlavour::Mpich,
+        );
+        p.geometry.gpus_per_task = Some(2);
+        let argv = p.render().expect("rendered").argv;
+        assert!(
+            !argv.iter().any(|a| a.to_string_lossy().contains("gpu")),
+            "{argv:?}"
+        );
     }
 }
 

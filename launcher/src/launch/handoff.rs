@@ -133,10 +133,11 @@ mod tests {
                 join: true,
                 pmix: true,
                 image_root: Some("/images/app".into()),
-                gpus: false,
+                gpus: 2,
                 cpu_binding: CpuBindRule::Near {
                     nic: Some("hfi1_0".into()),
                     fabric: None,
+                    cpus_per_rank: Some(4),
                 },
             },
         }

@@ -418,8 +418,9 @@ pub struct RankFacts {
         skip_serializing_if = "Option::is_none"
     )]
     pub image_root: Option<PathBuf>,
-    /// GPUs per rank from the local rank (`[gpu] per_rank` with NVIDIA GPUs).
-    pub gpus: bool,
+    /// GPUs per rank the rank takes from its local rank: 1 with `[gpu]
+    /// per_rank` and NVIDIA GPUs, N with `--gpus-per-task N`; 0: none.
+    pub gpus: u32,
     /// The rank's CPU binding: near its GPU or the fabric's NIC, or off.
     pub cpu_binding: CpuBindRule,
 }
@@ -437,6 +438,9 @@ pub enum CpuBindRule {
         nic: Option<String>,
         /// `[fabric] kind`.
         fabric: Option<FabricKind>,
+        /// `-c N`: at least N CPUs, one per thread.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpus_per_rank: Option<u32>,
     },
 }
 

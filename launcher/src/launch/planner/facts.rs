@@ -40,7 +40,14 @@ pub(super) fn of(
         CpuBindRule::Near {
             nic: site.fabric.nic.clone(),
             fabric: site.fabric.kind,
+            cpus_per_rank: ctx.req.geometry.cpus_per_task,
         }
+    };
+    // --gpus-per-task: asked for; else one per rank where the site says so.
+    let gpus = match ctx.req.geometry.gpus_per_task {
+        Some(n) => n,
+        None if rank.nvidia && site.gpu.per_rank.unwrap_or(true) => 1,
+        None => 0,
     };
     RankFacts {
         join: charliecloud && matches!(rank.mode, Mode::Hybrid | Mode::Bind),
@@ -48,7 +55,7 @@ pub(super) fn of(
         image_root: image
             .filter(|img| charliecloud && img.kind == ImageKind::Directory)
             .map(|img| img.canonical.clone()),
-        gpus: rank.nvidia && site.gpu.per_rank.unwrap_or(true),
+        gpus,
         cpu_binding,
     }
 }
@@ -79,8 +86,8 @@ pub(super) fn apply(
         mount.on_node(host);
         notes.notes.push(mount.describe());
     }
-    if facts.gpus {
-        gpu::one_per_rank(host, &mut changes, notes)?;
+    if facts.gpus > 0 {
+        gpu::per_rank(host, facts.gpus, &mut changes, notes)?;
     }
     rank.env = changes.into_vec();
     let binding = gpu::cpu_binding(&facts.cpu_binding, notes);

@@ -45,11 +45,12 @@ pub(super) fn nvidia(
         ))
 }
 
-/// One GPU per rank (applied by the rank, where its local rank is known, see
-/// [`super::facts`]): CUDA_VISIBLE_DEVICES narrowed to the rank's GPU, CUDA
-/// ordinals in PCI bus order.
-pub(super) fn one_per_rank(
+/// `per_rank` GPUs per rank (applied by the rank, where its local rank is
+/// known, see [`super::facts`]): CUDA_VISIBLE_DEVICES narrowed to the rank's
+/// GPUs, CUDA ordinals in PCI bus order.
+pub(super) fn per_rank(
     host: &Host,
+    per_rank: u32,
     changes: &mut Changes<'_>,
     notes: &mut Notes,
 ) -> Result<(), LaunchError> {
@@ -62,7 +63,7 @@ pub(super) fn one_per_rank(
         );
         return Ok(());
     }
-    let Some((device, why)) = gpu_for_rank(host) else {
+    let Some((device, why)) = gpus_for_rank(host, per_rank) else {
         return Ok(());
     };
     changes.set(
@@ -106,26 +107,32 @@ pub(super) fn one_per_rank(
 /// The CPU binding of this rank as `rule` says: near the GPU chosen for it (in
 /// `notes`), else the site's NIC; none when switched off.
 pub(super) fn cpu_binding(rule: &CpuBindRule, notes: &Notes) -> CpuBinding {
-    let (nic, fabric_kind) = match rule {
+    let (nic, fabric_kind, min_cpus) = match rule {
         CpuBindRule::Off { why } => return CpuBinding::none(why),
-        CpuBindRule::Near { nic, fabric } => (nic.as_deref(), *fabric),
+        CpuBindRule::Near {
+            nic,
+            fabric,
+            cpus_per_rank,
+        } => (nic.as_deref(), *fabric, *cpus_per_rank),
     };
     let target = BindTarget {
         gpu: notes.gpu.as_ref().map(|(d, _)| d.as_str()),
         gpu_unmappable: notes.gpu.as_ref().and_then(|(_, why)| why.as_deref()),
         nic,
         fabric_kind,
+        min_cpus,
     };
     let allowed = placement::current_affinity().unwrap_or_default();
     cpu_binding_in(&target, Path::new("/sys"), Path::new("/proc"), &allowed)
 }
 
-/// The GPU this rank uses, when it sees several and its local rank is known:
-/// one entry of CUDA_VISIBLE_DEVICES (or an ordinal of /dev/nvidiaN when that is
-/// unset), chosen by `hybrun_core::placement` (local rank modulo the count).
-fn gpu_for_rank(host: &Host) -> Option<(String, String)> {
+/// The GPUs this rank uses, when it sees more than `per_rank` and its local
+/// rank is known: entries of CUDA_VISIBLE_DEVICES (or ordinals of /dev/nvidiaN
+/// when that is unset), chosen by `hybrun_core::placement` (the local rank's
+/// group of `per_rank`, modulo the groups there are), as a comma list.
+fn gpus_for_rank(host: &Host, per_rank: u32) -> Option<(String, String)> {
     let local = hybrun_core::placement::local_rank_from(|k| host.var(k));
-    if local.source == "default" {
+    if local.source == "default" || per_rank == 0 {
         return None;
     }
     let devices: Vec<String> = match host.var("CUDA_VISIBLE_DEVICES") {
@@ -150,15 +157,23 @@ fn gpu_for_rank(host: &Host) -> Option<(String, String)> {
             ordinals.into_iter().map(|o| o.to_string()).collect()
         }
     };
-    if devices.len() < 2 {
+    if devices.len() <= per_rank as usize {
         return None;
     }
-    let index = hybrun_core::placement::gpu_for_local_rank(local.rank, devices.len() as u32)?;
-    let device = devices.get(index as usize)?.clone();
+    let range =
+        hybrun_core::placement::gpus_for_local_rank(local.rank, devices.len() as u32, per_rank)?;
+    let chosen = devices
+        .get(range.start as usize..range.end as usize)?
+        .join(",");
+    let what = if per_rank == 1 {
+        "GPU per rank".to_owned()
+    } else {
+        format!("{per_rank} GPUs per rank")
+    };
     Some((
-        device.clone(),
+        chosen.clone(),
         format!(
-            "GPU per rank: local rank {} ({}) of {} visible GPUs -> CUDA_VISIBLE_DEVICES={device}",
+            "{what}: local rank {} ({}) of {} visible GPUs -> CUDA_VISIBLE_DEVICES={chosen}",
             local.rank,
             local.source,
             devices.len()
@@ -177,23 +192,49 @@ pub struct BindTarget<'a> {
     pub nic: Option<&'a str>,
     /// `[fabric] kind`.
     pub fabric_kind: Option<FabricKind>,
+    /// `-c N`: the binding has at least N CPUs ([`CpuBinding::at_least`]).
+    pub min_cpus: Option<u32>,
 }
 
-/// The CPU binding of a rank that may run on `allowed`: near its GPU when hybrun
-/// chose one (ordinal N = the Nth GPU of `<proc_root>/driver/nvidia/gpus` in bus
-/// order, its locality from `<sysfs_root>/bus/pci/devices`), else near the
-/// fabric's NIC. Never wider than `allowed` (see `placement::cpu_bind_decision`).
+/// The CPU binding of a rank that may run on `allowed`: near its GPUs when
+/// hybrun chose them (ordinal N = the Nth GPU of
+/// `<proc_root>/driver/nvidia/gpus` in bus order, its locality from
+/// `<sysfs_root>/bus/pci/devices`; several GPUs: the CPUs near any of them),
+/// else near the fabric's NIC; with at least `min_cpus` CPUs. Never wider than
+/// `allowed` (see `placement::cpu_bind_decision`).
 pub fn cpu_binding_in(
     target: &BindTarget<'_>,
     sysfs_root: &Path,
     proc_root: &Path,
     allowed: &[usize],
 ) -> CpuBinding {
-    if let Some(device) = target.gpu {
-        let label = format!("GPU CUDA_VISIBLE_DEVICES={device}");
-        if let Some(why) = target.gpu_unmappable {
-            return CpuBinding::near(&label, Err(why.to_owned()), allowed);
-        }
+    let binding = match target.gpu {
+        Some(devices) => near_gpus(target, devices, sysfs_root, proc_root, allowed),
+        None => near_nic(target, sysfs_root, allowed),
+    };
+    match target.min_cpus {
+        Some(n) => binding.at_least(n as usize, allowed),
+        None => binding,
+    }
+}
+
+/// Near the GPUs `devices` (a CUDA_VISIBLE_DEVICES list).
+fn near_gpus(
+    target: &BindTarget<'_>,
+    devices: &str,
+    sysfs_root: &Path,
+    proc_root: &Path,
+    allowed: &[usize],
+) -> CpuBinding {
+    let label = format!("GPU CUDA_VISIBLE_DEVICES={devices}");
+    if let Some(why) = target.gpu_unmappable {
+        return CpuBinding::near(&label, Err(why.to_owned()), allowed);
+    }
+    let ids = placement::nvidia_bus_ids_in(proc_root);
+    let mut names = Vec::new();
+    let mut cpus: Vec<usize> = Vec::new();
+    let mut numa_node = None;
+    for device in devices.split(',') {
         let Ok(ordinal) = device.parse::<usize>() else {
             return CpuBinding::near(
                 &label,
@@ -201,14 +242,8 @@ pub fn cpu_binding_in(
                 allowed,
             );
         };
-        let ids = placement::nvidia_bus_ids_in(proc_root);
-        return match ids.get(ordinal) {
-            Some(id) => CpuBinding::near(
-                &format!("GPU {id} (CUDA device {ordinal})"),
-                placement::pci_locality_in(sysfs_root, id),
-                allowed,
-            ),
-            None => CpuBinding::near(
+        let Some(id) = ids.get(ordinal) else {
+            return CpuBinding::near(
                 &label,
                 Err(format!(
                     "{} lists {} GPUs",
@@ -216,9 +251,34 @@ pub fn cpu_binding_in(
                     ids.len()
                 )),
                 allowed,
-            ),
+            );
         };
+        let name = format!("{id} (CUDA device {ordinal})");
+        match placement::pci_locality_in(sysfs_root, id) {
+            Ok(locality) => {
+                cpus.extend(locality.local_cpus);
+                numa_node = numa_node.or(locality.numa_node);
+            }
+            Err(e) => return CpuBinding::near(&format!("GPU {name}"), Err(e), allowed),
+        }
+        names.push(name);
     }
+    cpus.sort_unstable();
+    cpus.dedup();
+    let label = match names.as_slice() {
+        [one] => format!("GPU {one}"),
+        _ => format!("GPUs {}", names.join(", ")),
+    };
+    let locality = placement::PciLocality {
+        local_cpus: cpus,
+        numa_node,
+    };
+    CpuBinding::near(&label, Ok(locality), allowed)
+}
+
+/// Near the fabric's NIC (`[fabric] nic`, else the only RDMA device on a fast
+/// fabric).
+fn near_nic(target: &BindTarget<'_>, sysfs_root: &Path, allowed: &[usize]) -> CpuBinding {
     let fast = target.fabric_kind.is_some_and(FabricKind::is_fast);
     let nic = match target.nic {
         Some(nic) => Some(nic.to_owned()),
@@ -256,7 +316,10 @@ mod tests {
                 .map(|(k, v)| (OsString::from(k), OsString::from(v)))
                 .collect(),
         };
-        assert_eq!(gpu_for_rank(&host).map(|g| g.0), Some("3".to_owned()));
+        assert_eq!(gpus_for_rank(&host, 1).map(|g| g.0), Some("3".to_owned()));
+        assert_eq!(gpus_for_rank(&host, 2).map(|g| g.0), Some("2,3".to_owned()));
+        // As many visible as asked for: all of them, unchanged.
+        assert_eq!(gpus_for_rank(&host, 4), None);
         let host = Host {
             vars: [("CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b")]
                 .into_iter()
@@ -264,6 +327,6 @@ mod tests {
                 .collect(),
         };
         // No local rank known: leave the devices alone.
-        assert_eq!(gpu_for_rank(&host), None);
+        assert_eq!(gpus_for_rank(&host, 1), None);
     }
 }

@@ -111,7 +111,7 @@ pub(super) fn per_rank(
 }
 
 /// The placement only the rank can apply (it needs its local rank and its
-/// node), each as a reason for the wrapper: one GPU per rank when the ranks get
+/// node), each as a reason for the wrapper: the rank's GPUs when the ranks get
 /// GPUs, and a CPU binding near the rank's GPU or the fabric's adapter.
 fn placement_reasons(ctx: &RankContext<'_>, kind: LauncherKind, rank: &RankPlan) -> Vec<String> {
     let gpu = &ctx.site.config.gpu;
@@ -120,7 +120,22 @@ fn placement_reasons(ctx: &RankContext<'_>, kind: LauncherKind, rank: &RankPlan)
     }
     let mut reasons = Vec::new();
     // With --gpus-per-task srun itself gives each rank its GPUs.
-    if rank.nvidia && gpu.per_rank.unwrap_or(true) && ctx.req.geometry.gpus_per_task.is_none() {
+    // Without srun, hybrun gives each rank its --gpus-per-task GPUs itself.
+    if let Some(n) = ctx
+        .req
+        .geometry
+        .gpus_per_task
+        .filter(|_| kind != LauncherKind::Srun)
+    {
+        reasons.push(format!(
+            "{n} GPU(s) per rank (--gpus-per-task under {}): the rank's GPUs come from its \
+             local rank",
+            kind.name()
+        ));
+    } else if rank.nvidia
+        && gpu.per_rank.unwrap_or(true)
+        && ctx.req.geometry.gpus_per_task.is_none()
+    {
         reasons.push(
             "one GPU per rank ([gpu] per_rank): the rank's GPU comes from its local rank"
                 .to_owned(),

@@ -7,11 +7,14 @@
 //! it to local ranks only; each variable the rank command sets is also exported
 //! by name with `-x NAME` so that ranks on other nodes get it.
 //!
-//! Geometry that mpiexec cannot honour (time, partition, account, GPUs, memory,
-//! constraints, QOS, job name, exclusive nodes, srun options) is refused rather
-//! than dropped: those need srun. CPUs per rank have an equivalent in both:
-//! hydra `-bind-to core:N`, Open MPI `--map-by slot:PE=N` (each rank bound to
-//! N cores, as srun `-c N` gives it N CPUs).
+//! Geometry that mpiexec cannot honour (time, partition, account, GPUs per
+//! node, GPU binding, memory, constraints, QOS, job name, exclusive nodes, srun
+//! options) is refused rather than dropped: those need srun. CPUs per rank have
+//! an equivalent in both: hydra `-bind-to core:N`, Open MPI `--map-by
+//! slot:PE=N` (each rank bound to N cores, as srun `-c N` gives it N CPUs).
+//! GPUs per rank (`--gpus-per-task N`) are given by `hybrun exec` on each rank
+//! (its local rank's N GPUs, CPUs near them), so they need the wrapper, not
+//! mpiexec.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -27,7 +30,6 @@ fn common(plan: &LaunchPlan, launcher: &'static str) -> Result<(u32, PathBuf), L
         ("--partition", g.partition.is_some()),
         ("--account", g.account.is_some()),
         ("--gpus-per-node", g.gpus_per_node.is_some()),
-        ("--gpus-per-task", g.gpus_per_task.is_some()),
         ("--gpu-bind", g.gpu_bind.is_some()),
         ("--exclusive", g.exclusive),
         ("--mem", g.mem.is_some()),
