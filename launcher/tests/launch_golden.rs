@@ -39,6 +39,7 @@ fn apptainer() -> Runtime {
 fn charliecloud() -> Runtime {
     Runtime::Charliecloud {
         program: "ch-run".into(),
+        version: None,
     }
 }
 

@@ -245,6 +245,7 @@ mod tests {
         assert_eq!(delivery(&apptainer, &EnvOp::Unset), Delivery::Launcher);
         let ch = Runtime::Charliecloud {
             program: "ch-run".into(),
+            version: None,
         };
         assert_eq!(delivery(&ch, &EnvOp::Unset), Delivery::Flag);
         assert_eq!(delivery(&Runtime::None, &set), Delivery::Launcher);

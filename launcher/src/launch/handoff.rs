@@ -105,6 +105,7 @@ mod tests {
             rank: RankPlan {
                 runtime: Runtime::Charliecloud {
                     program: "/usr/bin/ch-run".into(),
+                    version: None,
                 },
                 mode: Mode::Bind,
                 image: Some("/images/app".into()),

@@ -205,6 +205,10 @@ pub enum Runtime {
     Charliecloud {
         #[serde(serialize_with = "ser_path")]
         program: PathBuf,
+        /// Given (`--runtime-version`, `[runtime] version`) or asked when
+        /// `--runtime-arg`s are checked; None: not needed, not asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<Version>,
     },
     None,
 }
@@ -225,7 +229,7 @@ impl Runtime {
         match self {
             Runtime::Singularity { program, .. }
             | Runtime::Apptainer { program, .. }
-            | Runtime::Charliecloud { program } => Some(program),
+            | Runtime::Charliecloud { program, .. } => Some(program),
             Runtime::None => None,
         }
     }

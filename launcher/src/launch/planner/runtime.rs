@@ -64,15 +64,31 @@ pub(super) fn resolve(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Runtim
             });
         }
     }
-    if kind == RuntimeKind::Charliecloud {
-        return Ok(Runtime::Charliecloud {
-            program: program.into(),
-        });
-    }
     // The version: given, configured, asked, or (dry run, no program) assumed.
     let given = req
         .runtime_version
         .or_else(|| section.version.filter(|_| same_kind));
+    if kind == RuntimeKind::Charliecloud {
+        // Only --runtime-arg needs it (its flags are checked per version): ch-run
+        // is not asked otherwise.
+        let version = match (given, &found) {
+            (Some(version), _) => Some(version),
+            (None, Some(path)) if !req.runtime_args.is_empty() => match probe_version(path) {
+                Ok(version) => Some(version),
+                Err(e) => {
+                    notes.warnings.push(format!(
+                        "{e}; --runtime-arg checked against ch-run 0.31's flags"
+                    ));
+                    None
+                }
+            },
+            _ => None,
+        };
+        return Ok(Runtime::Charliecloud {
+            program: program.into(),
+            version,
+        });
+    }
     let version = match (given, &found) {
         (Some(version), _) => version,
         (None, Some(path)) => probe_version(path)?,
@@ -115,7 +131,8 @@ pub(super) fn resolve(ctx: &RankContext<'_>, notes: &mut Notes) -> Result<Runtim
     })
 }
 
-/// `PROGRAM --version` (e.g. "singularity version 3.6.4").
+/// `PROGRAM --version` (e.g. "singularity version 3.6.4"; ch-run prints "0.31"
+/// to stderr).
 fn probe_version(program: &Path) -> Result<Version, LaunchError> {
     let output = std::process::Command::new(program)
         .arg("--version")
@@ -124,7 +141,8 @@ fn probe_version(program: &Path) -> Result<Version, LaunchError> {
             program: program.display().to_string(),
             source,
         })?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
     Version::parse(&text).ok_or_else(|| LaunchError::Refused {
         message: format!(
             "cannot tell the version of {} from {:?}: set [runtime] version in the site file",

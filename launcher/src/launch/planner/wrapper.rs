@@ -215,7 +215,12 @@ fn exec_args(
     pair("--runtime", rank.runtime.kind().name().into());
     match &rank.runtime {
         // The version is passed so that no rank has to ask the runtime.
-        Runtime::Singularity { version, .. } | Runtime::Apptainer { version, .. } => {
+        Runtime::Singularity { version, .. }
+        | Runtime::Apptainer { version, .. }
+        | Runtime::Charliecloud {
+            version: Some(version),
+            ..
+        } => {
             pair("--runtime-version", version.to_string().into());
         }
         _ => {}

@@ -234,9 +234,14 @@ pub fn known(runtime: &Runtime) -> Option<(&'static [&'static str], &'static str
         Runtime::Apptainer { version, .. } if version.major == 1 => {
             Some((APPTAINER_1_EXEC_FLAGS, "Apptainer 1.x"))
         }
-        // ch-run's version is not part of the plan; 0.31 is the one hybrun is
-        // tested with (Debian 12's charliecloud-runtime).
-        Runtime::Charliecloud { .. } => Some((CH_RUN_0_31_FLAGS, "ch-run 0.31")),
+        // 0.31 is the one hybrun is tested with (Debian 12's
+        // charliecloud-runtime); an unknown version (a dry run without ch-run)
+        // is taken to be it.
+        Runtime::Charliecloud { version, .. }
+            if version.is_none_or(|v| v.major == 0 && v.minor == 31) =>
+        {
+            Some((CH_RUN_0_31_FLAGS, "ch-run 0.31"))
+        }
         _ => None,
     }
 }
@@ -348,6 +353,10 @@ pub fn check_args(runtime: &Runtime, args: &[OsString]) -> Result<Option<String>
             match runtime {
                 Runtime::Singularity { version, .. } | Runtime::Apptainer { version, .. } =>
                     version.to_string(),
+                Runtime::Charliecloud {
+                    version: Some(version),
+                    ..
+                } => version.to_string(),
                 _ => String::new(),
             }
         )),
@@ -407,6 +416,7 @@ mod tests {
         }
         let ch = Runtime::Charliecloud {
             program: "ch-run".into(),
+            version: None,
         };
         for arg in ["--join-tag=x", "--cd", "--set-env=A=1", "-b"] {
             assert!(check_args(&ch, &args(&[arg])).is_err(), "{arg}");
@@ -421,5 +431,23 @@ mod tests {
         let s = singularity(Version::new(3, 8, 0));
         let warning = check_args(&s, &args(&["--no-mount", "tmp"])).expect("accepted");
         assert!(warning.is_some_and(|w| w.contains("no flag list for singularity 3.8.0")),);
+        // ch-run: 0.31's list for 0.31 (and an unknown version), none for another.
+        let ch = |version| Runtime::Charliecloud {
+            program: "ch-run".into(),
+            version,
+        };
+        for version in [None, Some(Version::new(0, 31, 0))] {
+            let err = check_args(&ch(version), &args(&["--no-such"])).expect_err("0.31");
+            assert!(
+                err.to_string().contains("ch-run 0.31 has no --no-such"),
+                "{err}"
+            );
+        }
+        let warning = check_args(&ch(Some(Version::new(0, 38, 0))), &args(&["--no-such"]));
+        assert!(
+            warning
+                .expect("accepted")
+                .is_some_and(|w| w.contains("charliecloud 0.38.0")),
+        );
     }
 }

@@ -28,7 +28,7 @@ pub fn render(rank: &RankPlan) -> Result<Rendered, LaunchError> {
         Runtime::Singularity { program, .. } | Runtime::Apptainer { program, .. } => {
             singularity::render(rank, program)
         }
-        Runtime::Charliecloud { program } => charliecloud::render(rank, program),
+        Runtime::Charliecloud { program, .. } => charliecloud::render(rank, program),
         Runtime::None => native::render(rank),
     }?;
     rendered.cwd.clone_from(&rank.pwd);
