@@ -12,12 +12,14 @@
 //! passes them to `.init_array`, where std takes them). What is lost: the
 //! "has overflowed its stack" message (a stack overflow ends in SIGSEGV).
 
-#![no_main]
+// The test harness brings its own main.
+#![cfg_attr(not(test), no_main)]
 
 mod cli;
 
-/// The process's entry, called by the C library.
-#[unsafe(no_mangle)]
+/// The process's entry, called by the C library (in a test build, the
+/// harness's main replaces it).
+#[cfg_attr(not(test), unsafe(no_mangle))]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     standard_descriptors();
     // SAFETY: installs SIG_IGN, no Rust code, before any thread exists.
