@@ -43,10 +43,14 @@ impl Key {
     }
 
     /// A file (or directory itself) by identity; a missing one counts as such.
+    /// Without its ctime: bind mode hard-links the host's libraries into its
+    /// bundle, which changes their ctime (the link count), so a key with it
+    /// would miss the entry the first launch just wrote; a library replaced or
+    /// rewritten still changes its inode, size or mtime.
     pub fn file(&mut self, path: &Path) {
         self.text(&path.to_string_lossy());
         match std::fs::metadata(path) {
-            Ok(m) => self.metadata(&m),
+            Ok(m) => self.numbers(&identity(&m)),
             Err(_) => self.text("absent"),
         }
     }
@@ -80,16 +84,12 @@ impl Key {
     }
 
     fn metadata(&mut self, m: &Metadata) {
-        for n in [
-            m.dev(),
-            m.ino(),
-            m.len(),
-            u64::from(m.mode()),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-            m.ctime() as u64,
-            m.ctime_nsec() as u64,
-        ] {
+        self.numbers(&identity(m));
+        self.numbers(&[m.ctime() as u64, m.ctime_nsec() as u64]);
+    }
+
+    fn numbers(&mut self, numbers: &[u64]) {
+        for n in numbers {
             self.0.update(n.to_le_bytes());
         }
     }
@@ -97,6 +97,18 @@ impl Key {
     pub fn finish(self) -> String {
         hybrun_core::sys::hex(&self.0.finalize())
     }
+}
+
+/// A file's identity: device, inode, size, mode and modification time.
+fn identity(m: &Metadata) -> [u64; 6] {
+    [
+        m.dev(),
+        m.ino(),
+        m.len(),
+        u64::from(m.mode()),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+    ]
 }
 
 fn entry(dir: &Path, kind: &str, key: &str) -> std::path::PathBuf {

@@ -19,6 +19,7 @@ use hybrun_core::vocab::Mode;
 
 use super::{Notes, RankContext, rank};
 use crate::image::detect;
+use crate::launch::cache;
 use crate::launch::gate::LazyImage;
 
 /// The mode `auto` chooses for `ctx` (whose `mode` is ignored), with a note
@@ -76,24 +77,33 @@ fn decide(ctx: &RankContext<'_>) -> (Mode, String) {
         return (Mode::Hybrid, "no image to judge".into());
     };
     let lazy = LazyImage::new(&image.canonical);
-    let contents = match lazy.get() {
-        Ok(opened) => detect::detect(opened),
-        Err(e) => {
-            return (
-                Mode::Hybrid,
-                format!("the image's fabric libraries could not be read ({e})"),
-            );
-        }
-    };
+    // Whether the image's MPI has a fast path of its own, cached by the
+    // image's identity like the gate's judgement (auto is every launch's
+    // default: reading the image's listing each time costs ~10 ms).
+    const KIND: &str = "image-fabric";
+    let cache_dir = ctx.host.cache_dir();
+    let key = cache_dir
+        .as_ref()
+        .and_then(|_| lazy.key(KIND))
+        .map(|k| k.finish());
+    let contents = cache::through(cache_dir.as_deref(), KIND, key.as_deref(), || {
+        Ok::<_, std::convert::Infallible>(match lazy.get() {
+            Ok(opened) => detect::detect(opened)
+                .map(|c| c.fabric.has_fast_path())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        })
+    })
+    .unwrap_or_else(|never| match never {});
     match contents {
-        Ok(c) if !c.fabric.has_fast_path() => (
+        Ok(false) => (
             Mode::Bind,
             "the gate says bind mode can run, and the image's MPI has no fast-network \
              library of its own (no libfabric, PSM2, verbs or UCX with InfiniBand): the \
              host's MPI brings the fabric"
                 .into(),
         ),
-        Ok(_) => (
+        Ok(true) => (
             Mode::Hybrid,
             "the site names no fast fabric ([fabric] kind) and the image's MPI has its own \
              fast-network libraries: the image's MPI, which needs nothing of the host's"
