@@ -17,9 +17,10 @@
 //!   `apptainer exec`, `ch-run`, or the bare command).
 //!
 //! What sits between them is [`PerRank`]: either the runtime command itself
-//! (direct) or `hybrun exec` (the wrapper), which re-plans the rank on the compute
-//! node where per-rank facts exist (node name for `ch-run --join-tag`, the PMIx
-//! server's directory, the local rank's GPU).
+//! (direct) or `hybrun exec` (the wrapper), which takes the rank plan `hybrun
+//! run` hands it ([`Handoff`]) and adds on the compute node the facts only the
+//! node knows ([`RankFacts`]: node and job for `ch-run --join-tag`, the PMIx
+//! server's directory, the local rank's GPUs and CPUs).
 
 use std::ffi::{OsStr, OsString};
 
@@ -465,7 +466,8 @@ pub struct Handoff {
 pub enum PerRank {
     /// The runtime command itself.
     Direct,
-    /// `hybrun exec ARGS`: re-plans the rank where it runs.
+    /// `hybrun exec ARGS`: adds the rank's own facts where it runs, to the
+    /// plan it is handed (or plans the rank from ARGS without one).
     Wrapper {
         #[serde(serialize_with = "ser_path")]
         program: PathBuf,
