@@ -330,25 +330,31 @@ fn json_document(planned: &Planned, command: &Rendered) -> serde_json::Value {
 }
 
 fn print_dry_run(planned: &Planned, command: &Rendered, what: &str) -> anyhow::Result<()> {
+    let mut comments = planned.plan.notes.clone();
+    if let hybrun::launch::plan::PerRank::Wrapper { why, .. } = &planned.plan.per_rank {
+        for reason in why {
+            comments.push(format!("per rank: hybrun exec: {reason}"));
+        }
+        if let Some(here) = planned.rank_here.as_ref().and_then(|r| r.render().ok()) {
+            comments.push(format!(
+                "per rank, as resolved on this host: {}",
+                here.shell_line()
+            ));
+        }
+    }
+    print_commented(what, &comments, command)
+}
+
+/// A dry run's output: what was decided, as comment lines, then the command.
+fn print_commented(what: &str, comments: &[String], command: &Rendered) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     comment(
         &mut out,
         &format!("hybrun {what} --dry-run: nothing launched"),
     )?;
-    for note in &planned.plan.notes {
-        comment(&mut out, note)?;
-    }
-    if let hybrun::launch::plan::PerRank::Wrapper { why, .. } = &planned.plan.per_rank {
-        for reason in why {
-            comment(&mut out, &format!("per rank: hybrun exec: {reason}"))?;
-        }
-        if let Some(here) = planned.rank_here.as_ref().and_then(|r| r.render().ok()) {
-            comment(
-                &mut out,
-                &format!("per rank, as resolved on this host: {}", here.shell_line()),
-            )?;
-        }
+    for text in comments {
+        comment(&mut out, text)?;
     }
     out.write_all(&command.shell_line_bytes())?;
     out.write_all(b"\n")?;
@@ -591,16 +597,7 @@ fn exec_handed(
         return Ok(());
     }
     if args.dry_run {
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        comment(&mut out, "hybrun exec --dry-run: nothing launched")?;
-        for note in &handed.notes {
-            comment(&mut out, note)?;
-        }
-        out.write_all(&command.shell_line_bytes())?;
-        out.write_all(b"\n")?;
-        out.flush()?;
-        return Ok(());
+        return print_commented("exec", &handed.notes, &command);
     }
     become_runtime(&handed.rank, &command, Some(&handed.cpu_binding))
 }

@@ -131,8 +131,6 @@ mod tests {
                 command: vec!["/app/hybench".into(), path],
             },
             facts: RankFacts {
-                join: true,
-                pmix: true,
                 image_root: Some("/images/app".into()),
                 gpus: 2,
                 cpu_binding: CpuBindRule::Near {

@@ -408,13 +408,10 @@ pub struct RankPlan {
 
 /// What a rank adds to its plan where it runs, from its node and its
 /// environment (`hybrun exec`): decided with the plan, applied by each rank.
+/// ch-run's join and the PMIx glue follow from the rank plan itself (its
+/// runtime and mode); these are what the plan does not say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RankFacts {
-    /// ch-run: `--join-ct`/`--join-tag` from the rank's node and job.
-    pub join: bool,
-    /// A container runtime: under a PMIx server, its directory bound (or the
-    /// hash store) and PMIX_* mapped for the container's PMIx client.
-    pub pmix: bool,
     /// ch-run with a directory image: its root. ch-run cannot create bind
     /// targets, so the PMIx server's directory is bound only where it exists.
     #[serde(

@@ -50,8 +50,6 @@ pub(super) fn of(
         None => 0,
     };
     RankFacts {
-        join: charliecloud && matches!(rank.mode, Mode::Hybrid | Mode::Bind),
-        pmix: rank.runtime != Runtime::None,
         image_root: image
             .filter(|img| charliecloud && img.kind == ImageKind::Directory)
             .map(|img| img.canonical.clone()),
@@ -70,7 +68,9 @@ pub(super) fn apply(
 ) -> Result<CpuBinding, LaunchError> {
     let runtime = rank.runtime.clone();
     let mut changes = Changes::resume(&runtime, std::mem::take(&mut rank.env));
-    if facts.pmix {
+    let charliecloud = matches!(rank.runtime, Runtime::Charliecloud { .. });
+    // Any container: its PMIx client needs the server's directory and names.
+    if rank.runtime != Runtime::None {
         pmix_glue(
             host,
             facts.image_root.as_deref(),
@@ -79,7 +79,8 @@ pub(super) fn apply(
             notes,
         )?;
     }
-    if facts.join {
+    // ch-run: one container per node and job for the ranks started outside.
+    if charliecloud && matches!(rank.mode, Mode::Hybrid | Mode::Bind) {
         rank.join = join_from_env(host);
     }
     if let Some(mount) = &mut rank.mount {

@@ -13,7 +13,7 @@ use hybrun_core::vocab::{LauncherKind, MpiPlugin};
 use super::{Notes, RankContext};
 use crate::launch::LaunchError;
 use crate::launch::handoff;
-use crate::launch::plan::{Handoff, PerRank, RankFacts, RankPlan, Runtime};
+use crate::launch::plan::{CpuBindRule, Handoff, PerRank, RankFacts, RankPlan, Runtime};
 use crate::site::launcher::PerRankChoice;
 
 /// The wrapper where per-rank facts are needed (`--per-rank auto`), always
@@ -27,7 +27,7 @@ pub(super) fn per_rank(
     notes: &mut Notes,
 ) -> Result<PerRank, LaunchError> {
     let mut reasons = reasons(ctx, kind, mpi, rank);
-    let placement = placement_reasons(ctx, kind, rank);
+    let placement = placement_reasons(ctx, kind, rank, &facts);
     let choice = ctx
         .req
         .per_rank
@@ -111,48 +111,43 @@ pub(super) fn per_rank(
 }
 
 /// The placement only the rank can apply (it needs its local rank and its
-/// node), each as a reason for the wrapper: the rank's GPUs when the ranks get
-/// GPUs, and a CPU binding near the rank's GPU or the fabric's adapter.
-fn placement_reasons(ctx: &RankContext<'_>, kind: LauncherKind, rank: &RankPlan) -> Vec<String> {
-    let gpu = &ctx.site.config.gpu;
+/// node; `facts` says what the rank will do), each as a reason for the
+/// wrapper: the rank's GPUs when the ranks get GPUs, and a CPU binding near the
+/// rank's GPU or the fabric's adapter.
+fn placement_reasons(
+    ctx: &RankContext<'_>,
+    kind: LauncherKind,
+    rank: &RankPlan,
+    facts: &RankFacts,
+) -> Vec<String> {
     if kind == LauncherKind::None {
         return Vec::new();
     }
     let mut reasons = Vec::new();
-    // With --gpus-per-task srun itself gives each rank its GPUs.
-    // Without srun, hybrun gives each rank its --gpus-per-task GPUs itself.
-    if let Some(n) = ctx
-        .req
-        .geometry
-        .gpus_per_task
-        .filter(|_| kind != LauncherKind::Srun)
-    {
-        reasons.push(format!(
+    let per_task = ctx.req.geometry.gpus_per_task;
+    match (facts.gpus, per_task) {
+        (0, _) => {}
+        // With --gpus-per-task srun itself gives each rank its GPUs.
+        (_, Some(_)) if kind == LauncherKind::Srun => {}
+        (n, Some(_)) => reasons.push(format!(
             "{n} GPU(s) per rank (--gpus-per-task under {}): the rank's GPUs come from its \
              local rank",
             kind.name()
-        ));
-    } else if rank.nvidia
-        && gpu.per_rank.unwrap_or(true)
-        && ctx.req.geometry.gpus_per_task.is_none()
-    {
-        reasons.push(
+        )),
+        (_, None) => reasons.push(
             "one GPU per rank ([gpu] per_rank): the rank's GPU comes from its local rank"
                 .to_owned(),
-        );
+        ),
     }
-    let fast_fabric = ctx
-        .site
-        .config
-        .fabric
-        .kind
-        .is_some_and(crate::site::fabric::FabricKind::is_fast);
-    if (rank.nvidia || fast_fabric) && gpu.bind_cpus.unwrap_or(true) && !ctx.req.no_cpu_bind {
-        reasons.push(
-            "CPU binding near the rank's GPU or the fabric's adapter ([gpu] bind_cpus): the \
-             rank's CPUs come from its node"
-                .to_owned(),
-        );
+    if let CpuBindRule::Near { fabric, .. } = &facts.cpu_binding {
+        let fast_fabric = fabric.is_some_and(crate::site::fabric::FabricKind::is_fast);
+        if rank.nvidia || fast_fabric {
+            reasons.push(
+                "CPU binding near the rank's GPU or the fabric's adapter ([gpu] bind_cpus): \
+                 the rank's CPUs come from its node"
+                    .to_owned(),
+            );
+        }
     }
     reasons
 }
