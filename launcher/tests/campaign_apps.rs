@@ -10,7 +10,7 @@ mod campaign_common;
 
 use std::process::Command;
 
-use campaign_common::{HYBRUN, mpich_image, on_path, repo_root, require};
+use campaign_common::{HYBRUN, mpich_image, on_path, only_run, repo_root, require};
 use hybrun::campaign::results::{self, Outcome};
 
 /// The scenario: three applications, native and hybrid, in `dir`.
@@ -125,12 +125,7 @@ fn applications_are_cells_their_metric_is_read_and_a_missing_match_is_a_failed_l
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Some launches failed, some did not: the campaign itself succeeds.
     assert!(out.status.success(), "{stderr}");
-    let run = std::fs::read_dir(results_dir.join("apps"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = only_run(&results_dir, "apps");
     let records = results::read_records(&run).unwrap();
     // 3 apps x (native, native', hybrid) x 6 launches.
     assert_eq!(records.len(), 54, "{records:#?}");

@@ -12,8 +12,10 @@ mod campaign_common;
 use std::path::Path;
 use std::process::Command;
 
-use campaign_common::{HYBRUN, hybench, hybench_openmpi, mpich_image, repo_root};
-use hybrun::campaign::results::{self, LaunchRecord, Outcome};
+use campaign_common::{
+    HYBRUN, hybench, hybench_openmpi, mpich_image, only_run, records_all_ok, repo_root,
+};
+use hybrun::campaign::results::LaunchRecord;
 use serde_json::Value;
 
 fn scenario(
@@ -166,15 +168,8 @@ fn cpus_per_task_cells_launch_with_their_cores_and_threads() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "campaign failed: {stderr}");
-    let run = std::fs::read_dir(results_dir.join("shape"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let records = results::read_records(&run).unwrap();
-    let failed: Vec<_> = records.iter().filter(|r| r.status != Outcome::Ok).collect();
-    assert!(failed.is_empty(), "failed launches: {failed:#?}");
+    let run = only_run(&results_dir, "shape");
+    let records = records_all_ok(&run);
     // Native: 3 workloads x 2 CPU counts per MPI; hybrid: latency x 2.
     let mpis = if openmpi.is_some() { 2 } else { 1 };
     let cells = 6 * mpis + if image.is_some() { 2 } else { 0 };

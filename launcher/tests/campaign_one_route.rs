@@ -25,8 +25,8 @@ mod campaign_common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use campaign_common::{HYBRUN, hybench, mpich_image, repo_root};
-use hybrun::campaign::results::{self, LaunchRecord, Outcome};
+use campaign_common::{HYBRUN, hybench, mpich_image, only_run, records_all_ok, repo_root};
+use hybrun::campaign::results::LaunchRecord;
 use hybrun_core::vocab::Mode;
 use serde_json::Value;
 
@@ -107,15 +107,8 @@ warmup = 5
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "campaign failed: {stderr}");
-    let run = std::fs::read_dir(results_dir.join("route"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let records = results::read_records(&run).unwrap();
-    let failed: Vec<_> = records.iter().filter(|r| r.status != Outcome::Ok).collect();
-    assert!(failed.is_empty(), "failed launches: {failed:#?}");
+    let run = only_run(&results_dir, "route");
+    let records = records_all_ok(&run);
     Some(records)
 }
 

@@ -92,3 +92,23 @@ pub fn mpich_image() -> Option<PathBuf> {
     }
     Some(image)
 }
+
+/// The run directory a campaign named `name` wrote under `results` (the
+/// first, and in these tests the only, one).
+pub fn only_run(results: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(results.join(name))
+        .unwrap_or_else(|e| panic!("no run of {name} under {}: {e}", results.display()))
+        .next()
+        .unwrap_or_else(|| panic!("no run of {name} under {}", results.display()))
+        .expect("a directory entry")
+        .path()
+}
+
+/// The launch records of `run`, each of them ok.
+pub fn records_all_ok(run: &Path) -> Vec<hybrun::campaign::results::LaunchRecord> {
+    use hybrun::campaign::results::{self, Outcome};
+    let records = results::read_records(run).expect("the run's records");
+    let failed: Vec<_> = records.iter().filter(|r| r.status != Outcome::Ok).collect();
+    assert!(failed.is_empty(), "failed launches: {failed:#?}");
+    records
+}
