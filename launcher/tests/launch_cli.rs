@@ -653,7 +653,7 @@ fn charliecloud_dry_run_shows_the_per_node_mount_of_a_sif() {
     let text = stdout(&out);
     for want in [
         "image mount: squashfuse -f -o offset=",
-        "<job>.<step>.<node>",
+        "<launch>.<node>",
         "per rank: hybrun exec: the SquashFS image is mounted once per node",
         "hybrun exec",
     ] {
@@ -1851,7 +1851,7 @@ fn auto_mode_chooses_bind_or_hybrid_and_says_why() {
     assert!(note(&doc).starts_with("mode bind (auto)"), "{doc}");
     // `--mode auto` is the same as no --mode.
     let (again, _) = plan(&site, &["--mpi-profile", "mpich", "--mode", "auto"]);
-    assert_eq!(again, text);
+    assert_eq!(without_launch_id(&again), without_launch_id(&text));
 
     // A fast fabric at the site: bind, whatever the image has.
     let (text, _) = plan(&fabric_site, &["--mpi-profile", "mpich"]);
@@ -1898,6 +1898,23 @@ fn auto_mode_chooses_bind_or_hybrid_and_says_why() {
     assert_eq!(note(&doc), "");
 }
 
+/// `text` with the launch id each plan of a ch-run launch draws
+/// (`"launch":"<12 hex digits>"`) made `"launch":"ID"`.
+fn without_launch_id(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let key = "\"launch\":\"";
+    while let Some(at) = rest.find(key) {
+        let (head, tail) = rest.split_at(at + key.len());
+        out.push_str(head);
+        let id_len = tail.bytes().take_while(u8::is_ascii_hexdigit).count();
+        out.push_str("ID");
+        rest = &tail[id_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `hybrun run --json ARGS`' plan, and the wrapper's arguments and the rank
 /// plan it hands over (HYBRUN_RANK_PLAN in the launcher's environment).
 fn handed(w: &World, args: &[&str]) -> (serde_json::Value, Vec<String>, String) {
@@ -1936,28 +1953,27 @@ fn exec_json_words(wrapper: &[String]) -> Vec<&str> {
 #[test]
 fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
     let (w, image) = World::charliecloud();
-    let (doc, args, handed) = handed(
-        &w,
-        &[
-            "--launcher",
-            "srun",
-            "-N",
-            "2",
-            "-n",
-            "4",
-            "--runtime",
-            "charliecloud",
-            "--mode",
-            "hybrid",
-            "--mpi-profile",
-            "mpich",
-            "--env",
-            "PMIX_MCA_psec=mine",
-            image.to_str().expect("utf-8"),
-            "--",
-            "/app/x",
-        ],
-    );
+    let image_arg = image.to_str().expect("utf-8");
+    let run_args = [
+        "--launcher",
+        "srun",
+        "-N",
+        "2",
+        "-n",
+        "4",
+        "--runtime",
+        "charliecloud",
+        "--mode",
+        "hybrid",
+        "--mpi-profile",
+        "mpich",
+        "--env",
+        "PMIX_MCA_psec=mine",
+        image_arg,
+        "--",
+        "/app/x",
+    ];
+    let (doc, args, handed) = handed(&w, &run_args);
     assert!(args.contains(&"--from-run".to_owned()), "{args:?}");
     let notes = doc["plan"]["notes"].to_string();
     assert!(
@@ -1996,14 +2012,40 @@ fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
     assert!(got.status.success(), "{}", stderr(&got));
     assert!(stderr(&got).is_empty(), "{}", stderr(&got));
     let got: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
-    assert_eq!(got["command"], planned["command"]);
+    // The same command, but for the join's tag: the handed rank's names this
+    // launch (the id hybrun run drew, so no other launch's leftovers in
+    // /dev/shm share it), the self-planned one Slurm's job step.
+    let launch = doc["plan"]["per_rank"]["launch"]
+        .as_str()
+        .expect("a launch id in the plan");
+    assert!(
+        launch.len() == 12 && launch.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{launch}"
+    );
+    // Each launch draws its own.
+    let (again, _, _) = crate::handed(&w, &run_args);
+    assert_ne!(again["plan"]["per_rank"]["launch"].as_str(), Some(launch));
+    let handed_tag = format!("--join-tag=hybrun.{launch}.node2");
+    let with_tag = |doc: &serde_json::Value, from: &str, to: &str| {
+        doc["command"].to_string().replace(from, to)
+    };
+    assert_eq!(
+        with_tag(&got, &handed_tag, "TAG"),
+        with_tag(&planned, "--join-tag=hybrun.42.0.node2", "TAG")
+    );
+    assert!(
+        planned["shell"]
+            .as_str()
+            .expect("shell line")
+            .contains("--join-ct=2 --join-tag=hybrun.42.0.node2")
+    );
     let line = got["shell"].as_str().expect("shell line");
     for part in [
-        "--join-ct=2 --join-tag=hybrun.42.0.node2",
-        "--set-env=PMIX_MCA_psec=mine",
-        "--set-env=PMIX_MCA_gds=hash",
+        format!("--join-ct=2 {handed_tag}"),
+        "--set-env=PMIX_MCA_psec=mine".into(),
+        "--set-env=PMIX_MCA_gds=hash".into(),
     ] {
-        assert!(line.contains(part), "{part}: {line}");
+        assert!(line.contains(&part), "{part}: {line}");
     }
 
     // The handed rank reads neither the site file nor the image; planning
@@ -2013,7 +2055,10 @@ fn a_rank_handed_its_plan_execs_what_it_would_plan_itself() {
     let got = rank(&args, Some(&handed));
     assert!(got.status.success(), "{}", stderr(&got));
     let got: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
-    assert_eq!(got["command"], planned["command"]);
+    assert_eq!(
+        with_tag(&got, &handed_tag, "TAG"),
+        with_tag(&planned, "--join-tag=hybrun.42.0.node2", "TAG")
+    );
     let without = rank(&args, None);
     assert!(!without.status.success());
     assert!(

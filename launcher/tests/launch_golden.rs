@@ -595,6 +595,7 @@ fn cases() -> Vec<Case> {
         .collect(),
         why: vec!["PMIx".into()],
         handoff: Option::None,
+        launch: Option::None,
     };
     cases.push(Case {
         name: "wrapper_srun_pmix",

@@ -308,7 +308,7 @@ fn bind_mode_maps_the_host_libmpich_in_the_container() {
 fn hybrid_mode_joins_ranks_per_node() {
     let Some(s) = setup() else { return };
     // 4 ranks on 2 nodes: the ranks of a node share one container (ch-run
-    // --join-ct from SLURM_STEP_TASKS_PER_NODE, a tag per node and job).
+    // --join-ct from SLURM_STEP_TASKS_PER_NODE, a tag per node and launch).
     let run = launch(
         &s,
         Mode::Hybrid,

@@ -3,7 +3,8 @@
 //! (hydra for MPICH, Open MPI's mpiexec for Open MPI), each rank in ch-run
 //! (hybrid mode, the test images' hybench). Judged by hybench's rows (one MPI
 //! job of 2 ranks of the right MPI, in a container) and by the launch record
-//! (the launcher chosen and the note saying why).
+//! (the launcher chosen and the note saying why). Also: a ch-run join that
+//! fails leaves nothing in /dev/shm.
 //!
 //! Needs: ch-run, mpiexec.hydra and mpiexec.openmpi, the test images
 //! (scripts/make-test-images) and hybrun built in this target directory. No
@@ -59,6 +60,16 @@ fn path_without_slurm(dir: &Path) -> PathBuf {
         }
     }
     bin
+}
+
+/// The launch record hybrun wrote in `records` (one launch).
+fn only_record(records: &Path) -> serde_json::Value {
+    let record = std::fs::read_dir(records)
+        .expect("records written")
+        .flatten()
+        .next()
+        .expect("one record");
+    serde_json::from_slice(&std::fs::read(record.path()).expect("read")).expect("json")
 }
 
 fn chooses_the_profiles_mpiexec(mpi: Mpi, launcher: &str) {
@@ -117,13 +128,7 @@ fn chooses_the_profiles_mpiexec(mpi: Mpi, launcher: &str) {
         assert_eq!(r.container, Some(RuntimeKind::Charliecloud));
         assert!(r.slurm_job_id.is_empty(), "not a Slurm step");
     }
-    let record = std::fs::read_dir(&records)
-        .expect("records written")
-        .flatten()
-        .next()
-        .expect("one record");
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(record.path()).expect("read")).expect("json");
+    let doc = only_record(&records);
     assert_eq!(doc["plan"]["launcher"]["kind"], launcher);
     let notes = doc["plan"]["notes"].to_string();
     assert!(
@@ -142,4 +147,73 @@ fn without_slurm_mpich_ranks_start_with_hydra() {
 #[test]
 fn without_slurm_openmpi_ranks_start_with_open_mpis_mpiexec() {
     chooses_the_profiles_mpiexec(Mpi::OpenMpi, "mpiexec-openmpi");
+}
+
+/// A ch-run join that fails (here the first rank's bind target is missing in
+/// the read-only image, so the other rank waits for the join lock until
+/// ch-run's 30 s timeout) leaves ch-run's semaphore and shared memory in
+/// /dev/shm: hybrun removes them once the launch is over and says so. The
+/// launch's join tags carry its own id (in the record), so a later launch can
+/// never find them under its tag, as it could under ch-run's default tag (the
+/// parent's pid, which comes back).
+#[test]
+fn a_failed_join_leaves_nothing_in_dev_shm() {
+    let Some(hybrun) = hybrun_binary() else {
+        require("the hybrun binary", false, "cargo build -p hybrun");
+        return;
+    };
+    for program in ["ch-run", "mpiexec.hydra"] {
+        if !require(program, on_path(program), "run scripts/setup") {
+            return;
+        }
+    }
+    let Some(image) = test_image(&hybrun, Mpi::Mpich) else {
+        return;
+    };
+    let work = tempfile::tempdir_in(repo_root().join("target")).expect("work dir");
+    let records = work.path().join("records");
+    let site = work.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "[runtime]\nkind = \"charliecloud\"\n[launcher]\nkind = \"mpiexec-hydra\"\n\
+             record_dir = \"{}\"\n[mpi.mpich]\nabi = \"mpich\"\npmi = \"pmi2\"\n",
+            records.display()
+        ),
+    )
+    .expect("site");
+    let mut cmd = Command::new(&hybrun);
+    cmd.env("USER", "root")
+        .env_remove("SLURM_JOB_ID")
+        .args(["run", "--site", site.to_str().expect("utf-8")])
+        .args(["--mode", "hybrid", "--mpi-profile", "mpich", "-n", "2"])
+        .args(["-B", "/tmp:/hybrun-no-such-dir"])
+        .arg(&image)
+        .args(["--", "/bin/true"]);
+    let out = run_with_timeout(&cmd, LIMIT);
+    assert!(!out.status.success(), "{}", describe(&cmd, &out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("timeout waiting for join lock"),
+        "the join failed: {}",
+        describe(&cmd, &out)
+    );
+    let doc = only_record(&records);
+    let launch = doc["plan"]["per_rank"]["launch"]
+        .as_str()
+        .expect("the launch id in the plan");
+    let shm = format!("ch-run_shm-hybrun.{launch}.");
+    let sem = format!("sem.ch-run_sem-hybrun.{launch}.");
+    assert!(
+        stderr.contains("removed what it left in /dev/shm") && stderr.contains(&shm),
+        "{}",
+        describe(&cmd, &out)
+    );
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&shm) || n.starts_with(&sem))
+        .collect();
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
 }

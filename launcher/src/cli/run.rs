@@ -438,6 +438,16 @@ fn launch(planned: &Planned, command: &Rendered, host: &Host) -> anyhow::Result<
         source,
     })?;
     use std::os::unix::process::ExitStatusExt;
+    if let Some(launch) = planned.plan.per_rank.launch() {
+        let removed = hybrun::launch::runtime::charliecloud::remove_join_leftovers(launch);
+        if !removed.is_empty() {
+            eprintln!(
+                "hybrun: a ch-run join of this launch failed or was cut short: removed what it \
+                 left in /dev/shm ({})",
+                removed.join(", ")
+            );
+        }
+    }
     record.finished = Some(hybrun_core::sys::now_utc());
     record.exit_code = status.code();
     record.signal = status.signal();

@@ -70,28 +70,18 @@ impl Host {
     }
 
     /// `JOB.STEP.NODE` of a Slurm job step on this node (None outside one):
-    /// unique per node and step, in characters safe in file and POSIX
-    /// semaphore names (letters, digits, `-`; anything else `_`). ch-run's
-    /// join tag and the per-node image mount are keyed by it.
+    /// unique per node and step, each part in [`safe_name`]'s characters with
+    /// `.` made `_`. ch-run's join tag and the per-node image mount are keyed
+    /// by it when a rank plans itself.
     pub fn slurm_node_step(&self) -> Option<String> {
-        let clean = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
+        let part = |s: &str| safe_name(s).replace('.', "_");
         let job = self.var("SLURM_JOB_ID")?;
         let step = self.var("SLURM_STEP_ID").unwrap_or_else(|| "0".into());
         let node = self
             .var("SLURMD_NODENAME")
             .or_else(|| self.var("SLURM_NODEID"))
             .unwrap_or_else(|| "node".into());
-        Some(format!("{}.{}.{}", clean(&job), clean(&step), clean(&node)))
+        Some(format!("{}.{}.{}", part(&job), part(&step), part(&node)))
     }
 
     /// hybrun's cache directory (bind-mode closures and bundles).
@@ -101,6 +91,20 @@ impl Host {
             .map(|d| PathBuf::from(d).join("hybrun"))
             .or_else(|| self.home().map(|h| h.join(".hybrun/cache")))
     }
+}
+
+/// `name` in characters safe in file and POSIX semaphore names: letters,
+/// digits, `-`, `_` and `.`; anything else becomes `_`.
+pub fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

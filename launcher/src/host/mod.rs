@@ -33,7 +33,7 @@ pub mod runtime;
 pub mod slurm;
 pub mod topology;
 
-pub use env::Host;
+pub use env::{Host, safe_name};
 
 use std::path::Path;
 

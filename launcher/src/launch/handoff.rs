@@ -70,6 +70,15 @@ pub fn decode(text: &str) -> Result<Handoff, String> {
             handoff.format
         ));
     }
+    // The launch id names files and semaphores on the node (ch-run's join).
+    if let Some(id) = &handoff.facts.launch {
+        if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "{VAR}'s launch id {:?} is not 1 to 32 letters or digits",
+                id.chars().take(40).collect::<String>()
+            ));
+        }
+    }
     Ok(handoff)
 }
 
@@ -138,6 +147,7 @@ mod tests {
                     fabric: None,
                     cpus_per_rank: Some(4),
                 },
+                launch: Some("0123456789ab".into()),
             },
         }
     }
@@ -164,6 +174,10 @@ mod tests {
         let text = serde_json::to_string(&other).unwrap();
         assert!(decode(&text).unwrap_err().contains("another version"));
         assert!(decode("[[[[").unwrap_err().contains("not a rank plan"));
+        let mut odd = h.clone();
+        odd.facts.launch = Some("../x".into());
+        let text = serde_json::to_string(&odd).unwrap();
+        assert!(decode(&text).unwrap_err().contains("launch id"));
         assert!(
             decode(&"x".repeat(MAX_LEN + 1))
                 .unwrap_err()

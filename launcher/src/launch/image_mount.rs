@@ -1,5 +1,5 @@
 //! A SquashFS image for ch-run (a SIF's primary partition, or a `.sqfs` file),
-//! mounted once per node and job and shared by that node's ranks.
+//! mounted once per node and launch and shared by that node's ranks.
 //!
 //! ch-run 0.31 cannot take a SquashFS at an offset (it recognises a SquashFS by
 //! its magic at byte 0 and opens it at 0), so a SIF's partition is mounted with
@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use super::LaunchError;
 pub use super::plan::ImageMount;
 use super::policy::CheckedImage;
-use crate::host::Host;
 use rustix::fs::FlockOperation;
 
 /// How long a holder waits for squashfuse's mount to appear.
@@ -42,13 +41,13 @@ const POLL: Duration = Duration::from_millis(200);
 pub enum MountKey {
     /// This process's own (`hybrun run` with no launcher: the only rank).
     Alone,
-    /// The ranks' node and job step, not known before they start: a
+    /// The ranks' node and launch, not known before they start: a
     /// placeholder that each rank replaces ([`ImageMount::on_node`]).
     NotYet,
 }
 
 /// The placeholder key of [`MountKey::NotYet`].
-const NOT_YET: &str = "<job>.<step>.<node>";
+const NOT_YET: &str = "<launch>.<node>";
 
 impl ImageMount {
     /// The mount of `image`, keyed as `key` says.
@@ -75,13 +74,14 @@ impl ImageMount {
         })
     }
 
-    /// Moves the mount to this rank's node and job step (its directory under
-    /// this node's temporary directory), without opening the image: the
-    /// image's identity is the last part of the planned directory's name.
-    pub fn on_node(&mut self, host: &Host) {
+    /// Moves the mount to this rank's node and launch (its directory under
+    /// this node's temporary directory, named by `group`: see
+    /// [`crate::launch::planner::node_group`]), without opening the image:
+    /// the image's identity is the last part of the planned directory's name.
+    pub fn on_node(&mut self, group: &str) {
         let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
         let identity = name.rsplit_once('.').map_or("", |(_, id)| id);
-        self.dir = base_dir().join(format!("{}.{identity}", node_key(host)));
+        self.dir = base_dir().join(format!("{group}.{identity}"));
         self.mountpoint = self.dir.join("root");
     }
 
@@ -112,24 +112,6 @@ fn base_dir() -> PathBuf {
         "hybrun-mounts.{}",
         rustix::process::getuid().as_raw()
     ))
-}
-
-/// Unique per node and job step: Slurm's ids, else (mpiexec) the rank's parent,
-/// the launcher's proxy that started all of this node's ranks.
-fn node_key(host: &Host) -> String {
-    if let Some(key) = host.slurm_node_step() {
-        return key;
-    }
-    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
-    // The parent's start time tells a reused pid apart.
-    let start = fs::read_to_string(format!("/proc/{ppid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1.to_owned();
-            after.split_whitespace().nth(19).map(str::to_owned)
-        })
-        .unwrap_or_default();
-    format!("ppid{ppid}.{start}")
 }
 
 fn refused(what: &str, path: &Path, e: impl std::fmt::Display) -> LaunchError {

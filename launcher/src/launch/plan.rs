@@ -331,7 +331,7 @@ pub struct EnvChange {
 pub struct Join {
     /// `--join-ct`: ranks on this node.
     pub count: u32,
-    /// `--join-tag`: unique per node and job (nodes may share /dev/shm).
+    /// `--join-tag`: unique per node and launch (nodes may share /dev/shm, and a failed join leaves its files there).
     pub tag: Option<String>,
 }
 
@@ -425,6 +425,12 @@ pub struct RankFacts {
     pub gpus: u32,
     /// The rank's CPU binding: near its GPU or the fabric's NIC, or off.
     pub cpu_binding: CpuBindRule,
+    /// ch-run: this launch's id, drawn by `hybrun run`, so that a node's
+    /// ranks of this launch, and no others, share one join tag and one image
+    /// mount (see [`crate::launch::planner::node_group`]). None: each rank
+    /// names its group from Slurm's ids or from its parent process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<String>,
 }
 
 /// Whether and near what a rank's CPUs are bound (see
@@ -477,7 +483,25 @@ pub enum PerRank {
         /// plans itself from `args`.
         #[serde(skip)]
         handoff: Option<String>,
+        /// This launch's id in the plan handed over ([`RankFacts::launch`]):
+        /// ch-run's join tags are `hybrun.ID.NODE`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        launch: Option<String>,
     },
+}
+
+impl PerRank {
+    /// The launch id handed to the ranks, if any.
+    pub fn launch(&self) -> Option<&str> {
+        match self {
+            PerRank::Wrapper {
+                handoff: Some(_),
+                launch,
+                ..
+            } => launch.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// The job launcher.

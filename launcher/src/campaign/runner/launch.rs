@@ -126,6 +126,10 @@ pub(super) fn run_launch(
         Ok(child) => {
             let (status, timed_out) = wait_with_timeout(child, timeout);
             record.duration_s = t0.elapsed().as_secs_f64();
+            // What a failed ch-run join left under this launch's tags.
+            if let Some(launch) = &prepared.launch {
+                crate::launch::runtime::charliecloud::remove_join_leftovers(launch);
+            }
             ended(&mut record, status, timed_out, timeout)
         }
     };

@@ -64,6 +64,8 @@ pub struct Prepared {
     pub per_rank: Vec<String>,
     /// The launch plan, as JSON.
     pub plan: Option<serde_json::Value>,
+    /// The launch id handed to the ranks (ch-run's join tags), if any.
+    pub launch: Option<String>,
 }
 
 /// Plans the launches of a scenario's cells.
@@ -207,6 +209,7 @@ impl<'a> CellPlanner<'a> {
                 .collect(),
             per_rank: per_rank.argv.iter().map(|a| text(a)).collect(),
             plan: serde_json::to_value(&planned.plan).ok(),
+            launch: planned.plan.per_rank.launch().map(str::to_owned),
         })
     }
 }

@@ -13,7 +13,9 @@
 use hybrun_core::placement::CpuBinding;
 use hybrun_core::vocab::Mode;
 
-use super::{Host, Notes, RankContext, gpu, target_in_image};
+use hybrun_core::vocab::LauncherKind;
+
+use super::{Host, Notes, RankContext, Role, gpu, target_in_image};
 use crate::launch::LaunchError;
 use crate::launch::env::Changes;
 use crate::launch::plan::{Bind, CpuBindRule, Join, RankFacts, RankPlan, Runtime};
@@ -49,13 +51,29 @@ pub(super) fn of(
         None if rank.nvidia && site.gpu.per_rank.unwrap_or(true) => 1,
         None => 0,
     };
+    // ch-run ranks started by a launcher share their node's join and mount:
+    // the job's plan names the launch they belong to.
+    let launch = (charliecloud
+        && ctx.role == Role::Job
+        && ctx.launcher.is_some_and(|kind| kind != LauncherKind::None))
+    .then(draw_launch_id)
+    .flatten();
     RankFacts {
         image_root: image
             .filter(|img| charliecloud && img.kind == ImageKind::Directory)
             .map(|img| img.canonical.clone()),
         gpus,
         cpu_binding,
+        launch,
     }
+}
+
+/// A launch's id: 12 random hex digits (None where the system has no random
+/// source; then the ranks name their group as a stand-alone `hybrun exec` does).
+fn draw_launch_id() -> Option<String> {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Applies `facts` to `rank` on this node; returns the CPU binding to set
@@ -79,13 +97,17 @@ pub(super) fn apply(
             notes,
         )?;
     }
-    // ch-run: one container per node and job for the ranks started outside.
-    if charliecloud && matches!(rank.mode, Mode::Hybrid | Mode::Bind) {
-        rank.join = join_from_env(host);
-    }
-    if let Some(mount) = &mut rank.mount {
-        mount.on_node(host);
-        notes.notes.push(mount.describe());
+    // ch-run: one container per node and launch for the ranks started outside.
+    let joined = charliecloud && matches!(rank.mode, Mode::Hybrid | Mode::Bind);
+    if joined || rank.mount.is_some() {
+        let group = node_group(host, facts.launch.as_deref());
+        if joined {
+            rank.join = join_from_env(host, &group);
+        }
+        if let Some(mount) = &mut rank.mount {
+            mount.on_node(&group);
+            notes.notes.push(mount.describe());
+        }
     }
     if facts.gpus > 0 {
         gpu::per_rank(host, facts.gpus, &mut changes, notes)?;
@@ -139,9 +161,10 @@ fn pmix_glue(
     Ok(())
 }
 
-/// ch-run's join for this rank: how many ranks share its node, and a tag unique
-/// per node and job (None when alone on the node, or outside a launcher).
-pub fn join_from_env(host: &Host) -> Option<Join> {
+/// ch-run's join for this rank: how many ranks share its node, and the tag of
+/// its node's group ([`node_group`]); None when alone on the node, or outside
+/// a launcher.
+pub fn join_from_env(host: &Host, group: &str) -> Option<Join> {
     let num = |name: &str| host.var(name).and_then(|v| v.trim().parse::<u32>().ok());
     let count = match (host.var("SLURM_STEP_TASKS_PER_NODE"), num("SLURM_NODEID")) {
         (Some(list), Some(node)) => tasks_on_node(&list, node),
@@ -150,9 +173,50 @@ pub fn join_from_env(host: &Host) -> Option<Join> {
     if count <= 1 {
         return None;
     }
-    // Only characters that are safe in a POSIX semaphore name.
-    let tag = host.slurm_node_step().map(|key| format!("hybrun.{key}"));
-    Some(Join { count, tag })
+    Some(Join {
+        count,
+        tag: Some(format!("hybrun.{group}")),
+    })
+}
+
+/// The name that this node's ranks of one launch share, and no other ranks:
+/// ch-run's join tag and the image mount's directory are keyed by it. In
+/// letters, digits, `-`, `_` and `.` (safe in POSIX semaphore and file names).
+///
+/// - Handed a launch id by `hybrun run`: `ID.NODE`.
+/// - Else (a stand-alone `hybrun exec`): Slurm's `JOB.STEP.NODE`, else the
+///   launcher's process that started the node's ranks (their parent) as
+///   `ppidPID.START.NODE`, its start time telling a reused pid apart.
+///
+/// Unique, because what ch-run leaves behind is keyed by it: a join that
+/// fails leaves `/dev/shm/ch-run_shm-TAG`, and the next group under the same
+/// tag (ch-run's own default is the parent's pid, which comes back) finds it,
+/// takes a stale peer for its winner and fails in turn.
+pub fn node_group(host: &Host, launch: Option<&str>) -> String {
+    let node = || {
+        host.var("SLURMD_NODENAME").unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    let name = match (launch, host.slurm_node_step()) {
+        (Some(id), _) => format!("{id}.{}", node()),
+        (None, Some(step)) => return step,
+        (None, None) => {
+            let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+            let start = std::fs::read_to_string(format!("/proc/{ppid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1.to_owned();
+                    after.split_whitespace().nth(19).map(str::to_owned)
+                })
+                .unwrap_or_default();
+            format!("ppid{ppid}.{start}.{}", node())
+        }
+    };
+    crate::host::safe_name(&name)
 }
 
 /// Slurm's compressed task counts (`2(x3),1`), for node index `node`.
@@ -189,39 +253,63 @@ mod tests {
     }
 
     #[test]
-    fn join_per_node_and_job() {
+    fn join_per_node_and_launch() {
         let host = |pairs: &[(&str, &str)]| Host {
             vars: pairs
                 .iter()
                 .map(|(k, v)| (OsString::from(k), OsString::from(v)))
                 .collect(),
         };
-        let h = host(&[
+        let slurm = host(&[
             ("SLURM_STEP_TASKS_PER_NODE", "2(x2)"),
             ("SLURM_NODEID", "1"),
             ("SLURM_JOB_ID", "42"),
             ("SLURM_STEP_ID", "0"),
             ("SLURMD_NODENAME", "node2"),
         ]);
+        // Handed a launch id: the launch's and the node's name.
+        let group = node_group(&slurm, Some("0123abcd"));
+        assert_eq!(group, "0123abcd.node2");
         assert_eq!(
-            join_from_env(&h),
+            join_from_env(&slurm, &group),
             Some(Join {
                 count: 2,
-                tag: Some("hybrun.42.0.node2".into())
+                tag: Some("hybrun.0123abcd.node2".into())
             })
         );
-        let h = host(&[("MPI_LOCALNRANKS", "2")]);
+        // Planning itself under Slurm: the job step's ids.
+        assert_eq!(node_group(&slurm, None), "42.0.node2");
+        // Planning itself under mpiexec: its parent, the launcher's process
+        // on this node, with the parent's start time and this node's name.
+        let hydra = host(&[("MPI_LOCALNRANKS", "2")]);
+        let group = node_group(&hydra, None);
+        let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+        let node = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        assert!(group.starts_with(&format!("ppid{ppid}.")), "{group}");
+        assert!(
+            group.ends_with(&format!(".{}", crate::host::safe_name(&node))),
+            "{group}"
+        );
+        let start = group.split('.').nth(1).expect("start time");
+        assert!(
+            !start.is_empty() && start.bytes().all(|b| b.is_ascii_digit()),
+            "{group}"
+        );
         assert_eq!(
-            join_from_env(&h),
-            Some(Join {
-                count: 2,
-                tag: None
-            })
+            join_from_env(&hydra, "g").map(|j| (j.count, j.tag)),
+            Some((2, Some("hybrun.g".into())))
         );
-        let h = host(&[
+        // Alone on its node: no join.
+        let alone = host(&[
             ("SLURM_STEP_TASKS_PER_NODE", "1(x2)"),
             ("SLURM_NODEID", "0"),
         ]);
-        assert_eq!(join_from_env(&h), None);
+        assert_eq!(join_from_env(&alone, "g"), None);
+        // An odd node name is made safe for /dev/shm.
+        let odd = host(&[("SLURMD_NODENAME", "n/1 x")]);
+        assert_eq!(node_group(&odd, Some("ab")), "ab.n_1_x");
     }
 }

@@ -52,7 +52,7 @@ use crate::host::Host;
 use crate::site::Site;
 use crate::site::mpi::MpiProfile;
 
-pub use facts::{join_from_env, tasks_on_node};
+pub use facts::{join_from_env, node_group, tasks_on_node};
 pub use gpu::{BindTarget, cpu_binding_in};
 pub use request::Request;
 

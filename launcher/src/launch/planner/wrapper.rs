@@ -1,6 +1,6 @@
 //! What the job launcher starts on each rank: the runtime command itself, or
 //! `hybrun exec` (the per-rank wrapper), which adds to the plan handed to it
-//! the facts only the rank's node knows (ch-run's join per node and job, the
+//! the facts only the rank's node knows (ch-run's join per node and launch, the
 //! PMIx server's directory, the local rank's GPU and CPUs); see
 //! [`crate::launch::handoff`]. Its arguments still say everything, so a rank
 //! that gets no plan plans itself from them.
@@ -79,6 +79,7 @@ pub(super) fn per_rank(
             source,
         })?,
     };
+    let launch = facts.launch.clone();
     let handoff = Handoff {
         format: handoff::FORMAT,
         rank: rank.clone(),
@@ -106,6 +107,7 @@ pub(super) fn per_rank(
         program,
         args: exec_args(ctx, rank, mpi, handoff.is_some()),
         why: reasons,
+        launch: handoff.as_ref().and(launch),
         handoff,
     })
 }
@@ -167,7 +169,7 @@ fn reasons(
     {
         reasons.push(
             "ch-run --join-ct/--join-tag come from the rank's node and job (one container per \
-             node; the tag unique per node and job)"
+             node; the tag unique per node and launch)"
                 .to_owned(),
         );
     }

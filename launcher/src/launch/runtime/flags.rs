@@ -286,7 +286,7 @@ const CLEANENV: &str = "the ranks need SLURM_*, PMI_* and PMIX_* from the launch
                         environment, which this flag removes";
 const GPUS: &str = "hybrun sets GPU access: use --nv, --gpus-per-node or --gpus-per-task";
 const PWD: &str = "hybrun sets the working directory: use --pwd DIR";
-const JOIN: &str = "hybrun joins a node's ranks into one container itself (per node and job)";
+const JOIN: &str = "hybrun joins a node's ranks into one container itself (per node and launch)";
 
 /// Checks `--runtime-arg`s: words starting with '-' are flags (`--flag=value`
 /// counts as `--flag`), other words are values of the flag before them.
