@@ -5,7 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use hybrun_e2e::{
-    Mpi, assert_rows_sane, cluster, describe, on_path, parse_rows, require, run_with_timeout,
+    Mpi, assert_rows_sane, cluster, describe, on_path, parse_rows, require, run_mpi_job,
+    run_with_timeout,
 };
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -37,7 +38,7 @@ fn mpiexec_case(mpi: Mpi, ranks: u32, bench: &str, sizes: &str, expect: &[u64]) 
     }
     cmd.args(["--format", "csv", "--validate"])
         .args(if ranks > 2 { OVERSUBSCRIBED } else { QUICK });
-    let out = run_with_timeout(&cmd, LIMIT);
+    let out = run_mpi_job(&cmd, LIMIT, mpi);
     assert!(out.status.success(), "{}", describe(&cmd, &out));
     // Open MPI's library version string counts its NUL: none may reach the CSV.
     assert!(
@@ -259,7 +260,7 @@ fn srun_case(mpi: Mpi, nodes: u32, ranks: u32, bench: &str, sizes: &str, expect:
         .arg(&hybench)
         .args([bench, "-m", sizes, "--format", "csv", "--validate"])
         .args(if ranks > 2 { OVERSUBSCRIBED } else { QUICK });
-    let out = run_with_timeout(&cmd, LIMIT);
+    let out = run_mpi_job(&cmd, LIMIT, mpi);
     assert!(out.status.success(), "{}", describe(&cmd, &out));
     // Open MPI's library version string counts its NUL: none may reach the CSV.
     assert!(

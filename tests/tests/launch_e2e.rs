@@ -34,7 +34,7 @@ use std::time::Duration;
 use hybrun_core::schema::ResultRow;
 use hybrun_core::vocab::{Mode, RuntimeKind};
 use hybrun_e2e::{
-    Mpi, cluster, describe, on_path, parse_rows, repo_root, require, run_with_timeout,
+    Mpi, cluster, describe, on_path, parse_rows, repo_root, require, run_mpi_job_with,
 };
 
 const LIMIT: Duration = Duration::from_secs(180);
@@ -192,7 +192,10 @@ fn launch_with(s: &Setup, mode: Mode, ranks: u32, bench: &[&str], env: &[&str]) 
     };
     cmd.args(bench)
         .args(["--validate", "--format", "csv", "--output", &output]);
-    let out = run_with_timeout(&cmd, LIMIT);
+    // A crashed Open MPI run's record goes with it.
+    let out = run_mpi_job_with(&cmd, LIMIT, s.mpi, || {
+        let _ = std::fs::remove_dir_all(&records);
+    });
     assert!(out.status.success(), "{}", describe(&cmd, &out));
     let text = std::fs::read_to_string(out_dir.join("result.csv"))
         .unwrap_or_else(|e| panic!("no result.csv ({e}): {}", describe(&cmd, &out)));

@@ -15,7 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use hybrun_core::vocab::RuntimeKind;
-use hybrun_e2e::{Mpi, describe, on_path, parse_rows, repo_root, require, run_with_timeout};
+use hybrun_e2e::{
+    Mpi, describe, on_path, parse_rows, repo_root, require, run_mpi_job, run_with_timeout,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -115,7 +117,7 @@ fn chooses_the_profiles_mpiexec(mpi: Mpi, launcher: &str) {
         .arg(&image)
         .args(["--", "/app/hybench", "latency", "-m", "1:64", "-i", "20"])
         .args(["--validate", "--format", "csv", "--output", "/mnt/r.csv"]);
-    let out = run_with_timeout(&cmd, LIMIT);
+    let out = run_mpi_job(&cmd, LIMIT, mpi);
     assert!(out.status.success(), "{}", describe(&cmd, &out));
     let text = std::fs::read_to_string(out_dir.join("r.csv"))
         .unwrap_or_else(|e| panic!("no r.csv ({e}): {}", describe(&cmd, &out)));
