@@ -19,7 +19,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use hybrun::campaign::results;
-use hybrun_e2e::{Mpi, cluster, describe, on_path, repo_root, require, run_with_timeout};
+use hybrun_e2e::{
+    Mpi, cluster, describe, on_path, openmpi_rank_crashed, repo_root, require, run_with_timeout,
+};
 
 /// hybrun as built next to this test (target/<profile>/hybrun).
 fn hybrun_binary() -> Option<PathBuf> {
@@ -261,11 +263,23 @@ success = 'Total wall time'
         .unwrap()
         .path();
     let records = results::read_records(&run).unwrap();
-    let failed: Vec<_> = records
+    // LAMMPS is Debian's, built with Open MPI: one launch may meet the
+    // platform's rare Open MPI crash (hybrun_e2e::run_mpi_job); the campaign
+    // records it as failed and reports on the other launches. Any other
+    // failure, or a second crash, fails the test.
+    let (crashed, failed): (Vec<_>, Vec<_>) = records
         .iter()
         .filter(|r| r.status != results::Outcome::Ok)
-        .collect();
+        .partition(|r| r.stderr_tail.as_deref().is_some_and(openmpi_rank_crashed));
     assert!(failed.is_empty(), "failed launches: {failed:#?}");
+    assert!(crashed.len() <= 1, "crashed launches: {crashed:#?}");
+    if let Some(r) = crashed.first() {
+        eprintln!(
+            "NOTE: launch {} of {} met the platform's Open MPI crash (a rank's segmentation \
+             fault); the campaign recorded it as failed: {:?}",
+            r.launch, r.cell_key, r.stderr_tail
+        );
+    }
     // native, native', hybrid, bind x 6 launches, all in one allocation.
     assert_eq!(records.len(), 24);
     for row in results::read_results(&run).unwrap() {
