@@ -11,9 +11,7 @@
 //! file.
 
 use hybrun_core::placement::CpuBinding;
-use hybrun_core::vocab::Mode;
-
-use hybrun_core::vocab::LauncherKind;
+use hybrun_core::vocab::{LauncherKind, Mode};
 
 use super::{Host, Notes, RankContext, Role, gpu, target_in_image};
 use crate::launch::LaunchError;
@@ -201,22 +199,21 @@ pub fn node_group(host: &Host, launch: Option<&str>) -> String {
                 .into_owned()
         })
     };
-    let name = match (launch, host.slurm_node_step()) {
-        (Some(id), _) => format!("{id}.{}", node()),
-        (None, Some(step)) => return step,
-        (None, None) => {
-            let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
-            let start = std::fs::read_to_string(format!("/proc/{ppid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let after = s.rsplit_once(')')?.1.to_owned();
-                    after.split_whitespace().nth(19).map(str::to_owned)
-                })
-                .unwrap_or_default();
-            format!("ppid{ppid}.{start}.{}", node())
-        }
-    };
-    crate::host::safe_name(&name)
+    if let Some(id) = launch {
+        return crate::host::safe_name(&format!("{id}.{}", node()));
+    }
+    if let Some(step) = host.slurm_node_step() {
+        return step;
+    }
+    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    let start = std::fs::read_to_string(format!("/proc/{ppid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.to_owned();
+            after.split_whitespace().nth(19).map(str::to_owned)
+        })
+        .unwrap_or_default();
+    crate::host::safe_name(&format!("ppid{ppid}.{start}.{}", node()))
 }
 
 /// Slurm's compressed task counts (`2(x3),1`), for node index `node`.
