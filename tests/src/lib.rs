@@ -185,13 +185,21 @@ pub fn run_mpi_job_with(
     if mpi != Mpi::OpenMpi || !crashed {
         return out;
     }
-    eprintln!(
+    note_past_capture(&format!(
         "NOTE: an Open MPI rank died of a segmentation fault (the platform's rare Open MPI \
          crash, PLATFORM.md); running the job once more. The first run:\n{}",
         describe(cmd, &out)
-    );
+    ));
     before_again();
     run_with_timeout(cmd, limit)
+}
+
+/// Writes `text` to the test process's stderr past libtest's capture (which
+/// takes only `eprintln!`'s output, and shows it only for failing tests), so
+/// that a tolerated crash shows in the CI log of a passing run too.
+pub fn note_past_capture(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// The command line and its output, for assertion messages.

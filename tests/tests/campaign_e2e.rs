@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use hybrun::campaign::results;
 use hybrun_e2e::{
-    Mpi, cluster, describe, on_path, openmpi_rank_crashed, repo_root, require, run_with_timeout,
+    Mpi, cluster, describe, note_past_capture, on_path, openmpi_rank_crashed, repo_root, require,
+    run_with_timeout,
 };
 
 /// hybrun as built next to this test (target/<profile>/hybrun).
@@ -274,11 +275,11 @@ success = 'Total wall time'
     assert!(failed.is_empty(), "failed launches: {failed:#?}");
     assert!(crashed.len() <= 1, "crashed launches: {crashed:#?}");
     if let Some(r) = crashed.first() {
-        eprintln!(
+        note_past_capture(&format!(
             "NOTE: launch {} of {} met the platform's Open MPI crash (a rank's segmentation \
              fault); the campaign recorded it as failed: {:?}",
             r.launch, r.cell_key, r.stderr_tail
-        );
+        ));
     }
     // native, native', hybrid, bind x 6 launches, all in one allocation.
     assert_eq!(records.len(), 24);
