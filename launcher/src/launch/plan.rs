@@ -484,7 +484,8 @@ pub enum PerRank {
         #[serde(skip)]
         handoff: Option<String>,
         /// This launch's id in the plan handed over ([`RankFacts::launch`]):
-        /// ch-run's join tags are `hybrun.ID.NODE`.
+        /// ch-run's join tags are `hybrun.ID.NODE`. None when no plan is
+        /// handed over.
         #[serde(skip_serializing_if = "Option::is_none")]
         launch: Option<String>,
     },
@@ -494,12 +495,8 @@ impl PerRank {
     /// The launch id handed to the ranks, if any.
     pub fn launch(&self) -> Option<&str> {
         match self {
-            PerRank::Wrapper {
-                handoff: Some(_),
-                launch,
-                ..
-            } => launch.as_deref(),
-            _ => None,
+            PerRank::Wrapper { launch, .. } => launch.as_deref(),
+            PerRank::Direct => None,
         }
     }
 }

@@ -290,17 +290,7 @@ impl Record {
             .slurm
             .as_ref()
             .map_or_else(|| "nojob".to_owned(), |s| format!("job{}", s.job_id));
-        let host: String = self
-            .host
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let host = crate::host::safe_name(&self.host);
         format!("{stamp}-{host}-{job}-{}.json", std::process::id())
     }
 }

@@ -419,17 +419,7 @@ impl Drop for TempFile<'_> {
 /// This host's name, as it appears in temporary file names ('-' kept: the host is
 /// the last field).
 fn host_name() -> String {
-    let uname = rustix::system::uname();
-    let name = uname.nodename().to_string_lossy();
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::host::safe_name(&rustix::system::uname().nodename().to_string_lossy())
 }
 
 /// The image name that `path` designates inside the allowed directory `dir`, or
