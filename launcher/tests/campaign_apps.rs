@@ -8,9 +8,7 @@
 
 mod campaign_common;
 
-use std::process::Command;
-
-use campaign_common::{HYBRUN, mpich_image, on_path, only_run, repo_root, require};
+use campaign_common::{campaign_run, mpich_image, on_path, only_run, repo_root, require};
 use hybrun::campaign::results::{self, Outcome};
 
 /// The scenario: three applications, native and hybrid, in `dir`.
@@ -109,18 +107,7 @@ fn applications_are_cells_their_metric_is_read_and_a_missing_match_is_a_failed_l
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), &image);
     let results_dir = dir.path().join("results");
-    let out = Command::new(HYBRUN)
-        .args(["campaign", "run"])
-        .arg(&scenario)
-        .arg("--results")
-        .arg(&results_dir)
-        .env_remove("SLURM_JOB_ID")
-        .env(
-            "USER",
-            std::env::var("USER").unwrap_or_else(|_| "root".into()),
-        )
-        .output()
-        .unwrap();
+    let out = campaign_run(&scenario, &results_dir).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Some launches failed, some did not: the campaign itself succeeds.

@@ -10,10 +10,9 @@
 mod campaign_common;
 
 use std::path::Path;
-use std::process::Command;
 
 use campaign_common::{
-    HYBRUN, hybench, hybench_openmpi, mpich_image, only_run, records_all_ok, repo_root,
+    campaign_run, hybench, hybench_openmpi, mpich_image, only_run, records_all_ok, repo_root,
 };
 use hybrun::campaign::results::LaunchRecord;
 use serde_json::Value;
@@ -151,19 +150,10 @@ fn cpus_per_task_cells_launch_with_their_cores_and_threads() {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), &hybench, openmpi.as_deref(), image.as_deref());
     let results_dir = dir.path().join("results");
-    let out = Command::new(HYBRUN)
-        .args(["campaign", "run"])
-        .arg(&file)
-        .arg("--results")
-        .arg(&results_dir)
-        .env_remove("SLURM_JOB_ID")
+    let out = campaign_run(&file, &results_dir)
         .env_remove("HYBENCH_MPICH")
         .env_remove("HYBRUN_SITE")
         .env_remove("OMP_NUM_THREADS")
-        .env(
-            "USER",
-            std::env::var("USER").unwrap_or_else(|_| "root".into()),
-        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

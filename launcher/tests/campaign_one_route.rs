@@ -23,9 +23,8 @@
 mod campaign_common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-use campaign_common::{HYBRUN, hybench, mpich_image, only_run, records_all_ok, repo_root};
+use campaign_common::{campaign_run, hybench, mpich_image, only_run, records_all_ok, repo_root};
 use hybrun::campaign::results::LaunchRecord;
 use hybrun_core::vocab::Mode;
 use serde_json::Value;
@@ -90,19 +89,10 @@ warmup = 5
     )
     .unwrap();
     let results_dir = dir.path().join("results");
-    let out = Command::new(HYBRUN)
-        .args(["campaign", "run"])
-        .arg(&scenario)
-        .arg("--results")
-        .arg(&results_dir)
+    let out = campaign_run(&scenario, &results_dir)
         .arg("--no-report")
-        .env_remove("SLURM_JOB_ID")
         .env_remove("HYBENCH_MPICH")
         .env_remove("HYBRUN_SITE")
-        .env(
-            "USER",
-            std::env::var("USER").unwrap_or_else(|_| "root".into()),
-        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

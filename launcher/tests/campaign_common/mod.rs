@@ -93,6 +93,22 @@ pub fn mpich_image() -> Option<PathBuf> {
     Some(image)
 }
 
+/// `hybrun campaign run SCENARIO --results RESULTS` outside any allocation,
+/// with `USER` set (ch-run needs it); callers add their own options.
+pub fn campaign_run(scenario: &Path, results: &Path) -> Command {
+    let mut cmd = Command::new(HYBRUN);
+    cmd.args(["campaign", "run"])
+        .arg(scenario)
+        .arg("--results")
+        .arg(results)
+        .env_remove("SLURM_JOB_ID")
+        .env(
+            "USER",
+            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        );
+    cmd
+}
+
 /// The run directory a campaign named `name` wrote under `results` (the
 /// first, and in these tests the only, one).
 pub fn only_run(results: &Path, name: &str) -> PathBuf {
